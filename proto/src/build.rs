@@ -1,0 +1,361 @@
+//! Assembling a [`Content`] from parsed sources, in the order the primary's MTA consults them.
+//!
+//! The agent reads files and hands their bytes (or the read error) to a [`Builder`]; the builder
+//! parses, resolves duplicates the way postalias does (the first entry wins, across files too,
+//! with a warning), keeps only what concerns the served domains, and produces normalized content.
+//! It does no I/O itself: it tells the caller which `:include:` files it still needs.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::addr;
+use crate::parse;
+use crate::snapshot::{
+    Alias, Content, Diagnostic, Forward, Include, Kind, Recipient, Severity, User, VirtualEntry,
+};
+
+/// Builds one snapshot's content. See the module docs.
+#[derive(Debug)]
+pub struct Builder {
+    content: Content,
+    file_ids: HashMap<String, u32>,
+    alias_at: HashMap<String, (String, u32)>,
+    virtual_at: HashMap<String, (String, u32)>,
+    recipient_at: HashMap<String, usize>,
+    user_at: HashMap<String, usize>,
+    includes_added: BTreeSet<String>,
+}
+
+/// A passwd entry accepted as a local user, for the caller to look up its markers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    /// Index to pass to [`Builder::procmail`] and [`Builder::forward`].
+    pub index: usize,
+    /// Login name.
+    pub name: String,
+    /// Home directory from passwd.
+    pub home: String,
+}
+
+impl Builder {
+    /// A builder for the given served domains (lowercased here).
+    pub fn new(domains: &[String]) -> Self {
+        Builder {
+            content: Content {
+                domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                ..Content::default()
+            },
+            file_ids: HashMap::new(),
+            alias_at: HashMap::new(),
+            virtual_at: HashMap::new(),
+            recipient_at: HashMap::new(),
+            user_at: HashMap::new(),
+            includes_added: BTreeSet::new(),
+        }
+    }
+
+    fn file_id(&mut self, path: &str) -> u32 {
+        if let Some(&id) = self.file_ids.get(path) {
+            return id;
+        }
+        let id = self.content.files.len() as u32;
+        self.content.files.push(path.to_string());
+        self.file_ids.insert(path.to_string(), id);
+        id
+    }
+
+    fn served(&self, domain: &str) -> bool {
+        self.content.domains.iter().any(|d| d == domain)
+    }
+
+    /// Records a problem the caller found (an unreadable source, say).
+    pub fn diagnostic(&mut self, file: &str, line: u32, severity: Severity, message: String) {
+        self.content.diagnostics.push(Diagnostic {
+            file: file.to_string(),
+            line,
+            severity,
+            message,
+        });
+    }
+
+    /// Adds an aliases(5) file. Earlier files win over later ones, as in `alias_maps`.
+    pub fn aliases(&mut self, path: &str, bytes: &[u8]) {
+        let mut diags = Vec::new();
+        let parsed = parse::parse_aliases(bytes, path, &mut diags);
+        let file = self.file_id(path);
+        for a in parsed {
+            if let Some((f, l)) = self.alias_at.get(&a.name) {
+                diags.push(Diagnostic {
+                    file: path.to_string(),
+                    line: a.line,
+                    severity: Severity::Warning,
+                    message: format!("duplicate entry {:?}: the first one ({f}:{l}) wins", a.name),
+                });
+                continue;
+            }
+            self.alias_at
+                .insert(a.name.clone(), (path.to_string(), a.line));
+            self.content.aliases.push(Alias {
+                name: a.name,
+                file,
+                line: a.line,
+                targets: a.targets,
+            });
+        }
+        self.content.diagnostics.extend(diags);
+    }
+
+    /// `:include:` paths named by the aliases and include files added so far that have not been
+    /// given to [`Builder::include`] yet, sorted. Relative paths are left out (they punt).
+    pub fn pending_includes(&self) -> Vec<String> {
+        let mut want = BTreeSet::new();
+        let lists = self
+            .content
+            .aliases
+            .iter()
+            .map(|a| &a.targets)
+            .chain(self.content.includes.iter().map(|i| &i.targets));
+        for ts in lists {
+            for t in ts {
+                if t.kind == Kind::Include
+                    && t.value.starts_with('/')
+                    && !self.includes_added.contains(&t.value)
+                {
+                    want.insert(t.value.clone());
+                }
+            }
+        }
+        want.into_iter().collect()
+    }
+
+    /// Adds an `:include:` file's body, or why it could not be read.
+    pub fn include(&mut self, path: &str, body: Result<&[u8], String>) {
+        if !self.includes_added.insert(path.to_string()) {
+            return;
+        }
+        let file = self.file_id(path);
+        let mut diags = Vec::new();
+        let (targets, error) = match body {
+            Ok(bytes) => (parse::parse_list(bytes, path, &mut diags).targets, None),
+            Err(e) => {
+                diags.push(Diagnostic {
+                    file: path.to_string(),
+                    line: 0,
+                    severity: Severity::Error,
+                    message: format!("cannot read include file: {e}; aliases that include it punt"),
+                });
+                (Vec::new(), Some(e))
+            }
+        };
+        self.content.diagnostics.extend(diags);
+        self.content.includes.push(Include {
+            path: path.to_string(),
+            file,
+            targets,
+            error,
+        });
+    }
+
+    /// Adds a Postfix virtual(5) map. Keys at domains that are not served are ignored (counted in
+    /// one warning); a catch-all is reported and left out; a bare key applies to every served
+    /// domain and punts (the primary decides what `$myorigin` makes of it).
+    pub fn virtual_map(&mut self, path: &str, bytes: &[u8]) {
+        let mut diags = Vec::new();
+        let parsed = parse::parse_virtual(bytes, path, &mut diags);
+        let file = self.file_id(path);
+        let mut foreign = 0usize;
+        for v in parsed {
+            let line = v.line;
+            let mut problem = |sev, message| {
+                diags.push(Diagnostic {
+                    file: path.to_string(),
+                    line,
+                    severity: sev,
+                    message,
+                })
+            };
+            if v.key.starts_with('@') {
+                problem(
+                    Severity::Warning,
+                    format!(
+                        "{:?}: a catch-all cannot be listed on the secondary; left out",
+                        v.key
+                    ),
+                );
+                continue;
+            }
+            if let Some((_, domain)) = v.key.rsplit_once('@') {
+                if !addr::valid_address(&v.key) {
+                    problem(
+                        Severity::Error,
+                        format!("{:?}: key cannot be written to a map; left out", v.key),
+                    );
+                    continue;
+                }
+                if !self.served(domain) {
+                    foreign += 1;
+                    continue;
+                }
+            } else if !addr::valid_local_part(&v.key) {
+                problem(
+                    Severity::Error,
+                    format!("{:?}: key cannot be written to a map; left out", v.key),
+                );
+                continue;
+            }
+            if let Some((f, l)) = self.virtual_at.get(&v.key) {
+                problem(
+                    Severity::Warning,
+                    format!("duplicate entry {:?}: the first one ({f}:{l}) wins", v.key),
+                );
+                continue;
+            }
+            self.virtual_at
+                .insert(v.key.clone(), (path.to_string(), v.line));
+            self.content.virtuals.push(VirtualEntry {
+                key: v.key,
+                file,
+                line: v.line,
+                targets: v.targets,
+            });
+        }
+        if foreign > 0 {
+            diags.push(Diagnostic {
+                file: path.to_string(),
+                line: 0,
+                severity: Severity::Warning,
+                message: format!("{foreign} entries at domains that are not served were ignored"),
+            });
+        }
+        self.content.diagnostics.extend(diags);
+    }
+
+    /// Adds a recipient list. Entries at domains that are not served are ignored.
+    pub fn recipients(&mut self, path: &str, bytes: &[u8]) {
+        let mut diags = Vec::new();
+        let parsed = parse::parse_recipients(bytes, path, &mut diags);
+        let file = self.file_id(path);
+        let mut foreign = 0usize;
+        for (address, line) in parsed {
+            let served = addr::split(&address).is_some_and(|(_, d)| self.served(d));
+            if !served {
+                foreign += 1;
+                continue;
+            }
+            if self.recipient_at.contains_key(&address) {
+                continue;
+            }
+            self.recipient_at
+                .insert(address.clone(), self.content.recipients.len());
+            self.content.recipients.push(Recipient {
+                address,
+                file,
+                line,
+            });
+        }
+        if foreign > 0 {
+            diags.push(Diagnostic {
+                file: path.to_string(),
+                line: 0,
+                severity: Severity::Warning,
+                message: format!("{foreign} entries at domains that are not served were ignored"),
+            });
+        }
+        self.content.diagnostics.extend(diags);
+    }
+
+    /// Adds the local users of a passwd file with `uid >= uid_min`, and returns them so the caller
+    /// can look for their markers. A name Postfix cannot deliver to (it folds recipients to lower
+    /// case) or a map cannot carry is reported and left out; the first of duplicate names wins.
+    pub fn passwd(&mut self, path: &str, bytes: &[u8], uid_min: u32) -> Vec<UserRef> {
+        let mut diags = Vec::new();
+        let parsed = parse::parse_passwd(bytes, path, &mut diags);
+        let file = self.file_id(path);
+        let mut out = Vec::new();
+        for e in parsed {
+            if e.uid < uid_min || self.user_at.contains_key(&e.name) {
+                continue;
+            }
+            let problem = if e.name.chars().any(|c| c.is_uppercase()) {
+                Some("has upper case: postfix folds recipients to lower case and never reaches it")
+            } else if !addr::valid_local_part(&e.name) {
+                Some("cannot be written to a map as a local part")
+            } else {
+                None
+            };
+            if let Some(why) = problem {
+                diags.push(Diagnostic {
+                    file: path.to_string(),
+                    line: e.line,
+                    severity: Severity::Warning,
+                    message: format!("user {:?} {why}; left out", e.name),
+                });
+                continue;
+            }
+            let index = self.content.users.len();
+            self.user_at.insert(e.name.clone(), index);
+            self.content.users.push(User {
+                name: e.name.clone(),
+                file,
+                line: e.line,
+                procmail: None,
+                forward: None,
+            });
+            out.push(UserRef {
+                index,
+                name: e.name,
+                home: e.home,
+            });
+        }
+        self.content.diagnostics.extend(diags);
+        out
+    }
+
+    /// Records that the user has a `~/.procmailrc` at `path`.
+    pub fn procmail(&mut self, user: usize, path: &str) {
+        let file = self.file_id(path);
+        if let Some(u) = self.content.users.get_mut(user) {
+            u.procmail = Some(file);
+        }
+    }
+
+    /// Records the user's `~/.forward` at `path`: its body, or why it exists but cannot be read.
+    pub fn forward(&mut self, user: usize, path: &str, body: Result<&[u8], String>) {
+        let file = self.file_id(path);
+        let mut diags = Vec::new();
+        let fw = match body {
+            Ok(bytes) => {
+                let list = parse::parse_list(bytes, path, &mut diags);
+                Forward {
+                    file,
+                    targets: list.targets,
+                    filter: list.filter,
+                    error: None,
+                }
+            }
+            Err(e) => {
+                diags.push(Diagnostic {
+                    file: path.to_string(),
+                    line: 0,
+                    severity: Severity::Warning,
+                    message: format!("cannot read .forward: {e}; the user punts"),
+                });
+                Forward {
+                    file,
+                    targets: Vec::new(),
+                    filter: false,
+                    error: Some(e),
+                }
+            }
+        };
+        self.content.diagnostics.extend(diags);
+        if let Some(u) = self.content.users.get_mut(user) {
+            u.forward = Some(fw);
+        }
+    }
+
+    /// The normalized content.
+    pub fn finish(mut self) -> Content {
+        self.content.normalize();
+        self.content
+    }
+}

@@ -1,0 +1,504 @@
+//! Line structure of the source formats: logical lines with continuation (aliases, virtual),
+//! plain lines (`:include:` bodies, `.forward`, recipient lists, passwd).
+
+use super::rhs::{LineMap, parse_value_mapped};
+use crate::addr;
+use crate::snapshot::{Diagnostic, Severity, Target};
+
+/// One physical line and what it is.
+struct Physical<'a> {
+    line: u32,
+    text: Result<&'a str, &'static str>,
+    class: Class,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Blank,
+    Comment,
+    Continuation,
+    Start,
+}
+
+fn is_blank_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Splits bytes into physical lines, dropping the CR of CRLF, and checks each for NUL bytes and
+/// UTF-8. `comment_anywhere`: a line whose first non-blank is `#` is a comment (aliases, maps);
+/// otherwise only `#` in column 0 is (`.forward`, `:include:`).
+fn physical(bytes: &[u8], comment_anywhere: bool) -> impl Iterator<Item = Physical<'_>> {
+    let mut n = 0u32;
+    let trailing_newline = bytes.last() == Some(&b'\n');
+    let mut parts = bytes.split(|&b| b == b'\n').peekable();
+    std::iter::from_fn(move || {
+        let raw = parts.next()?;
+        if trailing_newline && parts.peek().is_none() {
+            return None;
+        }
+        n = n.saturating_add(1);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let first = raw.iter().position(|&b| !is_blank_byte(b));
+        let class = match first {
+            None => Class::Blank,
+            Some(i) if raw[i] == b'#' && (comment_anywhere || i == 0) => Class::Comment,
+            Some(0) => Class::Start,
+            Some(_) => Class::Continuation,
+        };
+        let text = if raw.contains(&0) {
+            Err("line contains a nul byte")
+        } else {
+            std::str::from_utf8(raw).map_err(|_| "line is not valid utf-8")
+        };
+        Some(Physical {
+            line: n,
+            text,
+            class,
+        })
+    })
+}
+
+/// A logical line (an entry and its continuation lines) of an aliases or virtual file.
+struct Logical {
+    line: u32,
+    text: String,
+    starts: Vec<(usize, u32)>,
+    bad: Option<(u32, &'static str)>,
+}
+
+/// Joins continuation lines as Postfix's `readllines` does: blank and comment lines inside an
+/// entry are dropped and the entry goes on; text that continues nothing is reported.
+fn logical(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<Logical> {
+    let mut out: Vec<Logical> = Vec::new();
+    let mut open = false;
+    for p in physical(bytes, true) {
+        match p.class {
+            Class::Blank | Class::Comment => {
+                if let (Err(why), Class::Comment) = (p.text, p.class) {
+                    // A broken comment line cannot change anything; say so only once per line.
+                    diags.push(diag(file, p.line, Severity::Warning, why.to_string()));
+                }
+            }
+            Class::Continuation if !open => diags.push(diag(
+                file,
+                p.line,
+                Severity::Error,
+                "line starts with whitespace but continues no entry".into(),
+            )),
+            Class::Continuation => {
+                if let Some(cur) = out.last_mut() {
+                    match p.text {
+                        Ok(t) => {
+                            cur.starts.push((cur.text.len(), p.line));
+                            cur.text.push_str(t);
+                        }
+                        Err(why) => {
+                            cur.bad.get_or_insert((p.line, why));
+                        }
+                    }
+                }
+            }
+            Class::Start => {
+                open = true;
+                let (text, bad) = match p.text {
+                    Ok(t) => (t.to_string(), None),
+                    Err(why) => (String::new(), Some((p.line, why))),
+                };
+                out.push(Logical {
+                    line: p.line,
+                    text,
+                    starts: vec![(0, p.line)],
+                    bad,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn diag(file: &str, line: u32, severity: Severity, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        line,
+        severity,
+        message,
+    }
+}
+
+/// An aliases(5) entry as read, before duplicates are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedAlias {
+    /// The name, lowercased.
+    pub name: String,
+    /// The line the entry starts on.
+    pub line: u32,
+    /// The items.
+    pub targets: Vec<Target>,
+}
+
+/// Finds the first `:` outside quotes and comments, as postalias's tokenizer does.
+fn name_colon(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut comment = 0u32;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' if comment == 0 => quoted = !quoted,
+            '(' if !quoted => comment += 1,
+            ')' if !quoted && comment > 0 => comment -= 1,
+            ':' if !quoted && comment == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The name part of an alias, internalized: quotes and backslash escapes removed, comments
+/// dropped, surrounding whitespace trimmed.
+fn internal_name(raw: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut comment = 0u32;
+    let mut it = raw.chars();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' => {
+                if let Some(e) = it.next()
+                    && comment == 0
+                {
+                    out.push(e);
+                }
+            }
+            '"' if comment == 0 => quoted = !quoted,
+            '(' if !quoted => comment += 1,
+            ')' if !quoted && comment > 0 => comment -= 1,
+            c if comment == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Parses an aliases(5) file. Duplicates are all returned (in file order); the caller keeps the
+/// first, as postalias does.
+pub fn parse_aliases(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<ParsedAlias> {
+    let mut out = Vec::new();
+    for l in logical(bytes, file, diags) {
+        if let Some((line, why)) = l.bad {
+            diags.push(diag(
+                file,
+                line,
+                Severity::Error,
+                format!("{why}: entry left out"),
+            ));
+            continue;
+        }
+        let Some(colon) = name_colon(&l.text) else {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                "need name:value pair (no colon)".into(),
+            ));
+            continue;
+        };
+        let raw_name = &l.text[..colon];
+        let raw_value = &l.text[colon + 1..];
+        if raw_name.contains(',') {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                "need name:value pair (comma before the colon)".into(),
+            ));
+            continue;
+        }
+        let name = internal_name(raw_name).to_lowercase();
+        if name.is_empty() {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                "need name:value pair (empty name)".into(),
+            ));
+            continue;
+        }
+        if name.contains('@') || name.contains('%') {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                format!("{name:?}: name must be local and have no domain"),
+            ));
+            continue;
+        }
+        if raw_value.trim().is_empty() {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                format!("{name:?}: need name:value pair (empty value)"),
+            ));
+            continue;
+        }
+        if !addr::valid_local_part(&name) {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                format!(
+                    "{name:?}: name cannot be written to a map as a local part; entry left out"
+                ),
+            ));
+            continue;
+        }
+        // Offsets in `starts` are into the whole logical line; the value starts after the colon.
+        let shift = colon + 1;
+        let starts: Vec<(usize, u32)> = l
+            .starts
+            .iter()
+            .map(|&(o, line)| (o.saturating_sub(shift), line))
+            .collect();
+        let targets = parse_value_mapped(raw_value, &LineMap { starts: &starts }, file, diags);
+        if targets.is_empty() {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                format!("{name:?}: value holds no recipient"),
+            ));
+            continue;
+        }
+        out.push(ParsedAlias {
+            name,
+            line: l.line,
+            targets,
+        });
+    }
+    out
+}
+
+/// A virtual(5) entry as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedVirtual {
+    /// The key, lowercased: `user@domain`, a bare `user`, or `@domain`.
+    pub key: String,
+    /// The line the entry starts on.
+    pub line: u32,
+    /// The items.
+    pub targets: Vec<Target>,
+}
+
+/// Parses a Postfix virtual(5) map: key, whitespace, value; same line rules as aliases.
+pub fn parse_virtual(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<ParsedVirtual> {
+    let mut out = Vec::new();
+    for l in logical(bytes, file, diags) {
+        if let Some((line, why)) = l.bad {
+            diags.push(diag(
+                file,
+                line,
+                Severity::Error,
+                format!("{why}: entry left out"),
+            ));
+            continue;
+        }
+        let split = l
+            .text
+            .find(|c: char| c.is_whitespace())
+            .unwrap_or(l.text.len());
+        let key = l.text[..split].to_lowercase();
+        let value = &l.text[split..];
+        if key.ends_with(':') {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                format!("{key:?}: record is in \"key: value\" format; postmap stores the colon and the key never matches"),
+            ));
+            continue;
+        }
+        if value.trim().is_empty() {
+            diags.push(diag(
+                file,
+                l.line,
+                Severity::Error,
+                format!("{key:?}: no value"),
+            ));
+            continue;
+        }
+        let starts: Vec<(usize, u32)> = l
+            .starts
+            .iter()
+            .map(|&(o, line)| (o.saturating_sub(split), line))
+            .collect();
+        let targets = parse_value_mapped(value, &LineMap { starts: &starts }, file, diags);
+        out.push(ParsedVirtual {
+            key,
+            line: l.line,
+            targets,
+        });
+    }
+    out
+}
+
+/// The body of an `:include:` file or a `.forward` file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedList {
+    /// The items, with their lines.
+    pub targets: Vec<Target>,
+    /// The first line is an Exim or Sieve filter header.
+    pub filter: bool,
+}
+
+/// Parses an `:include:` or `.forward` body: line by line, no continuation, `#` in column 0 is a
+/// comment. A line that cannot be read becomes an `invalid` item, so its owner punts rather than
+/// forwarding to fewer recipients than the primary would.
+pub fn parse_list(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> ParsedList {
+    let mut out = ParsedList::default();
+    for p in physical(bytes, false) {
+        if p.line == 1
+            && let Ok(t) = p.text
+        {
+            let lower = t.to_ascii_lowercase();
+            let lower = lower.trim_start_matches('#').trim_start();
+            if t.starts_with('#')
+                && (lower.starts_with("exim filter") || lower.starts_with("sieve filter"))
+            {
+                out.filter = true;
+            }
+        }
+        if matches!(p.class, Class::Blank | Class::Comment) {
+            continue;
+        }
+        match p.text {
+            Ok(t) => out
+                .targets
+                .extend(super::rhs::parse_value(t, file, p.line, diags)),
+            Err(why) => {
+                diags.push(diag(
+                    file,
+                    p.line,
+                    Severity::Error,
+                    format!("{why}: the owner punts"),
+                ));
+                out.targets.push(Target {
+                    kind: crate::snapshot::Kind::Invalid,
+                    value: why.to_string(),
+                    line: p.line,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Parses a recipient list (e.g. `relay_recipients`): the first field of each line is an address;
+/// the rest of the line and continuation lines are ignored. Returns `(address, line)` pairs with
+/// the address lowercased; entries that are not full addresses are reported and left out.
+pub fn parse_recipients(
+    bytes: &[u8],
+    file: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for p in physical(bytes, true) {
+        if p.class != Class::Start {
+            continue;
+        }
+        let t = match p.text {
+            Ok(t) => t,
+            Err(why) => {
+                diags.push(diag(
+                    file,
+                    p.line,
+                    Severity::Error,
+                    format!("{why}: entry left out"),
+                ));
+                continue;
+            }
+        };
+        let key = t.split_whitespace().next().unwrap_or("").to_lowercase();
+        if key.starts_with('@') {
+            diags.push(diag(
+                file,
+                p.line,
+                Severity::Warning,
+                format!("{key:?}: a catch-all cannot be listed on the secondary; left out"),
+            ));
+        } else if key.ends_with(':') {
+            diags.push(diag(
+                file,
+                p.line,
+                Severity::Error,
+                format!("{key:?}: record is in \"key: value\" format; left out"),
+            ));
+        } else if addr::valid_address(&key) {
+            out.push((key, p.line));
+        } else {
+            diags.push(diag(
+                file,
+                p.line,
+                Severity::Error,
+                format!("{key:?}: not a full address that a map can carry; left out"),
+            ));
+        }
+    }
+    out
+}
+
+/// One passwd(5) entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdEntry {
+    /// Login name.
+    pub name: String,
+    /// Numeric user id.
+    pub uid: u32,
+    /// Home directory.
+    pub home: String,
+    /// Line in the file.
+    pub line: u32,
+}
+
+/// Parses a passwd(5) file: `name:pw:uid:gid:gecos:home:shell`.
+pub fn parse_passwd(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<PasswdEntry> {
+    let mut out = Vec::new();
+    for p in physical(bytes, true) {
+        if matches!(p.class, Class::Blank | Class::Comment) {
+            continue;
+        }
+        let t = match p.text {
+            Ok(t) => t,
+            Err(why) => {
+                diags.push(diag(
+                    file,
+                    p.line,
+                    Severity::Error,
+                    format!("{why}: entry left out"),
+                ));
+                continue;
+            }
+        };
+        let fields: Vec<&str> = t.split(':').collect();
+        let uid = fields.get(2).and_then(|u| u.parse::<u32>().ok());
+        match (fields.len(), uid) {
+            (7, Some(uid)) => out.push(PasswdEntry {
+                name: fields[0].to_string(),
+                uid,
+                home: fields[5].to_string(),
+                line: p.line,
+            }),
+            _ => diags.push(diag(
+                file,
+                p.line,
+                Severity::Error,
+                "not a passwd entry (name:pw:uid:gid:gecos:home:shell); left out".into(),
+            )),
+        }
+    }
+    out
+}

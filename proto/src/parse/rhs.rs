@@ -1,0 +1,337 @@
+//! The right-hand side of an alias: a value split into items as Postfix's local(8) reads it.
+//!
+//! The tokenizer follows RFC 822 as `tok822` does: quoted strings, nested `(comments)` (dropped),
+//! `<angle>` addresses, and specials. Items are separated by commas; two words separated only by
+//! whitespace are two items (a missing comma), which is also how an unquoted `|prog -a` becomes
+//! `|prog`, `-a`. Each item is then classified ([`Kind`]).
+
+use crate::addr;
+use crate::snapshot::{Diagnostic, Kind, Severity, Target};
+
+#[derive(Debug)]
+enum Tok {
+    Word {
+        text: String,
+        quoted: bool,
+        space_before: bool,
+        line: u32,
+    },
+    Special {
+        c: char,
+        line: u32,
+    },
+}
+
+impl Tok {
+    fn line(&self) -> u32 {
+        match self {
+            Tok::Word { line, .. } | Tok::Special { line, .. } => *line,
+        }
+    }
+    fn push_text(&self, out: &mut String) {
+        match self {
+            Tok::Word { text, .. } => out.push_str(text),
+            Tok::Special { c, .. } => out.push(*c),
+        }
+    }
+}
+
+fn is_special(c: char) -> bool {
+    matches!(c, '<' | '>' | '@' | ',' | ';' | ':' | '.' | '[' | ']')
+}
+
+/// Maps byte offsets of a logical line back to physical line numbers.
+pub(crate) struct LineMap<'a> {
+    /// `(offset, line)`: text from `offset` on was on `line`; sorted by offset.
+    pub(crate) starts: &'a [(usize, u32)],
+}
+
+impl LineMap<'_> {
+    fn line_at(&self, off: usize) -> u32 {
+        let i = self.starts.partition_point(|&(o, _)| o <= off);
+        self.starts.get(i.saturating_sub(1)).map_or(0, |&(_, l)| l)
+    }
+}
+
+fn tokenize(s: &str, map: &LineMap<'_>) -> Vec<Tok> {
+    let mut toks = Vec::new();
+    let mut space = true;
+    let mut it = s.char_indices().peekable();
+    while let Some((off, c)) = it.next() {
+        let line = map.line_at(off);
+        if c.is_whitespace() {
+            space = true;
+        } else if c == '(' {
+            let mut depth = 1u32;
+            while let Some((_, c)) = it.next() {
+                match c {
+                    '\\' => {
+                        it.next();
+                    }
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            space = true;
+        } else if c == '"' {
+            let mut text = String::new();
+            while let Some((_, c)) = it.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, e)) = it.next() {
+                            text.push(e);
+                        }
+                    }
+                    '"' => break,
+                    c => text.push(c),
+                }
+            }
+            toks.push(Tok::Word {
+                text,
+                quoted: true,
+                space_before: space,
+                line,
+            });
+            space = false;
+        } else if is_special(c) {
+            toks.push(Tok::Special { c, line });
+            space = false;
+        } else {
+            let mut text = String::new();
+            text.push(c);
+            if c == '\\'
+                && let Some(&(_, e)) = it.peek()
+                && !e.is_whitespace()
+            {
+                text.push(e);
+                it.next();
+            }
+            while let Some(&(_, c)) = it.peek() {
+                if c.is_whitespace() || is_special(c) || c == '"' || c == '(' {
+                    break;
+                }
+                text.push(c);
+                it.next();
+            }
+            toks.push(Tok::Word {
+                text,
+                quoted: false,
+                space_before: space,
+                line,
+            });
+            space = false;
+        }
+    }
+    toks
+}
+
+/// Classifies one item's text as local(8) does, in the order it tests: file, command,
+/// `:include:`, then addresses; with the backslash form and the Exim specials recognised.
+fn classify(text: &str, quoted_empty: bool) -> (Kind, String) {
+    if quoted_empty {
+        return (Kind::Special, "\"\"".to_string());
+    }
+    let lower = text.to_ascii_lowercase();
+    if text.starts_with('/') || text.starts_with('~') {
+        return (Kind::File, text.to_string());
+    }
+    if text.starts_with('|') {
+        return (Kind::Pipe, text.to_string());
+    }
+    if lower.starts_with(":include:") {
+        return (Kind::Include, text[":include:".len()..].trim().to_string());
+    }
+    if let Some(rest) = text.strip_prefix('\\') {
+        return (Kind::Backslash, rest.to_string());
+    }
+    for special in [":fail:", ":defer:", ":blackhole:", ":unknown:", "error:"] {
+        if lower.starts_with(special) {
+            return (Kind::Special, text.to_string());
+        }
+    }
+    if text.contains('@') {
+        return match addr::normalize_address(text) {
+            Some(a) => (Kind::Address, a),
+            None => (Kind::Invalid, text.to_string()),
+        };
+    }
+    if addr::valid_local_part(text) {
+        (Kind::Local, text.to_string())
+    } else {
+        (Kind::Invalid, text.to_string())
+    }
+}
+
+/// Splits an alias value into targets, with warnings for the constructs the MTAs read differently.
+///
+/// `map` gives the physical line of each byte offset; `file` names the file in diagnostics.
+pub(crate) fn parse_value_mapped(
+    value: &str,
+    map: &LineMap<'_>,
+    file: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Target> {
+    let trimmed = value.trim_start();
+    let lower: String = trimmed
+        .chars()
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if lower.starts_with(":fail:") || lower.starts_with(":defer:") || lower.starts_with("error:") {
+        // Exim: the rest of the list is the message. One special item; its alias punts.
+        let off = value.len() - trimmed.len();
+        return vec![Target {
+            kind: Kind::Special,
+            value: trimmed.trim_end().to_string(),
+            line: map.line_at(off),
+        }];
+    }
+    let toks = tokenize(value, map);
+    let mut out = Vec::new();
+    let mut warn = |line: u32, message: String| {
+        diags.push(Diagnostic {
+            file: file.to_string(),
+            line,
+            severity: Severity::Warning,
+            message,
+        })
+    };
+    for item in split_items(&toks) {
+        if item.is_empty() {
+            continue;
+        }
+        let line = item[0].line();
+        if let Some(lt) = item
+            .iter()
+            .position(|t| matches!(t, Tok::Special { c: '<', .. }))
+        {
+            let Some(gt) = item
+                .iter()
+                .rposition(|t| matches!(t, Tok::Special { c: '>', .. }))
+            else {
+                let mut text = String::new();
+                item.iter().for_each(|t| t.push_text(&mut text));
+                out.push(Target {
+                    kind: Kind::Invalid,
+                    value: text,
+                    line,
+                });
+                continue;
+            };
+            let inner = if gt > lt {
+                &item[lt + 1..gt]
+            } else {
+                &item[0..0]
+            };
+            let start = inner
+                .iter()
+                .rposition(|t| matches!(t, Tok::Special { c: ':', .. }))
+                .map_or(0, |i| i + 1);
+            let mut text = String::new();
+            inner[start..].iter().for_each(|t| t.push_text(&mut text));
+            let (kind, value) = classify(&text, false);
+            out.push(Target { kind, value, line });
+            continue;
+        }
+        // Groups: a word preceded by whitespace right after another word starts a new item.
+        let mut groups: Vec<&[Tok]> = Vec::new();
+        let mut start = 0;
+        for i in 1..item.len() {
+            let prev_word = matches!(item[i - 1], Tok::Word { .. });
+            if prev_word
+                && matches!(
+                    item[i],
+                    Tok::Word {
+                        space_before: true,
+                        ..
+                    }
+                )
+            {
+                groups.push(&item[start..i]);
+                start = i;
+            }
+        }
+        groups.push(&item[start..]);
+        let pipe_args = groups.len() > 1
+            && matches!(&groups[0][0], Tok::Word { text, quoted: false, .. } if text.starts_with('|'));
+        if pipe_args {
+            warn(
+                line,
+                "unquoted command with arguments: postfix reads the arguments as more recipients; quote the whole command".into(),
+            );
+        } else if groups.len() > 1 {
+            warn(
+                line,
+                "items separated by whitespace without a comma: read as separate recipients".into(),
+            );
+        }
+        for (gi, g) in groups.iter().enumerate() {
+            let mut text = String::new();
+            g.iter().for_each(|t| t.push_text(&mut text));
+            let quoted_empty = g.len() == 1
+                && matches!(&g[0], Tok::Word { text, quoted: true, .. } if text.is_empty());
+            let gline = g[0].line();
+            if matches!(&g[0], Tok::Word { text, quoted: false, .. } if text.starts_with('#')) {
+                warn(
+                    gline,
+                    format!(
+                        "{text:?}: '#' in mid-line is not a comment for postfix; the alias punts"
+                    ),
+                );
+                out.push(Target {
+                    kind: Kind::Invalid,
+                    value: text,
+                    line: gline,
+                });
+                continue;
+            }
+            if pipe_args && gi > 0 {
+                out.push(Target {
+                    kind: Kind::Invalid,
+                    value: text,
+                    line: gline,
+                });
+                continue;
+            }
+            let (kind, value) = classify(&text, quoted_empty);
+            out.push(Target {
+                kind,
+                value,
+                line: gline,
+            });
+        }
+    }
+    out
+}
+
+/// Parses a one-line value (as found in an `:include:` file or `.forward` line) on `line`.
+pub fn parse_value(value: &str, file: &str, line: u32, diags: &mut Vec<Diagnostic>) -> Vec<Target> {
+    let starts = [(0usize, line)];
+    parse_value_mapped(value, &LineMap { starts: &starts }, file, diags)
+}
+
+/// Splits tokens at top-level commas (commas inside `<...>` belong to a route).
+fn split_items(toks: &[Tok]) -> Vec<&[Tok]> {
+    let mut items = Vec::new();
+    let mut depth = 0u32;
+    let mut start = 0;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Special { c: '<', .. } => depth += 1,
+            Tok::Special { c: '>', .. } => depth = depth.saturating_sub(1),
+            Tok::Special { c: ',', .. } if depth == 0 => {
+                items.push(&toks[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&toks[start..]);
+    items
+}

@@ -1,0 +1,214 @@
+//! Parser tables (items and diagnostics) and no-panic property tests.
+
+use super::*;
+use crate::snapshot::Kind;
+use proptest::prelude::*;
+
+/// Parses one aliases file and renders each entry as `name=kind:value,...` plus each diagnostic
+/// as `line:severity`.
+fn check(input: &str, expected_entries: &[&str], expected_diags: &[&str]) {
+    let mut diags = Vec::new();
+    let entries = parse_aliases(input.as_bytes(), "f", &mut diags);
+    let got: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let items: Vec<String> = e
+                .targets
+                .iter()
+                .map(|t| format!("{}:{}@{}", kind(t.kind), t.value, t.line))
+                .collect();
+            format!("{}={}", e.name, items.join(","))
+        })
+        .collect();
+    assert_eq!(got, expected_entries, "entries of {input:?}");
+    let got: Vec<String> = diags
+        .iter()
+        .map(|d| format!("{}:{:?}", d.line, d.severity))
+        .collect();
+    assert_eq!(got, expected_diags, "diagnostics of {input:?}: {diags:#?}");
+}
+
+fn kind(k: Kind) -> &'static str {
+    match k {
+        Kind::Address => "a",
+        Kind::Local => "l",
+        Kind::Pipe => "pipe",
+        Kind::File => "file",
+        Kind::Include => "inc",
+        Kind::Backslash => "bs",
+        Kind::Special => "sp",
+        Kind::Invalid => "bad",
+    }
+}
+
+#[test]
+fn aliases_items() {
+    check("a: b\n", &["a=l:b@1"], &[]);
+    check("a: B@X.Org\n", &["a=a:B@x.org@1"], &[]);
+    check("a: b,\n  c@x.org\n", &["a=l:b@1,a:c@x.org@2"], &[]);
+    check("a: \"|/bin/x a, b\"\n", &["a=pipe:|/bin/x a, b@1"], &[]);
+    check(
+        "a: |/bin/x -v\n",
+        &["a=pipe:|/bin/x@1,bad:-v@1"],
+        &["1:Warning"],
+    );
+    check("a: /var/x, ~/y\n", &["a=file:/var/x@1,file:~/y@1"], &[]);
+    check(
+        "a: :include:/l, :Include: /m\n",
+        &["a=inc:/l@1,inc:/m@1"],
+        &[],
+    );
+    check("a: \\a\n", &["a=bs:a@1"], &[]);
+    check(
+        "a: :fail: no, such user\n",
+        &["a=sp::fail: no, such user@1"],
+        &[],
+    );
+    check(
+        "a: b@x.org # gone\n",
+        &["a=a:b@x.org@1,bad:#@1,l:gone@1"],
+        &["1:Warning", "1:Warning"],
+    );
+    check(
+        "a: b@x.org c@y.org\n",
+        &["a=a:b@x.org@1,a:c@y.org@1"],
+        &["1:Warning"],
+    );
+    check("a: b (comment, with comma) , c\n", &["a=l:b@1,l:c@1"], &[]);
+    check("a: Name <b@x.org>\n", &["a=a:b@x.org@1"], &[]);
+    check("a: <b@x.org\n", &["a=bad:<b@x.org@1"], &[]);
+    check("a:b: x\n", &["a=bad:b:x@1"], &[]);
+    check("a: b\r\n", &["a=l:b@1"], &[]);
+    check("\r\n", &[], &[]);
+}
+
+#[test]
+fn aliases_diagnostics() {
+    check("a b\n", &[], &["1:Error"]);
+    check("  a: b\n", &[], &["1:Error"]);
+    check("a:\n", &[], &["1:Error"]);
+    check("a@x: b\n", &[], &["1:Error"]);
+    check(": b\n", &[], &["1:Error"]);
+    check(
+        "a: b\n\0x: y\nc: d\n",
+        &["a=l:b@1", "c=l:d@3"],
+        &["2:Error"],
+    );
+    check("# only a comment\n\n", &[], &[]);
+    check("a: b,\n# c\n  d\n", &["a=l:b@1,l:d@3"], &[]);
+    check("a: ,\n", &[], &["1:Error"]);
+}
+
+#[test]
+fn list_bodies() {
+    let mut d = Vec::new();
+    let l = parse_list(b"a@x.org\n#c\n  #d\nb, c\n\n", "f", &mut d);
+    let got: Vec<(Kind, &str, u32)> = l
+        .targets
+        .iter()
+        .map(|t| (t.kind, t.value.as_str(), t.line))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Kind::Address, "a@x.org", 1),
+            (Kind::Invalid, "#d", 3),
+            (Kind::Local, "b", 4),
+            (Kind::Local, "c", 4)
+        ]
+    );
+    assert!(!l.filter);
+    assert!(parse_list(b"# Exim filter\n", "f", &mut d).filter);
+    assert!(parse_list(b"#Sieve filter\n", "f", &mut d).filter);
+    let bad = parse_list(b"a@x.org\nb\xff\n", "f", &mut d);
+    assert_eq!(bad.targets[1].kind, Kind::Invalid);
+}
+
+#[test]
+fn recipients_and_passwd() {
+    let mut d = Vec::new();
+    let r = parse_recipients(
+        b"A@X.org OK\n# c\n  continued\n@x.org OK\nbare\nk@x.org: v\n",
+        "f",
+        &mut d,
+    );
+    assert_eq!(r, [("a@x.org".to_string(), 1)]);
+    assert_eq!(d.iter().map(|d| d.line).collect::<Vec<_>>(), [4, 5, 6]);
+    let mut d = Vec::new();
+    let p = parse_passwd(
+        b"a:x:1000:1000::/home/a:/bin/sh\nbroken\nb:x:NaN:1::/h:/s\n",
+        "f",
+        &mut d,
+    );
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (p[0].name.as_str(), p[0].uid, p[0].home.as_str()),
+        ("a", 1000, "/home/a")
+    );
+    assert_eq!(d.len(), 2);
+}
+
+#[test]
+fn virtual_entries() {
+    let mut d = Vec::new();
+    let v = parse_virtual(b"A@X.org  b@y.org,\n  c\nk@x.org: v\nlonely\n", "f", &mut d);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].key, "a@x.org");
+    assert_eq!(v[0].targets.len(), 2);
+    assert_eq!(d.iter().map(|d| d.line).collect::<Vec<_>>(), [3, 4]);
+}
+
+/// Text that looks like alias files, to reach deep into the parsers.
+fn aliasish() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(b"a: ".to_vec()),
+        Just(b"\n".to_vec()),
+        Just(b"\n  ".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"# c\n".to_vec()),
+        Just(b", ".to_vec()),
+        Just(b"\"".to_vec()),
+        Just(b"(".to_vec()),
+        Just(b")".to_vec()),
+        Just(b"<".to_vec()),
+        Just(b">".to_vec()),
+        Just(b":include:".to_vec()),
+        Just(b"|".to_vec()),
+        Just(b"\\".to_vec()),
+        Just(b"x@y.org".to_vec()),
+        Just(b"\0".to_vec()),
+        Just(vec![0xff]),
+        "[a-z:@ ,\t]{0,6}".prop_map(String::into_bytes),
+    ];
+    prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn parsers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut d = Vec::new();
+        let _ = parse_aliases(&bytes, "f", &mut d);
+        let _ = parse_virtual(&bytes, "f", &mut d);
+        let _ = parse_list(&bytes, "f", &mut d);
+        let _ = parse_recipients(&bytes, "f", &mut d);
+        let _ = parse_passwd(&bytes, "f", &mut d);
+    }
+
+    #[test]
+    fn alias_like_input_never_panics_and_keeps_its_promises(bytes in aliasish()) {
+        let mut d = Vec::new();
+        for e in parse_aliases(&bytes, "f", &mut d) {
+            prop_assert!(crate::addr::valid_local_part(&e.name), "{:?}", e.name);
+            for t in &e.targets {
+                if t.kind == Kind::Address {
+                    prop_assert!(crate::addr::valid_address(&t.value), "{:?}", t.value);
+                }
+            }
+        }
+        for diag in &d {
+            prop_assert!(diag.line >= 1);
+        }
+    }
+}

@@ -1,0 +1,947 @@
+//! Classification: for every valid address at a served domain, forward / split / punt
+//! (DESIGN section 5).
+//!
+//! Principle: **when in doubt, punt**. An address is forwarded by the secondary only when every
+//! final target is a remote address the primary would itself send out by SMTP.
+//!
+//! Each alias and virtual entry is expanded once (an iterative depth-first walk with memoised,
+//! domain-free results), so planning is linear in the size of the alias graph and deep chains
+//! cannot overflow the stack. An alias expansion names the punt units it reaches through local
+//! names symbolically ([`Unit::Local`]) and is bound to a served domain only when a plan is made.
+//! Loops are every alias on a cycle of the walk; depth is the height of an expansion, so results do
+//! not depend on the order addresses are planned in. This module does not render maps.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr;
+use crate::snapshot::{Content, Kind, Target, User};
+
+/// An expansion deeper than this many levels punts (reason `depth`).
+pub const MAX_DEPTH: u32 = 20;
+/// `:include:` files nested deeper than this punt (reason `include`).
+const MAX_INCLUDE_NESTING: u32 = 8;
+/// Reasons kept per expansion; the rest are dropped (they only explain, never decide).
+const MAX_REASONS: usize = 32;
+
+/// What the secondary does with an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Every final target is remote: the secondary delivers to them itself.
+    Forward,
+    /// Some targets are remote, the rest are named addresses on the primary.
+    Split,
+    /// The primary is needed: the message is relayed unchanged.
+    Punt,
+}
+
+impl Class {
+    /// The name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Forward => "forward",
+            Class::Split => "split",
+            Class::Punt => "punt",
+        }
+    }
+}
+
+/// Why something punts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    /// A `|command` item.
+    Pipe,
+    /// A `/file` or `~/file` item.
+    File,
+    /// An `:include:` the secondary cannot follow (relative path, nesting, not read).
+    Include,
+    /// An `:include:` file the agent could not read.
+    IncludeUnreadable,
+    /// A `\user` item.
+    Backslash,
+    /// `:fail:`, `:defer:`, `:blackhole:`, `error:`, an empty value.
+    Special,
+    /// A mailbox on the primary.
+    Mailbox,
+    /// The user has a `~/.procmailrc`.
+    Procmail,
+    /// The user's `~/.forward` needs the primary.
+    DotForward,
+    /// Not understood, or a name the primary does not know.
+    Unknown,
+    /// The alias is on a loop.
+    Loop,
+    /// The expansion is deeper than [`MAX_DEPTH`].
+    Depth,
+}
+
+/// One reason of a plan, with where it comes from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Reason {
+    /// The reason code.
+    pub code: Code,
+    /// The item or name that caused it.
+    pub target: String,
+    /// `file:line` (or `file`) of the cause.
+    pub origin: String,
+    /// The punt unit this reason belongs to, when it is not the planned address itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// The plan for one address, in the JSON shape of DESIGN section 5.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The planned address.
+    pub address: String,
+    /// What the secondary does.
+    pub class: Class,
+    /// Remote targets the secondary delivers to itself, sorted.
+    pub forward: Vec<String>,
+    /// Addresses sent to the primary, sorted (the address itself when the class is punt).
+    pub punt: Vec<String>,
+    /// Why anything punts.
+    pub reasons: Vec<Reason>,
+}
+
+/// A punt unit: an address on the primary, either symbolic (a local name, bound to the served
+/// domain of the plan) or concrete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Unit<'a> {
+    Local(&'a str),
+    Addr(&'a str, &'a str),
+}
+
+impl<'a> Unit<'a> {
+    fn bind(self, domain: Option<&'a str>) -> Unit<'a> {
+        match (self, domain) {
+            (Unit::Local(n), Some(d)) => Unit::Addr(n, d),
+            (u, _) => u,
+        }
+    }
+    fn render(self, domain: &str) -> String {
+        match self {
+            Unit::Local(n) => format!("{n}@{domain}"),
+            Unit::Addr(l, d) => format!("{l}@{d}"),
+        }
+    }
+}
+
+/// Where a reason points: a file index and line, or nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct At {
+    file: u32,
+    line: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct R<'a> {
+    code: Code,
+    target: &'a str,
+    at: At,
+    via: Option<Unit<'a>>,
+}
+
+/// A memoised expansion. `forward` empty means the node is wholly punt.
+#[derive(Clone, Debug, Default)]
+struct Exp<'a> {
+    forward: Vec<&'a str>,
+    units: Vec<Unit<'a>>,
+    reasons: Vec<R<'a>>,
+    height: u32,
+}
+
+impl<'a> Exp<'a> {
+    fn punt(reasons: Vec<R<'a>>) -> Self {
+        Exp {
+            reasons,
+            ..Exp::default()
+        }
+    }
+    fn is_punt(&self) -> bool {
+        self.forward.is_empty()
+    }
+    fn add_reasons(&mut self, rs: impl Iterator<Item = R<'a>>) {
+        for r in rs {
+            if self.reasons.len() >= MAX_REASONS * 4 {
+                break;
+            }
+            self.reasons.push(r);
+        }
+    }
+    fn seal(&mut self) {
+        self.forward.sort_unstable();
+        self.forward.dedup();
+        self.units.sort_unstable();
+        self.units.dedup();
+        self.reasons.sort_unstable();
+        self.reasons.dedup();
+        self.reasons.truncate(MAX_REASONS);
+    }
+}
+
+/// What one item resolves to.
+enum Ref<'a> {
+    /// A remote address.
+    Forward(&'a str),
+    /// A punt unit that needs no expansion, with its reason.
+    Leaf(Unit<'a>, R<'a>),
+    /// A local user whose `.forward` lists only remote addresses.
+    UserForward(&'a [Target]),
+    /// An alias or virtual entry, reached as `unit`, whose local names bind to `domain`.
+    Node {
+        id: usize,
+        unit: Unit<'a>,
+        domain: Option<&'a str>,
+    },
+}
+
+const UNSEEN: u8 = 0;
+const ON_STACK: u8 = 1;
+const DONE: u8 = 2;
+
+struct Frame<'a> {
+    node: usize,
+    items: Vec<(&'a Target, u32)>,
+    pos: usize,
+    acc: Exp<'a>,
+}
+
+/// Plans addresses of one content. Build once, then call [`Planner::plan_all`] or
+/// [`Planner::plan`]; expansions are shared between calls.
+pub struct Planner<'a> {
+    c: &'a Content,
+    domains: HashSet<&'a str>,
+    aliases: HashMap<&'a str, usize>,
+    users: HashMap<&'a str, usize>,
+    virtuals: HashMap<&'a str, usize>,
+    recipients: HashMap<&'a str, usize>,
+    includes: HashMap<&'a str, usize>,
+    /// `UNSEEN`, `ON_STACK` (being expanded, or finished but its strongly connected component
+    /// not yet complete) or `DONE` (memoised).
+    state: Vec<u8>,
+    /// Tarjan's discovery index of each node.
+    index: Vec<u32>,
+    /// Tarjan's low-link of each node.
+    low: Vec<u32>,
+    /// The node names itself (a one-node loop such as `carol: carol`).
+    self_loop: Vec<bool>,
+    /// Tarjan's stack: nodes whose component is not complete yet.
+    tarjan: Vec<usize>,
+    /// Next discovery index.
+    counter: u32,
+    memo: Vec<Option<Exp<'a>>>,
+    unknown: BTreeSet<(&'a str, At)>,
+}
+
+/// Lowercases only when needed.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_uppercase) {
+        Cow::Owned(s.to_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+impl<'a> Planner<'a> {
+    /// Indexes `content` (which should be [validated](Content::validate)).
+    pub fn new(c: &'a Content) -> Self {
+        let n = c.aliases.len() + c.virtuals.len();
+        Planner {
+            c,
+            domains: c.domains.iter().map(String::as_str).collect(),
+            aliases: c
+                .aliases
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.name.as_str(), i))
+                .collect(),
+            users: c
+                .users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.name.as_str(), i))
+                .collect(),
+            virtuals: c
+                .virtuals
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.key.as_str(), i))
+                .collect(),
+            recipients: c
+                .recipients
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.address.as_str(), i))
+                .collect(),
+            includes: c
+                .includes
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.path.as_str(), i))
+                .collect(),
+            state: vec![UNSEEN; n],
+            index: vec![0; n],
+            low: vec![0; n],
+            self_loop: vec![false; n],
+            tarjan: Vec::new(),
+            counter: 0,
+            memo: vec![None; n],
+            unknown: BTreeSet::new(),
+        }
+    }
+
+    fn origin(&self, at: At) -> String {
+        match self.c.files.get(at.file as usize) {
+            Some(f) if at.line > 0 => format!("{f}:{}", at.line),
+            Some(f) => f.clone(),
+            None => String::new(),
+        }
+    }
+
+    fn user_ref(&self, u: &'a User, unit: Unit<'a>) -> Ref<'a> {
+        let at = At {
+            file: u.file,
+            line: u.line,
+        };
+        if let Some(p) = u.procmail {
+            let target = self.c.files.get(p as usize).map_or("", String::as_str);
+            return Ref::Leaf(
+                unit,
+                R {
+                    code: Code::Procmail,
+                    target,
+                    at,
+                    via: None,
+                },
+            );
+        }
+        let Some(fw) = &u.forward else {
+            return Ref::Leaf(
+                unit,
+                R {
+                    code: Code::Mailbox,
+                    target: &u.name,
+                    at,
+                    via: None,
+                },
+            );
+        };
+        let fat = |line| At {
+            file: fw.file,
+            line,
+        };
+        let path = self
+            .c
+            .files
+            .get(fw.file as usize)
+            .map_or("", String::as_str);
+        if fw.error.is_some() || fw.filter {
+            return Ref::Leaf(
+                unit,
+                R {
+                    code: Code::DotForward,
+                    target: path,
+                    at: fat(0),
+                    via: None,
+                },
+            );
+        }
+        if fw.targets.is_empty() {
+            return Ref::Leaf(
+                unit,
+                R {
+                    code: Code::Mailbox,
+                    target: &u.name,
+                    at,
+                    via: None,
+                },
+            );
+        }
+        for t in &fw.targets {
+            let remote = t.kind == Kind::Address
+                && addr::split(&t.value).is_some_and(|(_, d)| !self.domains.contains(d));
+            if !remote {
+                return Ref::Leaf(
+                    unit,
+                    R {
+                        code: Code::DotForward,
+                        target: &t.value,
+                        at: fat(t.line),
+                        via: None,
+                    },
+                );
+            }
+        }
+        Ref::UserForward(&fw.targets)
+    }
+
+    fn procmail_user(&self, name: &str) -> Option<&'a User> {
+        let u = &self.c.users[*self.users.get(name)?];
+        u.procmail.is_some().then_some(u)
+    }
+
+    /// A local name inside an alias list: alias first, then user; the primary bounces the rest.
+    fn resolve_local(&mut self, name: &'a str, at: At) -> Ref<'a> {
+        let key = lower(name);
+        if let Some(u) = self.procmail_user(&key) {
+            return self.user_ref(u, Unit::Local(&u.name));
+        }
+        if let Some(&i) = self.aliases.get(key.as_ref()) {
+            return Ref::Node {
+                id: i,
+                unit: Unit::Local(&self.c.aliases[i].name),
+                domain: None,
+            };
+        }
+        if let Some(&i) = self.users.get(key.as_ref()) {
+            let u = &self.c.users[i];
+            return self.user_ref(u, Unit::Local(&u.name));
+        }
+        self.unknown.insert((name, at));
+        Ref::Leaf(
+            Unit::Local(name),
+            R {
+                code: Code::Unknown,
+                target: name,
+                at,
+                via: None,
+            },
+        )
+    }
+
+    /// An address at a served domain, resolved as the primary's MTA does: virtual, alias, user,
+    /// recipient list. `full` is the address as written, for an unknown.
+    fn resolve_addr(&mut self, local: &'a str, domain: &'a str, full: &'a str, at: At) -> Ref<'a> {
+        let lkey = lower(local);
+        if let Some(u) = self.procmail_user(&lkey) {
+            return self.user_ref(u, Unit::Addr(&u.name, domain));
+        }
+        let akey = format!("{lkey}@{domain}");
+        if let Some(&i) = self.virtuals.get(akey.as_str()) {
+            let key = self.c.virtuals[i].key.as_str();
+            let (l, d) = addr::split(key).unwrap_or((key, domain));
+            return Ref::Node {
+                id: self.c.aliases.len() + i,
+                unit: Unit::Addr(l, d),
+                domain: Some(domain),
+            };
+        }
+        if let Some(&i) = self.virtuals.get(lkey.as_ref()) {
+            let v = &self.c.virtuals[i];
+            let at = At {
+                file: v.file,
+                line: v.line,
+            };
+            return Ref::Leaf(
+                Unit::Addr(&v.key, domain),
+                R {
+                    code: Code::Unknown,
+                    target: &v.key,
+                    at,
+                    via: None,
+                },
+            );
+        }
+        if let Some(&i) = self.aliases.get(lkey.as_ref()) {
+            let name = self.c.aliases[i].name.as_str();
+            return Ref::Node {
+                id: i,
+                unit: Unit::Addr(name, domain),
+                domain: Some(domain),
+            };
+        }
+        if let Some(&i) = self.users.get(lkey.as_ref()) {
+            let u = &self.c.users[i];
+            return self.user_ref(u, Unit::Addr(&u.name, domain));
+        }
+        if let Some(&i) = self.recipients.get(akey.as_str()) {
+            let r = &self.c.recipients[i];
+            let (l, d) = addr::split(&r.address).unwrap_or((&r.address, domain));
+            let at = At {
+                file: r.file,
+                line: r.line,
+            };
+            return Ref::Leaf(
+                Unit::Addr(l, d),
+                R {
+                    code: Code::Mailbox,
+                    target: &r.address,
+                    at,
+                    via: None,
+                },
+            );
+        }
+        self.unknown.insert((full, at));
+        Ref::Leaf(
+            Unit::Addr(local, domain),
+            R {
+                code: Code::Unknown,
+                target: full,
+                at,
+                via: None,
+            },
+        )
+    }
+
+    /// The items of an alias with `:include:` files inlined, or the reasons it must punt as a
+    /// whole (an item only the primary can deliver, written directly in its list).
+    fn own_items(&self, node: usize) -> Result<Vec<(&'a Target, u32)>, Vec<R<'a>>> {
+        let c = self.c;
+        let (targets, file, key): (&'a [Target], u32, Option<&'a str>) = if node < c.aliases.len() {
+            let a = &c.aliases[node];
+            (&a.targets, a.file, None)
+        } else {
+            let v = &c.virtuals[node - c.aliases.len()];
+            (&v.targets, v.file, Some(v.key.as_str()))
+        };
+        let mut items = Vec::with_capacity(targets.len());
+        let mut direct = Vec::new();
+        let mut work: Vec<(&'a [Target], u32, u32)> = vec![(targets, file, 0)];
+        let mut seen_includes: HashSet<&'a str> = HashSet::new();
+        while let Some((ts, file, nesting)) = work.pop() {
+            for t in ts {
+                let at = At { file, line: t.line };
+                let r = |code| R {
+                    code,
+                    target: t.value.as_str(),
+                    at,
+                    via: None,
+                };
+                match t.kind {
+                    Kind::Address | Kind::Local if key.is_none() => items.push((t, file)),
+                    Kind::Address => {
+                        let lk = lower(&t.value);
+                        if Some(lk.as_ref()) == key {
+                            direct.push(r(Code::Loop));
+                        } else {
+                            items.push((t, file));
+                        }
+                    }
+                    Kind::Local => direct.push(r(Code::Unknown)),
+                    Kind::Pipe => direct.push(r(Code::Pipe)),
+                    Kind::File => direct.push(r(Code::File)),
+                    Kind::Backslash => direct.push(r(Code::Backslash)),
+                    Kind::Special => direct.push(r(Code::Special)),
+                    Kind::Invalid => direct.push(r(Code::Unknown)),
+                    Kind::Include => {
+                        let inc = self.includes.get(t.value.as_str()).map(|&i| &c.includes[i]);
+                        match inc {
+                            _ if key.is_some() => direct.push(r(Code::Include)),
+                            Some(inc) if inc.error.is_some() => {
+                                direct.push(r(Code::IncludeUnreadable))
+                            }
+                            Some(inc)
+                                if nesting < MAX_INCLUDE_NESTING
+                                    && seen_includes.insert(inc.path.as_str()) =>
+                            {
+                                work.push((&inc.targets, inc.file, nesting + 1));
+                            }
+                            // Nested too deep, included twice, relative or never read: punt.
+                            _ => direct.push(r(Code::Include)),
+                        }
+                    }
+                }
+            }
+        }
+        if direct.is_empty() {
+            Ok(items)
+        } else {
+            Err(direct)
+        }
+    }
+
+    fn node_at(&self, node: usize) -> (&'a str, At) {
+        let c = self.c;
+        if node < c.aliases.len() {
+            let a = &c.aliases[node];
+            (
+                &a.name,
+                At {
+                    file: a.file,
+                    line: a.line,
+                },
+            )
+        } else {
+            let v = &c.virtuals[node - c.aliases.len()];
+            (
+                &v.key,
+                At {
+                    file: v.file,
+                    line: v.line,
+                },
+            )
+        }
+    }
+
+    fn resolve_item(&mut self, t: &'a Target, file: u32) -> Ref<'a> {
+        let at = At { file, line: t.line };
+        match t.kind {
+            Kind::Local => self.resolve_local(&t.value, at),
+            _ => match addr::split(&t.value) {
+                Some((l, d)) if self.domains.contains(d) => {
+                    let d = self.domains.get(d).copied().unwrap_or(d);
+                    self.resolve_addr(l, d, &t.value, at)
+                }
+                _ => Ref::Forward(&t.value),
+            },
+        }
+    }
+
+    /// Merges what `r` resolved to into `acc`. Returns a node that must be expanded first.
+    fn merge(&mut self, cur: usize, acc: &mut Exp<'a>, r: Ref<'a>) -> Option<usize> {
+        match r {
+            Ref::Forward(a) => acc.forward.push(a),
+            Ref::Leaf(unit, reason) => {
+                acc.units.push(unit);
+                acc.add_reasons(std::iter::once(R {
+                    via: Some(unit),
+                    ..reason
+                }));
+            }
+            Ref::UserForward(ts) => {
+                acc.forward.extend(ts.iter().map(|t| t.value.as_str()));
+                acc.height = acc.height.max(1);
+            }
+            Ref::Node { id, unit, domain } => match self.state[id] {
+                DONE => {
+                    let child = self.memo[id].as_ref()?;
+                    if child.is_punt() {
+                        acc.units.push(unit);
+                        let rs: Vec<R<'a>> = child
+                            .reasons
+                            .iter()
+                            .map(|r| R {
+                                via: Some(unit),
+                                ..*r
+                            })
+                            .collect();
+                        acc.add_reasons(rs.into_iter());
+                    } else {
+                        acc.forward.extend_from_slice(&child.forward);
+                        acc.units.extend(child.units.iter().map(|u| u.bind(domain)));
+                        let rs: Vec<R<'a>> = child
+                            .reasons
+                            .iter()
+                            .map(|r| R {
+                                via: r.via.map(|u| u.bind(domain)),
+                                ..*r
+                            })
+                            .collect();
+                        acc.add_reasons(rs.into_iter());
+                        acc.height = acc.height.max(child.height);
+                    }
+                }
+                ON_STACK => {
+                    // A cycle: `cur` and `id` are in one strongly connected component, and every
+                    // alias in it punts (reason `loop`), so nothing is merged.
+                    if id == cur {
+                        self.self_loop[cur] = true;
+                    }
+                    self.low[cur] = self.low[cur].min(self.low[id]);
+                }
+                _ => return Some(id),
+            },
+        }
+        None
+    }
+
+    /// Expands `root` and everything it reaches, without recursion (Tarjan's strongly connected
+    /// components, so that loop membership does not depend on where the walk starts).
+    fn eval(&mut self, root: usize) {
+        if self.state[root] == DONE {
+            return;
+        }
+        let mut stack: Vec<Frame<'a>> = Vec::new();
+        self.push(&mut stack, root);
+        while let Some(mut frame) = stack.pop() {
+            let mut child = None;
+            while frame.pos < frame.items.len() {
+                let (t, file) = frame.items[frame.pos];
+                let r = self.resolve_item(t, file);
+                if let Some(id) = self.merge(frame.node, &mut frame.acc, r) {
+                    child = Some(id);
+                    break;
+                }
+                frame.pos += 1;
+            }
+            match child {
+                Some(id) => {
+                    stack.push(frame);
+                    self.push(&mut stack, id);
+                }
+                None => self.finish(frame),
+            }
+        }
+    }
+
+    fn push(&mut self, stack: &mut Vec<Frame<'a>>, node: usize) {
+        match self.own_items(node) {
+            Ok(items) => {
+                self.state[node] = ON_STACK;
+                self.index[node] = self.counter;
+                self.low[node] = self.counter;
+                self.counter += 1;
+                self.tarjan.push(node);
+                stack.push(Frame {
+                    node,
+                    items,
+                    pos: 0,
+                    acc: Exp::default(),
+                });
+            }
+            Err(mut direct) => {
+                direct.sort_unstable();
+                direct.dedup();
+                direct.truncate(MAX_REASONS);
+                self.state[node] = DONE;
+                self.memo[node] = Some(Exp::punt(direct));
+            }
+        }
+    }
+
+    fn finish(&mut self, frame: Frame<'a>) {
+        let node = frame.node;
+        if self.low[node] < self.index[node] {
+            // Part of a larger component whose root is still being expanded: it will punt as a
+            // loop when the root completes.
+            return;
+        }
+        let at_node = self.tarjan.iter().rposition(|&n| n == node).unwrap_or(0);
+        let component: Vec<usize> = self.tarjan.split_off(at_node);
+        if component.len() > 1 || self.self_loop[node] {
+            for n in component {
+                let (name, at) = self.node_at(n);
+                self.state[n] = DONE;
+                self.memo[n] = Some(Exp::punt(vec![R {
+                    code: Code::Loop,
+                    target: name,
+                    at,
+                    via: None,
+                }]));
+            }
+            return;
+        }
+        let mut exp = frame.acc;
+        exp.height += 1;
+        if exp.height > MAX_DEPTH && !exp.forward.is_empty() {
+            let (name, at) = self.node_at(node);
+            exp = Exp::punt(vec![R {
+                code: Code::Depth,
+                target: name,
+                at,
+                via: None,
+            }]);
+        }
+        exp.seal();
+        if exp.is_punt() {
+            exp.units.clear();
+        }
+        self.state[node] = DONE;
+        self.memo[node] = Some(exp);
+    }
+
+    /// The plan of `address` before the unit check, or `None` if it is not a valid recipient.
+    fn raw_plan(&mut self, address: &str) -> Option<Plan> {
+        let (local, domain) = addr::split(address)?;
+        let domain = *self.domains.get(domain.to_ascii_lowercase().as_str())?;
+        let lkey = lower(local);
+        let akey = format!("{lkey}@{domain}");
+        let known = self.virtuals.contains_key(akey.as_str())
+            || self.virtuals.contains_key(lkey.as_ref())
+            || self.aliases.contains_key(lkey.as_ref())
+            || self.users.contains_key(lkey.as_ref())
+            || self.recipients.contains_key(akey.as_str());
+        if !known {
+            return None;
+        }
+        // Resolve against content-owned strings so that the planner can borrow them.
+        let (l, full): (&'a str, &'a str) = self.owned_key(&lkey, &akey)?;
+        let at = At {
+            file: u32::MAX,
+            line: 0,
+        };
+        let r = self.resolve_addr(l, domain, full, at);
+        let address = akey;
+        let mut exp = Exp::default();
+        let mut bound_domain = Some(domain);
+        match r {
+            Ref::Node { id, domain: d, .. } => {
+                self.eval(id);
+                if let Some(child) = &self.memo[id] {
+                    exp = child.clone();
+                }
+                bound_domain = d;
+            }
+            Ref::Leaf(_, reason) => exp.reasons.push(reason),
+            Ref::UserForward(ts) => exp.forward.extend(ts.iter().map(|t| t.value.as_str())),
+            Ref::Forward(a) => exp.forward.push(a),
+        }
+        exp.seal();
+        let bind = |u: Unit<'a>| u.bind(bound_domain).render(domain);
+        let reasons = exp
+            .reasons
+            .iter()
+            .map(|r| Reason {
+                code: r.code,
+                target: r.target.to_string(),
+                origin: self.origin(r.at),
+                via: r.via.map(bind),
+            })
+            .collect();
+        let (class, punt) = if exp.forward.is_empty() {
+            (Class::Punt, vec![address.clone()])
+        } else if exp.units.is_empty() {
+            (Class::Forward, Vec::new())
+        } else {
+            let mut p: Vec<String> = exp.units.iter().map(|&u| bind(u)).collect();
+            p.sort();
+            p.dedup();
+            (Class::Split, p)
+        };
+        Some(Plan {
+            address,
+            class,
+            forward: exp.forward.iter().map(|s| s.to_string()).collect(),
+            punt,
+            reasons,
+        })
+    }
+
+    /// Finds content-owned strings equal to the lowercase local part and the full address.
+    fn owned_key(&self, lkey: &str, akey: &str) -> Option<(&'a str, &'a str)> {
+        let c = self.c;
+        let local = self
+            .aliases
+            .get(lkey)
+            .map(|&i| c.aliases[i].name.as_str())
+            .or_else(|| self.users.get(lkey).map(|&i| c.users[i].name.as_str()))
+            .or_else(|| self.virtuals.get(lkey).map(|&i| c.virtuals[i].key.as_str()))
+            .or_else(|| {
+                self.virtuals
+                    .get(akey)
+                    .map(|&i| c.virtuals[i].key.as_str())
+                    .or_else(|| {
+                        self.recipients
+                            .get(akey)
+                            .map(|&i| c.recipients[i].address.as_str())
+                    })
+                    .and_then(|a| addr::split(a).map(|(l, _)| l))
+            })?;
+        let full = self
+            .virtuals
+            .get(akey)
+            .map(|&i| c.virtuals[i].key.as_str())
+            .or_else(|| {
+                self.recipients
+                    .get(akey)
+                    .map(|&i| c.recipients[i].address.as_str())
+            })
+            .unwrap_or(local);
+        Some((local, full))
+    }
+
+    /// The plan for one address, or `None` when it is not a valid recipient at a served domain.
+    pub fn plan(&mut self, address: &str) -> Option<Plan> {
+        let mut plan = self.raw_plan(address)?;
+        if plan.class == Class::Split {
+            let units = plan.punt.clone();
+            for u in units {
+                let bad = self.raw_plan(&u).is_some_and(|p| p.class != Class::Punt);
+                if bad {
+                    demote(&mut plan, &u);
+                    break;
+                }
+            }
+        }
+        Some(plan)
+    }
+
+    /// Plans every valid address, sorted by address.
+    pub fn plan_all(&mut self) -> Vec<Plan> {
+        let addresses = valid_addresses(self.c);
+        let mut plans: Vec<Plan> = addresses.iter().filter_map(|a| self.raw_plan(a)).collect();
+        let class: HashMap<&str, Class> = plans
+            .iter()
+            .map(|p| (p.address.as_str(), p.class))
+            .collect();
+        let mut demoted = Vec::new();
+        for (i, p) in plans.iter().enumerate() {
+            if p.class == Class::Split
+                && let Some(u) = p
+                    .punt
+                    .iter()
+                    .find(|u| class.get(u.as_str()).is_some_and(|c| *c != Class::Punt))
+            {
+                demoted.push((i, u.clone()));
+            }
+        }
+        for (i, u) in demoted {
+            demote(&mut plans[i], &u);
+        }
+        plans
+    }
+
+    /// Local names and addresses the plans reached that the primary does not know, with their
+    /// origins: the primary will bounce them.
+    pub fn unknown_names(&self) -> Vec<(String, String)> {
+        self.unknown
+            .iter()
+            .map(|&(n, at)| (n.to_string(), self.origin(at)))
+            .collect()
+    }
+}
+
+/// Makes a split plan punt because one of its units would be expanded again by the secondary.
+fn demote(plan: &mut Plan, unit: &str) {
+    plan.class = Class::Punt;
+    plan.forward.clear();
+    plan.punt = vec![plan.address.clone()];
+    plan.reasons = vec![Reason {
+        code: Code::Unknown,
+        target: unit.to_string(),
+        origin: String::new(),
+        via: Some(unit.to_string()),
+    }];
+}
+
+/// Every valid recipient at a served domain, sorted: alias names and users at every served
+/// domain, virtual keys, recipient-list entries.
+pub fn valid_addresses(c: &Content) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for d in &c.domains {
+        for a in &c.aliases {
+            out.insert(format!("{}@{d}", a.name));
+        }
+        for u in &c.users {
+            out.insert(format!("{}@{d}", u.name));
+        }
+        for v in c.virtuals.iter().filter(|v| !v.key.contains('@')) {
+            out.insert(format!("{}@{d}", v.key));
+        }
+    }
+    let served = |a: &str| addr::split(a).is_some_and(|(_, d)| c.domains.iter().any(|x| x == d));
+    for v in c.virtuals.iter().filter(|v| v.key.contains('@')) {
+        if served(&v.key) {
+            out.insert(v.key.clone());
+        }
+    }
+    for r in &c.recipients {
+        if served(&r.address) {
+            out.insert(r.address.clone());
+        }
+    }
+    out
+}
+
+/// Plans every valid address of `content`, sorted by address.
+pub fn plan_all(content: &Content) -> Vec<Plan> {
+    Planner::new(content).plan_all()
+}
+
+#[cfg(test)]
+mod tests;

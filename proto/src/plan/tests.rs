@@ -1,0 +1,808 @@
+//! The plan table: one row per rule of DESIGN section 5 and per MTA disagreement in
+//! `reference/alias-semantics.md`, each checked through parsing, building and planning.
+
+use super::*;
+use crate::testkit::{content, summarize};
+
+/// Plans `address` on the primary described by `fixture` and compares the one-line summary.
+fn check(fixture: &str, address: &str, expected: &str) {
+    let c = content(fixture);
+    let mut planner = Planner::new(&c);
+    let got = summarize(planner.plan(address).as_ref());
+    assert_eq!(
+        got, expected,
+        "plan of {address} on:\n{fixture}\ndiagnostics: {:#?}",
+        c.diagnostics
+    );
+    // plan_all must agree with plan for the same address.
+    let all = Planner::new(&c).plan_all();
+    let from_all = all.iter().find(|p| p.address == address.to_lowercase());
+    assert_eq!(
+        summarize(from_all),
+        expected,
+        "plan_all disagrees for {address}"
+    );
+}
+
+#[test]
+fn remote_targets() {
+    check(
+        "== aliases\nbob: bob@remote.net\n",
+        "bob@example.org",
+        "forward: bob@remote.net",
+    );
+    check(
+        "== aliases\nl: b@y.net, a@x.net, a@x.net\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    check(
+        "== aliases\nl: Ann@X.NET\n",
+        "l@example.org",
+        "forward: Ann@x.net",
+    );
+    check(
+        "== aliases\nl: a@x.net (Alice)\n",
+        "l@example.org",
+        "forward: a@x.net",
+    );
+    check(
+        "== aliases\nl: \"Bob B\" <b@y.net>\n",
+        "l@example.org",
+        "forward: b@y.net",
+    );
+    check(
+        "== aliases\nl: Bob B <b@y.net>, <@route.net:c@z.net>\n",
+        "l@example.org",
+        "forward: b@y.net c@z.net",
+    );
+    check(
+        "== aliases\nl: a@[192.0.2.1]\n",
+        "l@example.org",
+        "punt: unknown",
+    );
+    check(
+        "== aliases\nl: \"john doe\"@x.net\n",
+        "l@example.org",
+        "punt: unknown",
+    );
+}
+
+#[test]
+fn line_structure() {
+    check(
+        "== aliases\nl: a@x.net,\n  b@y.net\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    check(
+        "== aliases\nl:\n  a@x.net,\n\tb@y.net\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    // Postfix: a comment line inside a continued entry is dropped and the entry goes on
+    // (Sendmail would end the entry there).
+    check(
+        "== aliases\nl: a@x.net,\n# note\n  b@y.net\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    check(
+        "== aliases\nl: a@x.net,\n\n  b@y.net\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    check(
+        "== aliases\nl: a@x.net,\n",
+        "l@example.org",
+        "forward: a@x.net",
+    );
+    check(
+        "== aliases\nl: a@x.net,\r\n  b@y.net\r\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    // A missing comma: Postfix's tokenizer makes two recipients.
+    check(
+        "== aliases\nl: a@x.net b@y.net\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    // The first entry of a duplicate wins (postalias, Exim; Sendmail keeps the last).
+    check(
+        "== aliases\nd: r1@x.net\nd: r2@x.net\n",
+        "d@example.org",
+        "forward: r1@x.net",
+    );
+    // Names are case-insensitive; the address is planned in lower case.
+    check(
+        "== aliases\nBob: r@x.net\n",
+        "BOB@Example.org",
+        "forward: r@x.net",
+    );
+    check(
+        "== aliases\n\"quoted\": r@x.net\n",
+        "quoted@example.org",
+        "forward: r@x.net",
+    );
+    check(
+        "== aliases\nsp : r@x.net\n",
+        "sp@example.org",
+        "forward: r@x.net",
+    );
+}
+
+#[test]
+fn lines_left_out() {
+    check("== aliases\n  l: a@x.net\n", "l@example.org", "-");
+    check("== aliases\nl a@x.net\n", "l@example.org", "-");
+    check("== aliases\nl:\n", "l@example.org", "-");
+    check("== aliases\nl:   \n   \n", "l@example.org", "-");
+    check("== aliases\nl@example.org: a@x.net\n", "l@example.org", "-");
+    check("== aliases\nl%x: a@x.net\n", "l%x@example.org", "-");
+    check("== aliases\na, b: a@x.net\n", "a@example.org", "-");
+    check(
+        "== aliases\nl: a@x\0.net\nm: b@y.net\n",
+        "l@example.org",
+        "-",
+    );
+    check(
+        "== aliases\nl: a@x\0.net\nm: b@y.net\n",
+        "m@example.org",
+        "forward: b@y.net",
+    );
+    check("== aliases\n\"a b\": a@x.net\n", "a b@example.org", "-");
+    check("== aliases\n\\#k: a@x.net\n", "#k@example.org", "-");
+}
+
+#[test]
+fn invalid_utf8_line_left_out() {
+    // The fixture language is text, so build this one by hand.
+    let file = b"l: a@x.net,\n  b\xff@y.net\nm: c@z.net\n";
+    let domains = vec!["example.org".to_string()];
+    let mut b = crate::build::Builder::new(&domains);
+    b.aliases("/etc/aliases", file);
+    let c = b.finish();
+    let mut p = Planner::new(&c);
+    assert_eq!(summarize(p.plan("l@example.org").as_ref()), "-");
+    assert_eq!(
+        summarize(p.plan("m@example.org").as_ref()),
+        "forward: c@z.net"
+    );
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.line == 2 && d.message.contains("utf-8")),
+        "{:?}",
+        c.diagnostics
+    );
+}
+
+#[test]
+fn items_only_the_primary_can_deliver() {
+    check(
+        "== aliases\nl: a@x.net, \"|/usr/bin/prog a b\"\n",
+        "l@example.org",
+        "punt: pipe",
+    );
+    check(
+        "== aliases\nl: a@x.net, |/usr/bin/prog\n",
+        "l@example.org",
+        "punt: pipe",
+    );
+    check(
+        "== aliases\nl: \"|/cmd a,b\"\n",
+        "l@example.org",
+        "punt: pipe",
+    );
+    // Unquoted arguments: Postfix reads `-a` and `-b` as recipients; flagged, and punts.
+    check(
+        "== aliases\nl: |/usr/bin/prog -a -b\n",
+        "l@example.org",
+        "punt: pipe unknown",
+    );
+    check(
+        "== aliases\nl: a@x.net, /var/archive/l\n",
+        "l@example.org",
+        "punt: file",
+    );
+    check(
+        "== aliases\nl: a@x.net, ~/archive\n",
+        "l@example.org",
+        "punt: file",
+    );
+    check(
+        "== aliases\nl: a@x.net, /dev/null\n",
+        "l@example.org",
+        "punt: file",
+    );
+    check(
+        "== aliases\nl: a@x.net, \\alice\n",
+        "l@example.org",
+        "punt: backslash",
+    );
+    check(
+        "== aliases\nl: :fail: gone, really\n",
+        "l@example.org",
+        "punt: special",
+    );
+    check(
+        "== aliases\nl: :defer: later\n",
+        "l@example.org",
+        "punt: special",
+    );
+    check(
+        "== aliases\nl: a@x.net, :blackhole:\n",
+        "l@example.org",
+        "punt: special",
+    );
+    check(
+        "== aliases\nl: :unknown:\n",
+        "l@example.org",
+        "punt: special",
+    );
+    check(
+        "== aliases\nl: error:5.1.1 user gone\n",
+        "l@example.org",
+        "punt: special",
+    );
+    check("== aliases\nl: \"\"\n", "l@example.org", "punt: special");
+    // `#` in mid-line is not a comment for Postfix (Exim would drop the rest): flagged, punts.
+    check(
+        "== aliases\nl: a@x.net # old address\n",
+        "l@example.org",
+        "punt: unknown",
+    );
+}
+
+#[test]
+fn includes() {
+    let list = "== /etc/lists/l\na@x.net\n# comment\n\nb@y.net, c@z.net\n";
+    check(
+        &format!("== aliases\nl: :include:/etc/lists/l\n{list}"),
+        "l@example.org",
+        "forward: a@x.net b@y.net c@z.net",
+    );
+    check(
+        &format!("== aliases\nl: :INCLUDE:/etc/lists/l\n{list}"),
+        "l@example.org",
+        "forward: a@x.net b@y.net c@z.net",
+    );
+    check(
+        &format!("== aliases\nl: :include: /etc/lists/l\n{list}"),
+        "l@example.org",
+        "forward: a@x.net b@y.net c@z.net",
+    );
+    check(
+        "== aliases\nl: a@x.net, :include:/etc/lists/missing\n",
+        "l@example.org",
+        "punt: include-unreadable",
+    );
+    check(
+        "== aliases\nl: :include:/etc/lists/l\n== !/etc/lists/l\n",
+        "l@example.org",
+        "punt: include-unreadable",
+    );
+    check(
+        "== aliases\nl: :include:lists/l\n",
+        "l@example.org",
+        "punt: include",
+    );
+    check(
+        "== aliases\nl: :include:/etc/lists/l\n== /etc/lists/l\na@x.net\n\"|/bin/archive\"\n",
+        "l@example.org",
+        "punt: pipe",
+    );
+    check(
+        "== aliases\nl: :include:/etc/lists/l\n== /etc/lists/l\na@x.net\nalice\n",
+        "l@example.org",
+        "split: a@x.net | alice@example.org",
+    );
+    check(
+        "== aliases\nl: :include:/a\n== /a\na@x.net\n:include:/b\n== /b\nb@y.net\n",
+        "l@example.org",
+        "forward: a@x.net b@y.net",
+    );
+    check(
+        "== aliases\nl: :include:/a\n== /a\na@x.net\n:include:/b\n== /b\n:include:/a\n",
+        "l@example.org",
+        "punt: include",
+    );
+    // In an include file (as in .forward) only a `#` in column 0 starts a comment.
+    check(
+        "== aliases\nl: :include:/a\n== /a\na@x.net\n  # b@y.net\n",
+        "l@example.org",
+        "punt: unknown",
+    );
+}
+
+#[test]
+fn nested_aliases_and_units() {
+    let list = "== aliases\nlist: a@x.net, b@y.net, list-archive\nlist-archive: /archive/list\n";
+    check(
+        list,
+        "list@example.org",
+        "split: a@x.net b@y.net | list-archive@example.org",
+    );
+    check(list, "list-archive@example.org", "punt: file");
+    check(
+        "== aliases\nlist: a@x.net, b@y.net, /archive/list\n",
+        "list@example.org",
+        "punt: file",
+    );
+    check(
+        "== aliases\na: b, c@x.net\nb: d@y.net\n",
+        "a@example.org",
+        "forward: c@x.net d@y.net",
+    );
+    check(
+        "== aliases\na: b\nb: d@y.net, alice\n",
+        "a@example.org",
+        "split: d@y.net | alice@example.org",
+    );
+    // Local names bind to the domain of the planned address.
+    check(
+        "== aliases\na: b\nb: d@y.net, alice\n",
+        "a@example.com",
+        "split: d@y.net | alice@example.com",
+    );
+    check(
+        "== aliases\na: b@example.org\nb: x@y.net\n",
+        "a@example.org",
+        "forward: x@y.net",
+    );
+    check(
+        "== aliases\na: alice@example.com, r@x.net\n",
+        "a@example.org",
+        "split: r@x.net | alice@example.com",
+    );
+    check(
+        "== aliases\na: r@x.net, Alice\n",
+        "a@example.org",
+        "split: r@x.net | alice@example.org",
+    );
+    check("== aliases\nal: alice\n", "al@example.org", "punt: mailbox");
+    check(
+        "== aliases\nl: a@x.net, alice\n",
+        "l@example.org",
+        "split: a@x.net | alice@example.org",
+    );
+    check("", "alice@example.org", "punt: mailbox");
+    check("", "alice@example.com", "punt: mailbox");
+    check("", "root@example.org", "-");
+}
+
+#[test]
+fn unknown_names_punt_to_the_primary() {
+    check(
+        "== aliases\na: r@x.net, nobody\n",
+        "a@example.org",
+        "split: r@x.net | nobody@example.org",
+    );
+    check(
+        "== aliases\na: r@x.net, nobody@example.org\n",
+        "a@example.org",
+        "split: r@x.net | nobody@example.org",
+    );
+    check("== aliases\na: nobody\n", "a@example.org", "punt: unknown");
+    check("== aliases\na: r@x.net\n", "nobody@example.org", "-");
+}
+
+#[test]
+fn loops() {
+    check(
+        "== aliases\ncarol: carol\n",
+        "carol@example.org",
+        "punt: loop",
+    );
+    check(
+        "== aliases\npostmaster: postmaster@example.org\n",
+        "postmaster@example.org",
+        "punt: loop",
+    );
+    let two = "== aliases\na: b, r@x.net\nb: a, s@y.net\nc: a, z@x.net\n";
+    check(two, "a@example.org", "punt: loop");
+    check(two, "b@example.org", "punt: loop");
+    check(two, "c@example.org", "split: z@x.net | a@example.org");
+    check(
+        "== aliases\na: b\nb: c\nc: a\n",
+        "c@example.org",
+        "punt: loop",
+    );
+}
+
+#[test]
+fn depth() {
+    // a0 -> a1 -> ... -> a20 -> r@x.net: a20 is 1 level deep, a0 is 21.
+    let mut f = String::from("== aliases\n");
+    for i in 0..20 {
+        f.push_str(&format!("a{i}: a{}\n", i + 1));
+    }
+    f.push_str("a20: r@x.net\ntop: a0\n");
+    check(&f, "a1@example.org", "forward: r@x.net");
+    check(&f, "a0@example.org", "punt: depth");
+    check(&f, "top@example.org", "punt: depth");
+}
+
+#[test]
+fn procmail_and_dot_forward() {
+    let rc = "== /home/alice/.procmailrc\n:0\n";
+    check(rc, "alice@example.org", "punt: procmail");
+    check(
+        &format!("== aliases\nalice: alice@remote.net\n{rc}"),
+        "alice@example.org",
+        "punt: procmail",
+    );
+    check(
+        &format!("== aliases\nl: r@x.net, alice\n{rc}"),
+        "l@example.org",
+        "split: r@x.net | alice@example.org",
+    );
+    let fw = |body: &str| format!("== /home/bob/.forward\n{body}");
+    check(
+        &fw("bob@remote.net\n"),
+        "bob@example.org",
+        "forward: bob@remote.net",
+    );
+    check(
+        &fw("# kept for later\nbob@remote.net, b2@other.net\n"),
+        "bob@example.org",
+        "forward: b2@other.net bob@remote.net",
+    );
+    check(
+        &fw("\"|/usr/bin/vacation bob\"\n"),
+        "bob@example.org",
+        "punt: dot-forward",
+    );
+    check(
+        &fw("bob@remote.net\nbob\n"),
+        "bob@example.org",
+        "punt: dot-forward",
+    );
+    check(
+        &fw("\\bob, bob@remote.net\n"),
+        "bob@example.org",
+        "punt: dot-forward",
+    );
+    check(
+        &fw("bob@example.com\n"),
+        "bob@example.org",
+        "punt: dot-forward",
+    );
+    check(
+        &fw("/home/bob/mail\n"),
+        "bob@example.org",
+        "punt: dot-forward",
+    );
+    check(&fw(""), "bob@example.org", "punt: mailbox");
+    check(
+        &fw("# Exim filter\nbob@remote.net\n"),
+        "bob@example.org",
+        "punt: dot-forward",
+    );
+    check(
+        "== !/home/bob/.forward\n",
+        "bob@example.org",
+        "punt: dot-forward",
+    );
+    // Aliases are read before .forward.
+    check(
+        &format!("== aliases\nbob: r@x.net\n{}", fw("|/bin/x\n")),
+        "bob@example.org",
+        "forward: r@x.net",
+    );
+    check(
+        &format!("== aliases\nl: bob, r@x.net\n{}", fw("bob@remote.net\n")),
+        "l@example.org",
+        "forward: bob@remote.net r@x.net",
+    );
+    check(
+        &format!("== aliases\nl: bob, r@x.net\n{}", fw("|/bin/x\n")),
+        "l@example.org",
+        "split: r@x.net | bob@example.org",
+    );
+}
+
+#[test]
+fn virtual_maps() {
+    check(
+        "== virtual\nv@example.org  r@x.net\n",
+        "v@example.org",
+        "forward: r@x.net",
+    );
+    check(
+        "== virtual\nV@Example.ORG  r@x.net, s@y.net\n",
+        "v@example.org",
+        "forward: r@x.net s@y.net",
+    );
+    check(
+        "== virtual\nv@example.org  list@example.org\n== aliases\nlist: a@x.net, alice\n",
+        "v@example.org",
+        "split: a@x.net | alice@example.org",
+    );
+    check(
+        "== virtual\nv@example.org  v@example.org, r@x.net\n",
+        "v@example.org",
+        "punt: loop",
+    );
+    check(
+        "== virtual\nv@example.org  alice\n",
+        "v@example.org",
+        "punt: unknown",
+    );
+    check(
+        "== virtual\nsales  r@x.net\n",
+        "sales@example.com",
+        "punt: unknown",
+    );
+    check("== virtual\nv@other.net  r@x.net\n", "v@other.net", "-");
+    check(
+        "== virtual\n@example.org  r@x.net\n",
+        "anything@example.org",
+        "-",
+    );
+    check("== virtual\nv@example.org: r@x.net\n", "v@example.org", "-");
+    check(
+        "== virtual\nx@example.org  r@x.net\n== aliases\nx: /var/x\n",
+        "x@example.org",
+        "forward: r@x.net",
+    );
+    check(
+        "== virtual\nx@example.org  r@x.net\n== aliases\nx: /var/x\n",
+        "x@example.com",
+        "punt: file",
+    );
+    check(
+        "== virtual\nv@example.org  r@x.net, alice@example.org\n",
+        "v@example.org",
+        "split: r@x.net | alice@example.org",
+    );
+    check(
+        "== virtual\nv@example.org  r@x.net,\n  s@y.net\n",
+        "v@example.org",
+        "forward: r@x.net s@y.net",
+    );
+}
+
+#[test]
+fn recipient_lists() {
+    let r = "== recipients\nbox@example.org OK\n# c\nOther@Example.com x\nfar@other.net OK\n@example.org OK\n";
+    check(r, "box@example.org", "punt: mailbox");
+    check(r, "other@example.com", "punt: mailbox");
+    check(r, "far@other.net", "-");
+    check(r, "random@example.org", "-");
+    check(
+        &format!("== aliases\nl: r@x.net, box@example.org\n{r}"),
+        "l@example.org",
+        "split: r@x.net | box@example.org",
+    );
+}
+
+#[test]
+fn unit_that_the_secondary_would_expand_again_demotes() {
+    // l punts m@example.org to the primary, but the secondary has a virtual entry for
+    // m@example.org that forwards: it would expand the unit again, so l must punt whole.
+    let f = "== aliases\nl: r@x.net, m\nm: /var/m\n== virtual\nm@example.org  q@x.net\n";
+    check(f, "l@example.org", "punt: unknown");
+    check(f, "m@example.org", "forward: q@x.net");
+}
+
+#[test]
+fn full_plan_shape() {
+    let f = "== aliases\n\
+trolls: adb@elsewhere.net, nemo@other.org,\n  trolls-archive\n\
+trolls-archive: /com/archive/trolls\n";
+    let c = content(f);
+    let plan = Planner::new(&c).plan("trolls@example.org").unwrap();
+    let json = serde_json::to_string(&plan).unwrap();
+    assert_eq!(
+        json,
+        r#"{"address":"trolls@example.org","class":"split","forward":["adb@elsewhere.net","nemo@other.org"],"punt":["trolls-archive@example.org"],"reasons":[{"code":"file","target":"/com/archive/trolls","origin":"/etc/aliases:3","via":"trolls-archive@example.org"}]}"#
+    );
+    let user = Planner::new(&c).plan("alice@example.org").unwrap();
+    assert_eq!(
+        serde_json::to_string(&user).unwrap(),
+        r#"{"address":"alice@example.org","class":"punt","forward":[],"punt":["alice@example.org"],"reasons":[{"code":"mailbox","target":"alice","origin":"/etc/passwd:2"}]}"#
+    );
+}
+
+#[test]
+fn reasons_carry_the_line_of_the_item() {
+    let c = content("== aliases\nl: a@x.net,\n  b@y.net,\n  |/bin/x\n");
+    let plan = Planner::new(&c).plan("l@example.org").unwrap();
+    assert_eq!(plan.reasons.len(), 1);
+    assert_eq!(plan.reasons[0].origin, "/etc/aliases:3");
+    assert_eq!(plan.reasons[0].target, "|/bin/x");
+}
+
+#[test]
+fn plan_all_lists_every_valid_address_once() {
+    let c = content(
+        "== aliases\nl: r@x.net\n== virtual\nv@example.org r@x.net\n== recipients\nbox@example.com\n",
+    );
+    let all: Vec<String> = Planner::new(&c)
+        .plan_all()
+        .into_iter()
+        .map(|p| p.address)
+        .collect();
+    assert_eq!(
+        all,
+        [
+            "alice@example.com",
+            "alice@example.org",
+            "bob@example.com",
+            "bob@example.org",
+            "box@example.com",
+            "carol@example.com",
+            "carol@example.org",
+            "l@example.com",
+            "l@example.org",
+            "v@example.org",
+        ]
+    );
+}
+
+mod properties {
+    //! Invariants of DESIGN section 5 over arbitrary alias graphs.
+
+    use super::*;
+    use crate::snapshot::Content;
+    use proptest::prelude::*;
+
+    /// One item of a generated alias: a remote address, a reference to another alias (by index),
+    /// a served address, a user, a non-address item, an unknown name.
+    fn item(n: usize) -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (0..6u8).prop_map(|i| format!("r{i}@remote{}.net", i % 3)),
+            6 => (0..n).prop_map(|i| format!("a{i}")),
+            2 => (0..n).prop_map(|i| format!("A{i}@Example.com")),
+            1 => prop_oneof![Just("alice"), Just("bob"), Just("carol")].prop_map(String::from),
+            1 => prop_oneof![
+                Just("\"|/bin/prog\""), Just("/var/file"), Just("\\alice"), Just(":blackhole:"),
+                Just(":include:/lists/x"), Just(":include:/lists/missing"), Just("nobody"),
+                Just("box@example.org"), Just("# x"),
+            ].prop_map(String::from),
+        ]
+    }
+
+    fn primary() -> impl Strategy<Value = String> {
+        (2..24usize).prop_flat_map(|n| {
+            prop::collection::vec(prop::collection::vec(item(n), 1..5), n).prop_map(move |lists| {
+                let mut f = String::from("== aliases\n");
+                for (i, l) in lists.iter().enumerate() {
+                    f.push_str(&format!("a{i}: {}\n", l.join(", ")));
+                }
+                f.push_str("== /lists/x\nr9@remote.net\na0\n");
+                f.push_str("== recipients\nbox@example.org\n");
+                f.push_str("== /home/bob/.forward\nbob@remote.net\n");
+                f.push_str("== /home/carol/.procmailrc\n:0\n");
+                f
+            })
+        })
+    }
+
+    fn map_safe(a: &str) -> bool {
+        crate::addr::valid_address(a)
+            && !a
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '"' | ':'))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn invariants_hold(fixture in primary()) {
+            let c = content(&fixture);
+            prop_assert_eq!(c.validate(), Ok(()));
+            let plans = Planner::new(&c).plan_all();
+            let class: HashMap<&str, Class> = plans.iter().map(|p| (p.address.as_str(), p.class)).collect();
+            for p in &plans {
+                for u in &p.punt {
+                    let cu = class.get(u.as_str());
+                    prop_assert!(cu.is_none() || cu == Some(&Class::Punt), "{} punts {} which is {:?}", p.address, u, cu);
+                }
+                for f in &p.forward {
+                    prop_assert!(map_safe(f), "forward target {:?}", f);
+                    let (_, d) = addr::split(f).unwrap();
+                    prop_assert!(!c.domains.iter().any(|x| x == d), "served address {} forwarded", f);
+                }
+                match p.class {
+                    Class::Forward => prop_assert!(!p.forward.is_empty() && p.punt.is_empty()),
+                    Class::Split => prop_assert!(!p.forward.is_empty() && !p.punt.is_empty()),
+                    Class::Punt => {
+                        prop_assert!(p.forward.is_empty());
+                        prop_assert_eq!(&p.punt, &vec![p.address.clone()]);
+                    }
+                }
+                let mut sorted = p.forward.clone();
+                sorted.sort();
+                sorted.dedup();
+                prop_assert_eq!(&sorted, &p.forward);
+            }
+            // The order of planning does not matter: each address alone gives the same plan.
+            let mut fresh = Planner::new(&c);
+            for p in plans.iter().rev() {
+                let alone = fresh.plan(&p.address);
+                prop_assert_eq!(alone.as_ref(), Some(p));
+            }
+        }
+
+        #[test]
+        fn hash_ignores_read_order(fixture in primary(), seed in any::<u64>()) {
+            let c = content(&fixture);
+            let mut shuffled: Content = c.clone();
+            // A deterministic shuffle of every list and of the file table.
+            let mut s = seed | 1;
+            let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            for i in (1..shuffled.aliases.len()).rev() {
+                let j = (next() % (i as u64 + 1)) as usize;
+                shuffled.aliases.swap(i, j);
+            }
+            let n = shuffled.files.len();
+            let perm: Vec<u32> = {
+                let mut p: Vec<u32> = (0..n as u32).collect();
+                for i in (1..n).rev() {
+                    let j = (next() % (i as u64 + 1)) as usize;
+                    p.swap(i, j);
+                }
+                p
+            };
+            let mut files = vec![String::new(); n];
+            for (old, &new) in perm.iter().enumerate() {
+                files[new as usize] = shuffled.files[old].clone();
+            }
+            shuffled.files = files;
+            let remap = |f: &mut u32| *f = perm[*f as usize];
+            shuffled.aliases.iter_mut().for_each(|a| remap(&mut a.file));
+            shuffled.includes.iter_mut().for_each(|i| remap(&mut i.file));
+            shuffled.recipients.iter_mut().for_each(|r| remap(&mut r.file));
+            for u in &mut shuffled.users {
+                remap(&mut u.file);
+                if let Some(p) = &mut u.procmail { remap(p); }
+                if let Some(fw) = &mut u.forward { remap(&mut fw.file); }
+            }
+            shuffled.diagnostics.reverse();
+            shuffled.normalize();
+            prop_assert_eq!(&shuffled, &c);
+            prop_assert_eq!(shuffled.hash(), c.hash());
+        }
+    }
+
+    #[test]
+    fn sources_added_in_any_order_hash_the_same() {
+        let domains = vec!["example.org".to_string()];
+        let build = |order: &[usize]| {
+            let mut b = crate::build::Builder::new(&domains);
+            for &i in order {
+                match i {
+                    0 => b.aliases("/etc/aliases", b"a: r@x.net\n"),
+                    1 => b.virtual_map("/etc/postfix/virtual", b"v@example.org r@x.net\n"),
+                    2 => b.recipients("/etc/postfix/rr", b"box@example.org\n"),
+                    _ => {
+                        b.passwd("/etc/passwd", b"u:x:1000:1000::/h:/s\n", 1000);
+                    }
+                }
+            }
+            b.finish().hash()
+        };
+        assert_eq!(build(&[0, 1, 2, 3]), build(&[3, 2, 1, 0]));
+        assert_eq!(build(&[0, 1, 2, 3]), build(&[1, 3, 0, 2]));
+    }
+
+    #[test]
+    fn a_long_chain_does_not_overflow_the_stack() {
+        let mut f = String::from("== aliases\n");
+        for i in 0..200_000 {
+            f.push_str(&format!("c{i}: c{}\n", i + 1));
+        }
+        f.push_str("c200000: r@x.net\n");
+        let c = content(&f);
+        let mut p = Planner::new(&c);
+        assert_eq!(summarize(p.plan("c0@example.org").as_ref()), "punt: depth");
+        assert_eq!(
+            summarize(p.plan("c199990@example.org").as_ref()),
+            "forward: r@x.net"
+        );
+    }
+}

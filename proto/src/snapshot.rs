@@ -1,0 +1,568 @@
+//! The snapshot model: what the agent read on the primary, and its canonical SHA-256 hash.
+//!
+//! [`Content`] is the parsed state of every alias source, with origins (`file:line`) kept so that
+//! a plan can say why it punts. The hash is defined here once and used by both sides: it covers a
+//! canonical, length-prefixed binary encoding of the *normalized* content (every list sorted, file
+//! table sorted), so the order in which entries were read never changes it, while any change of
+//! content does. Version, agent and timestamps are deliberately outside the hash.
+//! This module holds no I/O and does not plan; see `plan`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+
+use crate::addr;
+
+/// Wire format version of [`Snapshot`] and of the canonical encoding.
+pub const FORMAT: u32 = 1;
+
+/// What kind of thing one item of an alias value is (aliases(5), DESIGN section 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `user@domain`, validated and with the domain lowercased.
+    Address,
+    /// A bare local name, looked up again as an alias and then as a user.
+    Local,
+    /// `|command`: delivery to a program.
+    Pipe,
+    /// `/path` or `~/path`: delivery to a file or directory.
+    File,
+    /// `:include:/path`: more items from a list file.
+    Include,
+    /// `\user`: mailbox delivery without further alias expansion.
+    Backslash,
+    /// `:fail:`, `:defer:`, `:blackhole:`, `:unknown:`, `error:` and the empty `""`.
+    Special,
+    /// Anything else: not understood, or flagged as read differently by the MTAs.
+    Invalid,
+}
+
+impl Kind {
+    fn tag(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One item of an alias, virtual, include or `.forward` value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// What the item is.
+    #[serde(rename = "k")]
+    pub kind: Kind,
+    /// The item as the MTA reads it (quotes removed; for an address, domain lowercased).
+    #[serde(rename = "v")]
+    pub value: String,
+    /// The line of the containing file the item was written on.
+    #[serde(rename = "l")]
+    pub line: u32,
+}
+
+/// An aliases(5) entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    /// The name, folded to lowercase.
+    pub name: String,
+    /// Index into [`Content::files`] of the aliases file.
+    pub file: u32,
+    /// Line the entry starts on.
+    pub line: u32,
+    /// The items of the value in written order.
+    pub targets: Vec<Target>,
+}
+
+/// An `:include:` file named by some alias (or by another include file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Include {
+    /// The absolute path, as written after `:include:`.
+    pub path: String,
+    /// Index into [`Content::files`] of this path (origins of its items).
+    pub file: u32,
+    /// The items, when the file could be read.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    /// Why the file could not be read; an alias that includes it punts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A Postfix virtual(5) entry whose key is an address at a served domain (or a bare name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualEntry {
+    /// `user@domain` lowercased, or a bare lowercase name (which applies to every served domain).
+    pub key: String,
+    /// Index into [`Content::files`].
+    pub file: u32,
+    /// Line the entry starts on.
+    pub line: u32,
+    /// The items of the value.
+    pub targets: Vec<Target>,
+}
+
+/// An entry of a recipient list: a valid address whose mailbox is on the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The address, lowercased.
+    pub address: String,
+    /// Index into [`Content::files`].
+    pub file: u32,
+    /// Line of the entry.
+    pub line: u32,
+}
+
+/// What a user's `~/.forward` holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// Index into [`Content::files`] of the `.forward` path.
+    pub file: u32,
+    /// The items, one or more a line.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    /// The file starts with an Exim or Sieve filter header: only the primary can run it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub filter: bool,
+    /// Why the file exists but could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A local user of the primary: a mailbox, possibly with markers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The login name (lowercase: Postfix folds recipients before the user lookup).
+    pub name: String,
+    /// Index into [`Content::files`] of the passwd file.
+    pub file: u32,
+    /// Line of the passwd entry.
+    pub line: u32,
+    /// Index into [`Content::files`] of `~/.procmailrc`, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procmail: Option<u32>,
+    /// `~/.forward`, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Forward>,
+}
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Accepted, but worth a look (a duplicate, a construct the MTAs read differently).
+    Warning,
+    /// Left out of the snapshot.
+    Error,
+}
+
+/// A problem found while reading a source, with its place.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: String,
+    /// The line, 1-based; 0 for the file as a whole.
+    pub line: u32,
+    /// Left out (error) or only worth a look (warning).
+    pub severity: Severity,
+    /// What is wrong, lowercase, naming the thing.
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sev = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        if self.line == 0 {
+            write!(f, "{}: {sev}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {sev}: {}", self.file, self.line, self.message)
+        }
+    }
+}
+
+/// Everything the agent read, normalized. The hash covers exactly this.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    /// The served domains, lowercase.
+    pub domains: Vec<String>,
+    /// Every file an origin can name; items refer to it by index.
+    pub files: Vec<String>,
+    /// Aliases, unique by name.
+    pub aliases: Vec<Alias>,
+    /// Include files, unique by path.
+    #[serde(default)]
+    pub includes: Vec<Include>,
+    /// Virtual entries, unique by key.
+    #[serde(default, rename = "virtual")]
+    pub virtuals: Vec<VirtualEntry>,
+    /// Recipient-list entries, unique by address.
+    #[serde(default)]
+    pub recipients: Vec<Recipient>,
+    /// Local users, unique by name.
+    #[serde(default)]
+    pub users: Vec<User>,
+    /// What the agent could not read or flagged.
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A snapshot as pushed by an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The agent's id.
+    pub agent: String,
+    /// The agent's version counter (rises only when the hash changes).
+    pub version: u64,
+    /// [`Content::hash`], lowercase hex.
+    pub hash: String,
+    /// When the agent collected it, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// The content.
+    pub content: Content,
+}
+
+/// Why a content is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid snapshot content: {}", .problems.join("; "))]
+pub struct InvalidContent {
+    /// Every problem found, each naming the entry.
+    pub problems: Vec<String>,
+}
+
+impl Content {
+    /// Sorts every list and the file table, so that equal content has equal encoding.
+    ///
+    /// Origins are remapped to the sorted file table; files no item refers to are kept.
+    pub fn normalize(&mut self) {
+        self.domains.sort();
+        self.domains.dedup();
+        let mut order: Vec<u32> = (0..self.files.len() as u32).collect();
+        order.sort_by(|&a, &b| self.files[a as usize].cmp(&self.files[b as usize]));
+        let already_sorted = order.iter().enumerate().all(|(i, &o)| i as u32 == o);
+        if !already_sorted {
+            let mut remap = vec![0u32; self.files.len()];
+            for (new, &old) in order.iter().enumerate() {
+                remap[old as usize] = new as u32;
+            }
+            let map = |f: &mut u32| {
+                if let Some(&n) = remap.get(*f as usize) {
+                    *f = n;
+                }
+            };
+            self.aliases.iter_mut().for_each(|a| map(&mut a.file));
+            self.includes.iter_mut().for_each(|i| map(&mut i.file));
+            self.virtuals.iter_mut().for_each(|v| map(&mut v.file));
+            self.recipients.iter_mut().for_each(|r| map(&mut r.file));
+            for u in &mut self.users {
+                map(&mut u.file);
+                if let Some(p) = &mut u.procmail {
+                    map(p);
+                }
+                if let Some(fw) = &mut u.forward {
+                    map(&mut fw.file);
+                }
+            }
+            let mut files = std::mem::take(&mut self.files);
+            let mut sorted = Vec::with_capacity(files.len());
+            for &old in &order {
+                sorted.push(std::mem::take(&mut files[old as usize]));
+            }
+            self.files = sorted;
+        }
+        self.aliases.sort_by(|a, b| a.name.cmp(&b.name));
+        self.includes.sort_by(|a, b| a.path.cmp(&b.path));
+        self.virtuals.sort_by(|a, b| a.key.cmp(&b.key));
+        self.recipients.sort_by(|a, b| a.address.cmp(&b.address));
+        self.users.sort_by(|a, b| a.name.cmp(&b.name));
+        self.diagnostics.sort();
+        self.diagnostics.dedup();
+    }
+
+    /// SHA-256 over the canonical encoding, lowercase hex. Call on normalized content.
+    pub fn hash(&self) -> String {
+        let mut c = Canon::new();
+        c.bytes(b"mxsync-content");
+        c.u32(FORMAT);
+        c.strs(&self.domains);
+        c.strs(&self.files);
+        c.u64(self.aliases.len() as u64);
+        for a in &self.aliases {
+            c.str(&a.name);
+            c.u32(a.file);
+            c.u32(a.line);
+            c.targets(&a.targets);
+        }
+        c.u64(self.includes.len() as u64);
+        for i in &self.includes {
+            c.str(&i.path);
+            c.u32(i.file);
+            c.targets(&i.targets);
+            c.opt_str(i.error.as_deref());
+        }
+        c.u64(self.virtuals.len() as u64);
+        for v in &self.virtuals {
+            c.str(&v.key);
+            c.u32(v.file);
+            c.u32(v.line);
+            c.targets(&v.targets);
+        }
+        c.u64(self.recipients.len() as u64);
+        for r in &self.recipients {
+            c.str(&r.address);
+            c.u32(r.file);
+            c.u32(r.line);
+        }
+        c.u64(self.users.len() as u64);
+        for u in &self.users {
+            c.str(&u.name);
+            c.u32(u.file);
+            c.u32(u.line);
+            match u.procmail {
+                Some(p) => {
+                    c.u8(1);
+                    c.u32(p);
+                }
+                None => c.u8(0),
+            }
+            match &u.forward {
+                Some(fw) => {
+                    c.u8(1);
+                    c.u32(fw.file);
+                    c.targets(&fw.targets);
+                    c.u8(u8::from(fw.filter));
+                    c.opt_str(fw.error.as_deref());
+                }
+                None => c.u8(0),
+            }
+        }
+        c.u64(self.diagnostics.len() as u64);
+        for d in &self.diagnostics {
+            c.str(&d.file);
+            c.u32(d.line);
+            c.u8(d.severity as u8);
+            c.str(&d.message);
+        }
+        c.finish()
+    }
+
+    /// Checks everything the server will rely on: names and keys that can be written to a map,
+    /// addresses of kind `address` valid, file indices in range, no duplicate keys.
+    ///
+    /// Every problem is listed (up to a bound), each naming the entry.
+    pub fn validate(&self) -> Result<(), InvalidContent> {
+        let mut p = Problems::default();
+        let nfiles = self.files.len() as u32;
+        for d in &self.domains {
+            if !addr::valid_domain(d) {
+                p.push(format!("domain {d:?} is not a valid lowercase domain"));
+            }
+        }
+        let check_targets = |p: &mut Problems, what: &dyn Fn() -> String, ts: &[Target]| {
+            for t in ts {
+                if t.kind == Kind::Address && !addr::valid_address(&t.value) {
+                    p.push(format!(
+                        "{}: target {:?} is not a valid address",
+                        what(),
+                        t.value
+                    ));
+                }
+            }
+        };
+        let check_file = |p: &mut Problems, what: &dyn Fn() -> String, f: u32| {
+            if f >= nfiles {
+                p.push(format!("{}: file index {f} out of range", what()));
+            }
+        };
+        let mut seen = HashSet::new();
+        for a in &self.aliases {
+            let what = || format!("alias {:?}", a.name);
+            if !addr::valid_local_part(&a.name) || a.name.chars().any(|c| c.is_uppercase()) {
+                p.push(format!("{} is not a valid lowercase name", what()));
+            }
+            if !seen.insert(a.name.as_str()) {
+                p.push(format!("{} is duplicated", what()));
+            }
+            check_file(&mut p, &what, a.file);
+            check_targets(&mut p, &what, &a.targets);
+        }
+        seen.clear();
+        for i in &self.includes {
+            let what = || format!("include {:?}", i.path);
+            if !seen.insert(i.path.as_str()) {
+                p.push(format!("{} is duplicated", what()));
+            }
+            check_file(&mut p, &what, i.file);
+            check_targets(&mut p, &what, &i.targets);
+        }
+        seen.clear();
+        for v in &self.virtuals {
+            let what = || format!("virtual key {:?}", v.key);
+            let ok = if v.key.contains('@') {
+                addr::valid_address(&v.key)
+            } else {
+                addr::valid_local_part(&v.key)
+            };
+            if !ok || v.key.chars().any(|c| c.is_uppercase()) {
+                p.push(format!("{} is not a valid lowercase address", what()));
+            }
+            if !seen.insert(v.key.as_str()) {
+                p.push(format!("{} is duplicated", what()));
+            }
+            check_file(&mut p, &what, v.file);
+            check_targets(&mut p, &what, &v.targets);
+        }
+        seen.clear();
+        for r in &self.recipients {
+            let what = || format!("recipient {:?}", r.address);
+            if !addr::valid_address(&r.address) || r.address.chars().any(|c| c.is_uppercase()) {
+                p.push(format!("{} is not a valid lowercase address", what()));
+            }
+            if !seen.insert(r.address.as_str()) {
+                p.push(format!("{} is duplicated", what()));
+            }
+            check_file(&mut p, &what, r.file);
+        }
+        seen.clear();
+        for u in &self.users {
+            let what = || format!("user {:?}", u.name);
+            if !addr::valid_local_part(&u.name) || u.name.chars().any(|c| c.is_uppercase()) {
+                p.push(format!("{} is not a valid lowercase name", what()));
+            }
+            if !seen.insert(u.name.as_str()) {
+                p.push(format!("{} is duplicated", what()));
+            }
+            check_file(&mut p, &what, u.file);
+            if let Some(f) = u.procmail {
+                check_file(&mut p, &what, f);
+            }
+            if let Some(fw) = &u.forward {
+                check_file(&mut p, &what, fw.file);
+                check_targets(&mut p, &what, &fw.targets);
+            }
+        }
+        p.finish()
+    }
+
+    /// How many addresses the content makes valid at its served domains (for the shrink guard).
+    pub fn address_count(&self) -> usize {
+        crate::plan::valid_addresses(self).len()
+    }
+}
+
+/// Collects validation problems, keeping the first few and counting the rest.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    more: usize,
+}
+
+impl Problems {
+    const KEEP: usize = 20;
+
+    fn push(&mut self, s: String) {
+        if self.list.len() < Self::KEEP {
+            self.list.push(s);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn finish(mut self) -> Result<(), InvalidContent> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        if self.more > 0 {
+            self.list.push(format!("and {} more", self.more));
+        }
+        Err(InvalidContent {
+            problems: self.list,
+        })
+    }
+}
+
+/// The canonical encoding, streamed straight into SHA-256: fixed-width little-endian integers,
+/// length-prefixed strings and lists, one tag byte per enum.
+struct Canon {
+    hasher: Sha256,
+    buf: Vec<u8>,
+}
+
+impl Canon {
+    fn new() -> Self {
+        Canon {
+            hasher: Sha256::new(),
+            buf: Vec::with_capacity(1 << 16),
+        }
+    }
+    fn flush_if_full(&mut self) {
+        if self.buf.len() >= 1 << 16 {
+            self.hasher.update(&self.buf);
+            self.buf.clear();
+        }
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        self.buf.extend_from_slice(b);
+        self.flush_if_full();
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn strs(&mut self, v: &[String]) {
+        self.u64(v.len() as u64);
+        for s in v {
+            self.str(s);
+        }
+    }
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn targets(&mut self, ts: &[Target]) {
+        self.u64(ts.len() as u64);
+        for t in ts {
+            self.u8(t.kind.tag());
+            self.str(&t.value);
+            self.u32(t.line);
+        }
+    }
+    fn finish(mut self) -> String {
+        self.hasher.update(&self.buf);
+        hex(&self.hasher.finalize())
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+//! Request and reply bodies of the HTTP API (DESIGN section 6), other than the snapshot itself.
+//!
+//! Every type tolerates unknown fields, so that either side can be upgraded first.
+
+use serde::{Deserialize, Serialize};
+
+/// Reply to `POST /v1/snapshots` once the snapshot is stored and live in the maps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReply {
+    /// The applied version.
+    pub version: u64,
+    /// The applied hash.
+    pub hash: String,
+    /// When it was applied, seconds since the Unix epoch.
+    pub applied_at: u64,
+}
+
+/// `POST /v1/heartbeat` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The agent's current version.
+    pub version: u64,
+    /// The agent's current content hash.
+    pub hash: String,
+}
+
+/// Reply to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The server does not hold this hash applied and wants the full snapshot.
+    pub need_snapshot: bool,
+    /// The version the server has applied for this agent, if any.
+    #[serde(default)]
+    pub applied_version: Option<u64>,
+    /// The hash the server has applied for this agent, if any.
+    #[serde(default)]
+    pub applied_hash: Option<String>,
+}
+
+/// Every error reply: `{"error": "<code>", "message": "<text>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable code, e.g. `bad_signature`, `replay`, `version_conflict`, `held`.
+    pub error: String,
+    /// A human-readable explanation (never internal detail).
+    pub message: String,
+    /// The version the server holds, on a 409, so an agent that lost its state can move above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_version: Option<u64>,
+}
