@@ -76,6 +76,15 @@ pub fn normalize_address(a: &str) -> Option<String> {
     valid_address(&out).then_some(out)
 }
 
+/// Like [`normalize_address`], reusing `a`'s allocation; gives `a` back when it is not valid.
+pub fn normalize_address_owned(mut a: String) -> Result<String, String> {
+    let Some(at) = a.rfind('@') else {
+        return Err(a);
+    };
+    a[at + 1..].make_ascii_lowercase();
+    if valid_address(&a) { Ok(a) } else { Err(a) }
+}
+
 /// Splits a valid address into local part and domain.
 pub fn split(a: &str) -> Option<(&str, &str)> {
     a.rsplit_once('@')

@@ -18,7 +18,8 @@ use crate::snapshot::{
 pub struct Builder {
     content: Content,
     file_ids: HashMap<String, u32>,
-    alias_at: HashMap<String, (String, u32)>,
+    /// Order in which aliases were added: duplicates are resolved in `finish`, first one wins.
+    alias_seq: Vec<u32>,
     virtual_at: HashMap<String, (String, u32)>,
     recipient_at: HashMap<String, usize>,
     user_at: HashMap<String, usize>,
@@ -45,7 +46,7 @@ impl Builder {
                 ..Content::default()
             },
             file_ids: HashMap::new(),
-            alias_at: HashMap::new(),
+            alias_seq: Vec::new(),
             virtual_at: HashMap::new(),
             recipient_at: HashMap::new(),
             user_at: HashMap::new(),
@@ -82,18 +83,9 @@ impl Builder {
         let mut diags = Vec::new();
         let parsed = parse::parse_aliases(bytes, path, &mut diags);
         let file = self.file_id(path);
+        self.content.aliases.reserve(parsed.len());
         for a in parsed {
-            if let Some((f, l)) = self.alias_at.get(&a.name) {
-                diags.push(Diagnostic {
-                    file: path.to_string(),
-                    line: a.line,
-                    severity: Severity::Warning,
-                    message: format!("duplicate entry {:?}: the first one ({f}:{l}) wins", a.name),
-                });
-                continue;
-            }
-            self.alias_at
-                .insert(a.name.clone(), (path.to_string(), a.line));
+            self.alias_seq.push(self.alias_seq.len() as u32);
             self.content.aliases.push(Alias {
                 name: a.name,
                 file,
@@ -353,8 +345,31 @@ impl Builder {
         }
     }
 
-    /// The normalized content.
+    /// The normalized content. Of aliases defined more than once, the first one added wins
+    /// (postalias: first entry; `alias_maps`: first map), with a warning for each other.
     pub fn finish(mut self) -> Content {
+        let aliases = std::mem::take(&mut self.content.aliases);
+        let mut order: Vec<(Alias, u32)> = aliases.into_iter().zip(self.alias_seq).collect();
+        order.sort_by(|(a, i), (b, j)| a.name.cmp(&b.name).then(i.cmp(j)));
+        let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
+        for (a, _) in order {
+            match kept.last() {
+                Some(first) if first.name == a.name => {
+                    let f = &self.content.files[first.file as usize];
+                    self.content.diagnostics.push(Diagnostic {
+                        file: self.content.files[a.file as usize].clone(),
+                        line: a.line,
+                        severity: Severity::Warning,
+                        message: format!(
+                            "duplicate entry {:?}: the first one ({f}:{}) wins",
+                            a.name, first.line
+                        ),
+                    });
+                }
+                _ => kept.push(a),
+            }
+        }
+        self.content.aliases = kept;
         self.content.normalize();
         self.content
     }

@@ -11,6 +11,7 @@
 
 pub mod addr;
 pub mod build;
+pub mod fxhash;
 pub mod parse;
 pub mod plan;
 pub mod sign;

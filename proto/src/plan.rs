@@ -12,7 +12,9 @@
 //! not depend on the order addresses are planned in. This module does not render maps.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use crate::fxhash::{FxHashMap, FxHashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,12 +125,6 @@ impl<'a> Unit<'a> {
             (u, _) => u,
         }
     }
-    fn render(self, domain: &str) -> String {
-        match self {
-            Unit::Local(n) => format!("{n}@{domain}"),
-            Unit::Addr(l, d) => format!("{l}@{d}"),
-        }
-    }
 }
 
 /// Where a reason points: a file index and line, or nothing.
@@ -215,12 +211,15 @@ struct Frame<'a> {
 /// [`Planner::plan`]; expansions are shared between calls.
 pub struct Planner<'a> {
     c: &'a Content,
-    domains: HashSet<&'a str>,
-    aliases: HashMap<&'a str, usize>,
-    users: HashMap<&'a str, usize>,
-    virtuals: HashMap<&'a str, usize>,
-    recipients: HashMap<&'a str, usize>,
-    includes: HashMap<&'a str, usize>,
+    domains: FxHashSet<&'a str>,
+    aliases: FxHashMap<&'a str, usize>,
+    users: FxHashMap<&'a str, usize>,
+    /// Virtual entries with full-address keys, by `(local, domain)`.
+    virtuals: FxHashMap<(&'a str, &'a str), usize>,
+    /// Virtual entries with bare keys, by name.
+    bare_virtuals: FxHashMap<&'a str, usize>,
+    recipients: FxHashMap<(&'a str, &'a str), usize>,
+    includes: FxHashMap<&'a str, usize>,
     /// `UNSEEN`, `ON_STACK` (being expanded, or finished but its strongly connected component
     /// not yet complete) or `DONE` (memoised).
     state: Vec<u8>,
@@ -270,13 +269,20 @@ impl<'a> Planner<'a> {
                 .virtuals
                 .iter()
                 .enumerate()
+                .filter_map(|(i, v)| addr::split(&v.key).map(|k| (k, i)))
+                .collect(),
+            bare_virtuals: c
+                .virtuals
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.key.contains('@'))
                 .map(|(i, v)| (v.key.as_str(), i))
                 .collect(),
             recipients: c
                 .recipients
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (r.address.as_str(), i))
+                .filter_map(|(i, r)| addr::split(&r.address).map(|k| (k, i)))
                 .collect(),
             includes: c
                 .includes
@@ -421,8 +427,7 @@ impl<'a> Planner<'a> {
         if let Some(u) = self.procmail_user(&lkey) {
             return self.user_ref(u, Unit::Addr(&u.name, domain));
         }
-        let akey = format!("{lkey}@{domain}");
-        if let Some(&i) = self.virtuals.get(akey.as_str()) {
+        if let Some(&i) = self.virtuals.get(&(lkey.as_ref(), domain)) {
             let key = self.c.virtuals[i].key.as_str();
             let (l, d) = addr::split(key).unwrap_or((key, domain));
             return Ref::Node {
@@ -431,7 +436,7 @@ impl<'a> Planner<'a> {
                 domain: Some(domain),
             };
         }
-        if let Some(&i) = self.virtuals.get(lkey.as_ref()) {
+        if let Some(&i) = self.bare_virtuals.get(lkey.as_ref()) {
             let v = &self.c.virtuals[i];
             let at = At {
                 file: v.file,
@@ -459,7 +464,7 @@ impl<'a> Planner<'a> {
             let u = &self.c.users[i];
             return self.user_ref(u, Unit::Addr(&u.name, domain));
         }
-        if let Some(&i) = self.recipients.get(akey.as_str()) {
+        if let Some(&i) = self.recipients.get(&(lkey.as_ref(), domain)) {
             let r = &self.c.recipients[i];
             let (l, d) = addr::split(&r.address).unwrap_or((&r.address, domain));
             let at = At {
@@ -501,9 +506,11 @@ impl<'a> Planner<'a> {
         };
         let mut items = Vec::with_capacity(targets.len());
         let mut direct = Vec::new();
-        let mut work: Vec<(&'a [Target], u32, u32)> = vec![(targets, file, 0)];
-        let mut seen_includes: HashSet<&'a str> = HashSet::new();
-        while let Some((ts, file, nesting)) = work.pop() {
+        // Include files still to read: (items, file, nesting). Most aliases have none.
+        let mut work: Vec<(&'a [Target], u32, u32)> = Vec::new();
+        let mut next = Some((targets, file, 0u32));
+        let mut seen_includes: FxHashSet<&'a str> = FxHashSet::default();
+        while let Some((ts, file, nesting)) = next.take().or_else(|| work.pop()) {
             for t in ts {
                 let at = At { file, line: t.line };
                 let r = |code| R {
@@ -612,27 +619,17 @@ impl<'a> Planner<'a> {
                     let child = self.memo[id].as_ref()?;
                     if child.is_punt() {
                         acc.units.push(unit);
-                        let rs: Vec<R<'a>> = child
-                            .reasons
-                            .iter()
-                            .map(|r| R {
-                                via: Some(unit),
-                                ..*r
-                            })
-                            .collect();
-                        acc.add_reasons(rs.into_iter());
+                        acc.add_reasons(child.reasons.iter().map(|r| R {
+                            via: Some(unit),
+                            ..*r
+                        }));
                     } else {
                         acc.forward.extend_from_slice(&child.forward);
                         acc.units.extend(child.units.iter().map(|u| u.bind(domain)));
-                        let rs: Vec<R<'a>> = child
-                            .reasons
-                            .iter()
-                            .map(|r| R {
-                                via: r.via.map(|u| u.bind(domain)),
-                                ..*r
-                            })
-                            .collect();
-                        acc.add_reasons(rs.into_iter());
+                        acc.add_reasons(child.reasons.iter().map(|r| R {
+                            via: r.via.map(|u| u.bind(domain)),
+                            ..*r
+                        }));
                         acc.height = acc.height.max(child.height);
                     }
                 }
@@ -745,145 +742,178 @@ impl<'a> Planner<'a> {
         self.memo[node] = Some(exp);
     }
 
-    /// The plan of `address` before the unit check, or `None` if it is not a valid recipient.
-    fn raw_plan(&mut self, address: &str) -> Option<Plan> {
-        let (local, domain) = addr::split(address)?;
-        let domain = *self.domains.get(domain.to_ascii_lowercase().as_str())?;
-        let lkey = lower(local);
-        let akey = format!("{lkey}@{domain}");
-        let known = self.virtuals.contains_key(akey.as_str())
-            || self.virtuals.contains_key(lkey.as_ref())
-            || self.aliases.contains_key(lkey.as_ref())
-            || self.users.contains_key(lkey.as_ref())
-            || self.recipients.contains_key(akey.as_str());
-        if !known {
-            return None;
+    /// Every valid recipient as `(local, domain)` borrowed from the content, sorted as the
+    /// strings `local@domain` sort, without duplicates.
+    fn keys(&self) -> Vec<(&'a str, &'a str)> {
+        let c = self.c;
+        let mut out = Vec::with_capacity(c.domains.len() * (c.aliases.len() + c.users.len()));
+        for d in &c.domains {
+            let d = d.as_str();
+            out.extend(c.aliases.iter().map(|a| (a.name.as_str(), d)));
+            out.extend(c.users.iter().map(|u| (u.name.as_str(), d)));
+            out.extend(self.bare_virtuals.keys().map(|&k| (k, d)));
         }
-        // Resolve against content-owned strings so that the planner can borrow them.
-        let (l, full): (&'a str, &'a str) = self.owned_key(&lkey, &akey)?;
+        out.extend(
+            self.virtuals
+                .keys()
+                .filter(|(_, d)| self.domains.contains(d)),
+        );
+        out.extend(
+            self.recipients
+                .keys()
+                .filter(|(_, d)| self.domains.contains(d)),
+        );
+        out.sort_unstable_by(|a, b| cmp_addr(*a, *b));
+        out.dedup();
+        out
+    }
+
+    /// The content-owned `(local, domain)` of a valid address, or `None`.
+    fn key_of(&self, local: &str, domain: &str) -> Option<(&'a str, &'a str)> {
+        let domain = *self.domains.get(domain)?;
+        let lkey = lower(local);
+        let c = self.c;
+        let local = if let Some(&i) = self.virtuals.get(&(lkey.as_ref(), domain)) {
+            addr::split(&c.virtuals[i].key)?.0
+        } else if let Some(&i) = self.recipients.get(&(lkey.as_ref(), domain)) {
+            addr::split(&c.recipients[i].address)?.0
+        } else if let Some(&i) = self.aliases.get(lkey.as_ref()) {
+            c.aliases[i].name.as_str()
+        } else if let Some(&i) = self.users.get(lkey.as_ref()) {
+            c.users[i].name.as_str()
+        } else {
+            *self.bare_virtuals.get_key_value(lkey.as_ref())?.0
+        };
+        Some((local, domain))
+    }
+
+    /// Resolves a valid address and expands what it needs. The expansion is then in the memo
+    /// (the returned node) or in `scratch`; the returned domain binds its local units.
+    fn top(
+        &mut self,
+        (local, domain): (&'a str, &'a str),
+        scratch: &mut Exp<'a>,
+    ) -> (Option<usize>, Option<&'a str>) {
         let at = At {
             file: u32::MAX,
             line: 0,
         };
-        let r = self.resolve_addr(l, domain, full, at);
-        let address = akey;
-        let mut exp = Exp::default();
-        let mut bound_domain = Some(domain);
-        match r {
+        scratch.forward.clear();
+        scratch.units.clear();
+        scratch.reasons.clear();
+        match self.resolve_addr(local, domain, local, at) {
             Ref::Node { id, domain: d, .. } => {
                 self.eval(id);
-                if let Some(child) = &self.memo[id] {
-                    exp = child.clone();
-                }
-                bound_domain = d;
+                return (Some(id), d);
             }
-            Ref::Leaf(_, reason) => exp.reasons.push(reason),
-            Ref::UserForward(ts) => exp.forward.extend(ts.iter().map(|t| t.value.as_str())),
-            Ref::Forward(a) => exp.forward.push(a),
+            Ref::Leaf(_, reason) => scratch.reasons.push(reason),
+            Ref::UserForward(ts) => {
+                scratch.forward.extend(ts.iter().map(|t| t.value.as_str()));
+                scratch.seal();
+            }
+            Ref::Forward(a) => scratch.forward.push(a),
         }
-        exp.seal();
-        let bind = |u: Unit<'a>| u.bind(bound_domain).render(domain);
-        let reasons = exp
-            .reasons
-            .iter()
-            .map(|r| Reason {
-                code: r.code,
-                target: r.target.to_string(),
-                origin: self.origin(r.at),
-                via: r.via.map(bind),
-            })
-            .collect();
-        let (class, punt) = if exp.forward.is_empty() {
-            (Class::Punt, vec![address.clone()])
-        } else if exp.units.is_empty() {
-            (Class::Forward, Vec::new())
-        } else {
-            let mut p: Vec<String> = exp.units.iter().map(|&u| bind(u)).collect();
-            p.sort();
-            p.dedup();
-            (Class::Split, p)
-        };
-        Some(Plan {
-            address,
-            class,
-            forward: exp.forward.iter().map(|s| s.to_string()).collect(),
-            punt,
-            reasons,
-        })
+        (None, Some(domain))
     }
 
-    /// Finds content-owned strings equal to the lowercase local part and the full address.
-    fn owned_key(&self, lkey: &str, akey: &str) -> Option<(&'a str, &'a str)> {
+    /// The class of an address before the unit check, or `None` if it is not valid.
+    fn class_of(&mut self, (local, domain): (&'a str, &'a str)) -> Option<Class> {
+        let key = self.key_of(local, domain)?;
+        let mut scratch = Exp::default();
+        let (id, _) = self.top(key, &mut scratch);
+        let exp = id.and_then(|i| self.memo[i].as_ref()).unwrap_or(&scratch);
+        Some(class(exp))
+    }
+
+    /// Fills `plan` for `key`, reusing its allocations. A split plan with a unit that the
+    /// secondary would expand again is demoted to punt.
+    fn fill(&mut self, key: (&'a str, &'a str), plan: &mut Plan, scratch: &mut Exp<'a>) {
+        let (id, bound) = self.top(key, scratch);
+        let (local, domain) = key;
         let c = self.c;
-        let local = self
-            .aliases
-            .get(lkey)
-            .map(|&i| c.aliases[i].name.as_str())
-            .or_else(|| self.users.get(lkey).map(|&i| c.users[i].name.as_str()))
-            .or_else(|| self.virtuals.get(lkey).map(|&i| c.virtuals[i].key.as_str()))
-            .or_else(|| {
-                self.virtuals
-                    .get(akey)
-                    .map(|&i| c.virtuals[i].key.as_str())
-                    .or_else(|| {
-                        self.recipients
-                            .get(akey)
-                            .map(|&i| c.recipients[i].address.as_str())
-                    })
-                    .and_then(|a| addr::split(a).map(|(l, _)| l))
-            })?;
-        let full = self
-            .virtuals
-            .get(akey)
-            .map(|&i| c.virtuals[i].key.as_str())
-            .or_else(|| {
-                self.recipients
-                    .get(akey)
-                    .map(|&i| c.recipients[i].address.as_str())
-            })
-            .unwrap_or(local);
-        Some((local, full))
+        let exp: &Exp<'a> = id.and_then(|i| self.memo[i].as_ref()).unwrap_or(scratch);
+        let bind = |u: Unit<'a>| match u.bind(bound) {
+            Unit::Local(n) => (n, domain),
+            Unit::Addr(l, d) => (l, d),
+        };
+        set(&mut plan.address, &[local, "@", domain]);
+        plan.class = class(exp);
+        fill_list(&mut plan.forward, exp.forward.iter().map(|f| [*f, "", ""]));
+        let mut units: Vec<(&'a str, &'a str)> = Vec::new();
+        if plan.class == Class::Split {
+            units.extend(exp.units.iter().map(|&u| bind(u)));
+            units.sort_unstable_by(|a, b| cmp_addr(*a, *b));
+            units.dedup();
+        }
+        plan.reasons.truncate(exp.reasons.len());
+        for (i, r) in exp.reasons.iter().enumerate() {
+            if i == plan.reasons.len() {
+                plan.reasons.push(Reason {
+                    code: r.code,
+                    target: String::new(),
+                    origin: String::new(),
+                    via: None,
+                });
+            }
+            let slot = &mut plan.reasons[i];
+            slot.code = r.code;
+            set(&mut slot.target, &[r.target]);
+            slot.origin.clear();
+            if let Some(f) = c.files.get(r.at.file as usize) {
+                slot.origin.push_str(f);
+                if r.at.line > 0 {
+                    use std::fmt::Write;
+                    let _ = write!(slot.origin, ":{}", r.at.line);
+                }
+            }
+            match r.via.map(bind) {
+                Some((l, d)) => set(slot.via.get_or_insert_with(String::new), &[l, "@", d]),
+                None => slot.via = None,
+            }
+        }
+        match plan.class {
+            Class::Split => {
+                let again = units
+                    .iter()
+                    .copied()
+                    .find(|&u| self.class_of(u).is_some_and(|k| k != Class::Punt));
+                match again {
+                    Some((l, d)) => demote(plan, &format!("{l}@{d}")),
+                    None => fill_list(&mut plan.punt, units.iter().map(|(l, d)| [*l, "@", *d])),
+                }
+            }
+            Class::Punt => fill_list(&mut plan.punt, std::iter::once([local, "@", domain])),
+            Class::Forward => plan.punt.clear(),
+        }
+    }
+
+    /// Calls `f` with the plan of every valid address, in address order. The `Plan` passed is
+    /// reused between calls (no allocation per plan once warm); clone it to keep it.
+    pub fn plan_each(&mut self, mut f: impl FnMut(&Plan)) {
+        let keys = self.keys();
+        let mut plan = Plan::empty();
+        let mut scratch = Exp::default();
+        for key in keys {
+            self.fill(key, &mut plan, &mut scratch);
+            f(&plan);
+        }
     }
 
     /// The plan for one address, or `None` when it is not a valid recipient at a served domain.
     pub fn plan(&mut self, address: &str) -> Option<Plan> {
-        let mut plan = self.raw_plan(address)?;
-        if plan.class == Class::Split {
-            let units = plan.punt.clone();
-            for u in units {
-                let bad = self.raw_plan(&u).is_some_and(|p| p.class != Class::Punt);
-                if bad {
-                    demote(&mut plan, &u);
-                    break;
-                }
-            }
-        }
+        let (local, domain) = addr::split(address)?;
+        let key = self.key_of(local, &domain.to_ascii_lowercase())?;
+        let mut plan = Plan::empty();
+        let mut scratch = Exp::default();
+        self.fill(key, &mut plan, &mut scratch);
         Some(plan)
     }
 
     /// Plans every valid address, sorted by address.
     pub fn plan_all(&mut self) -> Vec<Plan> {
-        let addresses = valid_addresses(self.c);
-        let mut plans: Vec<Plan> = addresses.iter().filter_map(|a| self.raw_plan(a)).collect();
-        let class: HashMap<&str, Class> = plans
-            .iter()
-            .map(|p| (p.address.as_str(), p.class))
-            .collect();
-        let mut demoted = Vec::new();
-        for (i, p) in plans.iter().enumerate() {
-            if p.class == Class::Split
-                && let Some(u) = p
-                    .punt
-                    .iter()
-                    .find(|u| class.get(u.as_str()).is_some_and(|c| *c != Class::Punt))
-            {
-                demoted.push((i, u.clone()));
-            }
-        }
-        for (i, u) in demoted {
-            demote(&mut plans[i], &u);
-        }
-        plans
+        let mut out = Vec::new();
+        self.plan_each(|p| out.push(p.clone()));
+        out
     }
 
     /// Local names and addresses the plans reached that the primary does not know, with their
@@ -893,6 +923,67 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|&(n, at)| (n.to_string(), self.origin(at)))
             .collect()
+    }
+}
+
+/// Orders `(local, domain)` pairs as the strings `local@domain` order, without building them.
+/// (`@` never occurs in a local part, so where one local part is a prefix of the other, the `@`
+/// that ends the shorter one decides against the longer one's next byte.)
+fn cmp_addr(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (la, lb) = (a.0.as_bytes(), b.0.as_bytes());
+    let n = la.len().min(lb.len());
+    match la[..n].cmp(&lb[..n]) {
+        Ordering::Equal => match la.len().cmp(&lb.len()) {
+            Ordering::Equal => a.1.cmp(b.1),
+            Ordering::Less => b'@'.cmp(&lb[n]),
+            Ordering::Greater => la[n].cmp(&b'@'),
+        },
+        o => o,
+    }
+}
+
+/// Sets `s` to the concatenation of `parts`, keeping its allocation.
+fn set(s: &mut String, parts: &[&str]) {
+    s.clear();
+    for p in parts {
+        s.push_str(p);
+    }
+}
+
+/// Sets `v` to the given strings (each the concatenation of three parts), reusing its strings.
+fn fill_list<'x>(v: &mut Vec<String>, items: impl Iterator<Item = [&'x str; 3]>) {
+    let mut n = 0;
+    for parts in items {
+        if n == v.len() {
+            v.push(String::new());
+        }
+        set(&mut v[n], &parts);
+        n += 1;
+    }
+    v.truncate(n);
+}
+
+/// The class of an expansion.
+fn class(exp: &Exp<'_>) -> Class {
+    if exp.forward.is_empty() {
+        Class::Punt
+    } else if exp.units.is_empty() {
+        Class::Forward
+    } else {
+        Class::Split
+    }
+}
+
+impl Plan {
+    fn empty() -> Plan {
+        Plan {
+            address: String::new(),
+            class: Class::Punt,
+            forward: Vec::new(),
+            punt: Vec::new(),
+            reasons: Vec::new(),
+        }
     }
 }
 
@@ -911,31 +1002,17 @@ fn demote(plan: &mut Plan, unit: &str) {
 
 /// Every valid recipient at a served domain, sorted: alias names and users at every served
 /// domain, virtual keys, recipient-list entries.
-pub fn valid_addresses(c: &Content) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for d in &c.domains {
-        for a in &c.aliases {
-            out.insert(format!("{}@{d}", a.name));
-        }
-        for u in &c.users {
-            out.insert(format!("{}@{d}", u.name));
-        }
-        for v in c.virtuals.iter().filter(|v| !v.key.contains('@')) {
-            out.insert(format!("{}@{d}", v.key));
-        }
-    }
-    let served = |a: &str| addr::split(a).is_some_and(|(_, d)| c.domains.iter().any(|x| x == d));
-    for v in c.virtuals.iter().filter(|v| v.key.contains('@')) {
-        if served(&v.key) {
-            out.insert(v.key.clone());
-        }
-    }
-    for r in &c.recipients {
-        if served(&r.address) {
-            out.insert(r.address.clone());
-        }
-    }
-    out
+pub fn valid_addresses(c: &Content) -> Vec<String> {
+    Planner::new(c)
+        .keys()
+        .into_iter()
+        .map(|(l, d)| format!("{l}@{d}"))
+        .collect()
+}
+
+/// How many valid recipients `c` has (for the shrink guard).
+pub fn address_count(c: &Content) -> usize {
+    Planner::new(c).keys().len()
 }
 
 /// Plans every valid address of `content`, sorted by address.

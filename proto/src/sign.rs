@@ -146,3 +146,16 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests;
+
+/// Why a secret file's permissions are refused: it must not be readable, writable or executable
+/// by group or others (mode `0600` or `0400`).
+pub fn check_secret_mode(mode: u32) -> Result<(), String> {
+    if mode & 0o077 != 0 {
+        Err(format!(
+            "is accessible by group or others (mode {:04o}); chmod 600 it",
+            mode & 0o7777
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -218,7 +218,12 @@ pub fn parse_aliases(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> V
             ));
             continue;
         }
-        let name = internal_name(raw_name).to_lowercase();
+        let name = internal_name(raw_name);
+        let name = if name.chars().any(char::is_uppercase) {
+            name.to_lowercase()
+        } else {
+            name
+        };
         if name.is_empty() {
             diags.push(diag(
                 file,

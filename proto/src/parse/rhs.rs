@@ -5,13 +5,15 @@
 //! whitespace are two items (a missing comma), which is also how an unquoted `|prog -a` becomes
 //! `|prog`, `-a`. Each item is then classified ([`Kind`]).
 
+use std::borrow::Cow;
+
 use crate::addr;
 use crate::snapshot::{Diagnostic, Kind, Severity, Target};
 
 #[derive(Debug)]
-enum Tok {
+enum Tok<'a> {
     Word {
-        text: String,
+        text: Cow<'a, str>,
         quoted: bool,
         space_before: bool,
         line: u32,
@@ -22,7 +24,7 @@ enum Tok {
     },
 }
 
-impl Tok {
+impl Tok<'_> {
     fn line(&self) -> u32 {
         match self {
             Tok::Word { line, .. } | Tok::Special { line, .. } => *line,
@@ -48,17 +50,19 @@ pub(crate) struct LineMap<'a> {
 
 impl LineMap<'_> {
     fn line_at(&self, off: usize) -> u32 {
+        if let [(_, only)] = self.starts {
+            return *only;
+        }
         let i = self.starts.partition_point(|&(o, _)| o <= off);
         self.starts.get(i.saturating_sub(1)).map_or(0, |&(_, l)| l)
     }
 }
 
-fn tokenize(s: &str, map: &LineMap<'_>) -> Vec<Tok> {
-    let mut toks = Vec::new();
+fn tokenize<'a>(s: &'a str, map: &LineMap<'_>) -> Vec<Tok<'a>> {
+    let mut toks = Vec::with_capacity(8);
     let mut space = true;
     let mut it = s.char_indices().peekable();
     while let Some((off, c)) = it.next() {
-        let line = map.line_at(off);
         if c.is_whitespace() {
             space = true;
         } else if c == '(' {
@@ -80,6 +84,7 @@ fn tokenize(s: &str, map: &LineMap<'_>) -> Vec<Tok> {
             }
             space = true;
         } else if c == '"' {
+            let line = map.line_at(off);
             let mut text = String::new();
             while let Some((_, c)) = it.next() {
                 match c {
@@ -93,34 +98,37 @@ fn tokenize(s: &str, map: &LineMap<'_>) -> Vec<Tok> {
                 }
             }
             toks.push(Tok::Word {
-                text,
+                text: Cow::Owned(text),
                 quoted: true,
                 space_before: space,
                 line,
             });
             space = false;
         } else if is_special(c) {
-            toks.push(Tok::Special { c, line });
+            toks.push(Tok::Special {
+                c,
+                line: map.line_at(off),
+            });
             space = false;
         } else {
-            let mut text = String::new();
-            text.push(c);
+            let mut end = off + c.len_utf8();
             if c == '\\'
-                && let Some(&(_, e)) = it.peek()
+                && let Some(&(o, e)) = it.peek()
                 && !e.is_whitespace()
             {
-                text.push(e);
+                end = o + e.len_utf8();
                 it.next();
             }
-            while let Some(&(_, c)) = it.peek() {
+            while let Some(&(o, c)) = it.peek() {
                 if c.is_whitespace() || is_special(c) || c == '"' || c == '(' {
                     break;
                 }
-                text.push(c);
+                end = o + c.len_utf8();
                 it.next();
             }
+            let line = map.line_at(off);
             toks.push(Tok::Word {
-                text,
+                text: Cow::Borrowed(&s[off..end]),
                 quoted: false,
                 space_before: space,
                 line,
@@ -133,38 +141,42 @@ fn tokenize(s: &str, map: &LineMap<'_>) -> Vec<Tok> {
 
 /// Classifies one item's text as local(8) does, in the order it tests: file, command,
 /// `:include:`, then addresses; with the backslash form and the Exim specials recognised.
-fn classify(text: &str, quoted_empty: bool) -> (Kind, String) {
+fn classify(text: String, quoted_empty: bool) -> (Kind, String) {
     if quoted_empty {
         return (Kind::Special, "\"\"".to_string());
     }
-    let lower = text.to_ascii_lowercase();
+    let starts = |p: &str| {
+        text.get(..p.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(p))
+    };
     if text.starts_with('/') || text.starts_with('~') {
-        return (Kind::File, text.to_string());
+        return (Kind::File, text);
     }
     if text.starts_with('|') {
-        return (Kind::Pipe, text.to_string());
+        return (Kind::Pipe, text);
     }
-    if lower.starts_with(":include:") {
+    if starts(":include:") {
         return (Kind::Include, text[":include:".len()..].trim().to_string());
     }
     if let Some(rest) = text.strip_prefix('\\') {
         return (Kind::Backslash, rest.to_string());
     }
-    for special in [":fail:", ":defer:", ":blackhole:", ":unknown:", "error:"] {
-        if lower.starts_with(special) {
-            return (Kind::Special, text.to_string());
-        }
+    if [":fail:", ":defer:", ":blackhole:", ":unknown:", "error:"]
+        .iter()
+        .any(|p| starts(p))
+    {
+        return (Kind::Special, text);
     }
     if text.contains('@') {
-        return match addr::normalize_address(text) {
-            Some(a) => (Kind::Address, a),
-            None => (Kind::Invalid, text.to_string()),
+        return match addr::normalize_address_owned(text) {
+            Ok(a) => (Kind::Address, a),
+            Err(t) => (Kind::Invalid, t),
         };
     }
-    if addr::valid_local_part(text) {
-        (Kind::Local, text.to_string())
+    if addr::valid_local_part(&text) {
+        (Kind::Local, text)
     } else {
-        (Kind::Invalid, text.to_string())
+        (Kind::Invalid, text)
     }
 }
 
@@ -178,12 +190,12 @@ pub(crate) fn parse_value_mapped(
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Target> {
     let trimmed = value.trim_start();
-    let lower: String = trimmed
-        .chars()
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if lower.starts_with(":fail:") || lower.starts_with(":defer:") || lower.starts_with("error:") {
+    let starts = |p: &str| {
+        trimmed
+            .get(..p.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(p))
+    };
+    if starts(":fail:") || starts(":defer:") || starts("error:") {
         // Exim: the rest of the list is the message. One special item; its alias punts.
         let off = value.len() - trimmed.len();
         return vec![Target {
@@ -193,7 +205,7 @@ pub(crate) fn parse_value_mapped(
         }];
     }
     let toks = tokenize(value, map);
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(2);
     let mut warn = |line: u32, message: String| {
         diags.push(Diagnostic {
             file: file.to_string(),
@@ -235,12 +247,12 @@ pub(crate) fn parse_value_mapped(
                 .map_or(0, |i| i + 1);
             let mut text = String::new();
             inner[start..].iter().for_each(|t| t.push_text(&mut text));
-            let (kind, value) = classify(&text, false);
+            let (kind, value) = classify(text, false);
             out.push(Target { kind, value, line });
             continue;
         }
         // Groups: a word preceded by whitespace right after another word starts a new item.
-        let mut groups: Vec<&[Tok]> = Vec::new();
+        let mut groups: Vec<&[Tok<'_>]> = Vec::new();
         let mut start = 0;
         for i in 1..item.len() {
             let prev_word = matches!(item[i - 1], Tok::Word { .. });
@@ -272,8 +284,14 @@ pub(crate) fn parse_value_mapped(
             );
         }
         for (gi, g) in groups.iter().enumerate() {
-            let mut text = String::new();
-            g.iter().for_each(|t| t.push_text(&mut text));
+            let text = match g {
+                [Tok::Word { text, .. }] => text.to_string(),
+                _ => {
+                    let mut text = String::new();
+                    g.iter().for_each(|t| t.push_text(&mut text));
+                    text
+                }
+            };
             let quoted_empty = g.len() == 1
                 && matches!(&g[0], Tok::Word { text, quoted: true, .. } if text.is_empty());
             let gline = g[0].line();
@@ -299,7 +317,7 @@ pub(crate) fn parse_value_mapped(
                 });
                 continue;
             }
-            let (kind, value) = classify(&text, quoted_empty);
+            let (kind, value) = classify(text, quoted_empty);
             out.push(Target {
                 kind,
                 value,
@@ -317,7 +335,7 @@ pub fn parse_value(value: &str, file: &str, line: u32, diags: &mut Vec<Diagnosti
 }
 
 /// Splits tokens at top-level commas (commas inside `<...>` belong to a route).
-fn split_items(toks: &[Tok]) -> Vec<&[Tok]> {
+fn split_items<'t, 'a>(toks: &'t [Tok<'a>]) -> Vec<&'t [Tok<'a>]> {
     let mut items = Vec::new();
     let mut depth = 0u32;
     let mut start = 0;

@@ -696,7 +696,7 @@ mod properties {
             let c = content(&fixture);
             prop_assert_eq!(c.validate(), Ok(()));
             let plans = Planner::new(&c).plan_all();
-            let class: HashMap<&str, Class> = plans.iter().map(|p| (p.address.as_str(), p.class)).collect();
+            let class: std::collections::HashMap<&str, Class> = plans.iter().map(|p| (p.address.as_str(), p.class)).collect();
             for p in &plans {
                 for u in &p.punt {
                     let cu = class.get(u.as_str());

@@ -93,3 +93,19 @@ fn secrets() {
         Err(SecretError::MultiLine)
     );
 }
+
+#[test]
+fn secret_modes() {
+    for (mode, ok) in [
+        (0o600, true),
+        (0o400, true),
+        (0o100600, true),
+        (0o640, false),
+        (0o604, false),
+        (0o660, false),
+        (0o700, true),
+        (0o610, false),
+    ] {
+        assert_eq!(check_secret_mode(mode).is_ok(), ok, "{mode:o}");
+    }
+}

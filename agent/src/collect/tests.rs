@@ -1,0 +1,134 @@
+//! Collection from real files in a temporary directory.
+
+use super::*;
+use proto::{Class, Planner};
+
+struct Primary {
+    dir: tempfile::TempDir,
+}
+
+impl Primary {
+    fn new() -> Self {
+        Primary {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, rel: &str) -> String {
+        self.dir.path().join(rel).to_string_lossy().into_owned()
+    }
+    fn write(&self, rel: &str, text: &str) -> String {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+    fn sources(&self, aliases: Vec<String>) -> Sources {
+        Sources {
+            aliases,
+            virtual_maps: vec![],
+            recipients: vec![],
+            passwd: self.path("passwd"),
+            uid_min: 1000,
+            markers: true,
+        }
+    }
+}
+
+fn class_of(c: &Content, address: &str) -> Option<Class> {
+    Planner::new(c).plan(address).map(|p| p.class)
+}
+
+#[test]
+fn reads_aliases_includes_users_and_markers() {
+    let p = Primary::new();
+    let home = |u: &str| p.path(&format!("home/{u}"));
+    p.write(
+        "passwd",
+        &format!(
+            "root:x:0:0::/root:/bin/sh\nann:x:1000:1000::{}:/bin/sh\nben:x:1001:1001::{}:/bin/sh\ncat:x:1002:1002::{}:/bin/sh\n",
+            home("ann"),
+            home("ben"),
+            home("cat")
+        ),
+    );
+    p.write("home/ann/.procmailrc", ":0\n");
+    p.write("home/ben/.forward", "ben@remote.net\n");
+    std::fs::create_dir_all(home("cat")).unwrap();
+    // A .forward that exists but cannot be read (a directory in its place).
+    std::fs::create_dir_all(format!("{}/.forward", home("cat"))).unwrap();
+    let list = p.write("lists/staff", "a@x.net\nann\n");
+    std::fs::create_dir_all(p.path("lists/broken")).unwrap();
+    let aliases = p.write(
+        "aliases",
+        &format!(
+            "staff: :include:{list}\nbroken: a@x.net, :include:{}\nmissing: :include:{}\nfw: ben\n",
+            p.path("lists/broken"),
+            p.path("lists/none")
+        ),
+    );
+    let got = collect(&["example.org".into()], &p.sources(vec![aliases.clone()]));
+    let c = &got.content;
+    assert_eq!(c.validate(), Ok(()));
+    assert_eq!(class_of(c, "staff@example.org"), Some(Class::Split));
+    assert_eq!(class_of(c, "broken@example.org"), Some(Class::Punt));
+    assert_eq!(class_of(c, "missing@example.org"), Some(Class::Punt));
+    assert_eq!(class_of(c, "fw@example.org"), Some(Class::Forward));
+    assert_eq!(class_of(c, "ann@example.org"), Some(Class::Punt));
+    assert_eq!(class_of(c, "ben@example.org"), Some(Class::Forward));
+    assert_eq!(class_of(c, "cat@example.org"), Some(Class::Punt));
+    assert_eq!(class_of(c, "root@example.org"), None);
+    for must in [
+        aliases,
+        list,
+        p.path("lists/none"),
+        format!("{}/.procmailrc", home("ann")),
+        format!("{}/.forward", home("cat")),
+    ] {
+        assert!(
+            got.paths.contains(Path::new(&must)),
+            "{must} not watched: {:?}",
+            got.paths
+        );
+    }
+}
+
+#[test]
+fn globs_expand_sorted_and_missing_files_are_reported() {
+    let p = Primary::new();
+    p.write("passwd", "");
+    p.write("aliases.d/20-b", "x: second@x.net\n");
+    p.write("aliases.d/10-a", "x: first@x.net\n");
+    let got = collect(
+        &["example.org".into()],
+        &p.sources(vec![
+            p.path("aliases.d/*"),
+            p.path("nope"),
+            p.path("empty.d/*"),
+        ]),
+    );
+    let plan = Planner::new(&got.content).plan("x@example.org").unwrap();
+    assert_eq!(plan.forward, ["first@x.net"]);
+    let diags: Vec<String> = got
+        .content
+        .diagnostics
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.contains("nope") && d.contains("cannot read")),
+        "{diags:?}"
+    );
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.contains("empty.d/*") && d.contains("matches no file")),
+        "{diags:?}"
+    );
+    assert!(
+        diags.iter().any(|d| d.contains("duplicate entry")),
+        "{diags:?}"
+    );
+    assert!(got.paths.contains(Path::new(&p.path("aliases.d"))));
+}

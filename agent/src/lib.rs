@@ -1,0 +1,12 @@
+//! `mxsync-agent`: runs on the primary, reads the alias sources, and (in `run` and `once`) pushes
+//! signed snapshots to the receivers.
+//!
+//! - [`config`]: the TOML file;
+//! - [`collect`]: reading the sources from disk into a snapshot's content;
+//! - [`commands`]: the `plan` and `lint` output.
+//!
+//! Invariant: the agent never modifies a watched file.
+
+pub mod collect;
+pub mod commands;
+pub mod config;

@@ -1,0 +1,12 @@
+//! mxsync's end-to-end tests: one test binary, one module per area.
+//!
+//! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
+//! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
+//!
+//! Helpers (binaries, temporary directories, waiting with deadlines) are in the crate's `src/lib.rs`.
+
+// This whole binary is test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+mod examples;
+mod tidy;

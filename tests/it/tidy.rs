@@ -1,0 +1,75 @@
+//! House rules checked by reading the tree: module docs, whitespace, banned macros, and the
+//! dependency boundary of `proto` (no I/O, no runtime).
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !matches!(name.as_str(), "target" | ".git" | "fuzz") {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_rust_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&tests::workspace(), &mut files);
+    assert!(files.len() > 10, "found only {} .rs files", files.len());
+    files
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let bad: Vec<_> = all_rust_files()
+        .into_iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
+        .collect();
+    assert!(bad.is_empty(), "files without a leading //! doc: {bad:?}");
+}
+
+#[test]
+fn no_trailing_whitespace_and_no_banned_macros() {
+    let banned = [
+        concat!("should", "_panic"),
+        concat!("dbg", "!("),
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+    ];
+    let mut problems = Vec::new();
+    for f in all_rust_files() {
+        for (i, line) in std::fs::read_to_string(&f).unwrap().lines().enumerate() {
+            if line.ends_with(' ') || line.ends_with('\t') {
+                problems.push(format!("{}:{}: trailing whitespace", f.display(), i + 1));
+            }
+            for b in banned {
+                if line.contains(b) {
+                    problems.push(format!("{}:{}: {b}", f.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn proto_depends_on_nothing_that_does_io() {
+    let manifest = std::fs::read_to_string(tests::workspace().join("proto/Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    let allowed = ["serde", "serde_json", "sha2", "hmac", "thiserror"];
+    for line in deps.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line.split(['.', '=', ' ']).next().unwrap();
+        assert!(allowed.contains(&name), "proto may not depend on {name}");
+    }
+}
