@@ -123,11 +123,13 @@ pub struct ConfigError {
 /// Reads a secret file: private to its owner, one line, long enough.
 pub fn read_secret(path: &Path) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    proto::sign::check_secret_mode(meta.permissions().mode())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    proto::sign::parse_secret(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mode = std::fs::metadata(path)
+        .map_err(|e| ctx(&e))?
+        .permissions()
+        .mode();
+    let text = std::fs::read_to_string(path).map_err(|e| ctx(&e))?;
+    proto::sign::secret_from(mode, &text).map_err(|e| ctx(&e))
 }
 
 impl Config {

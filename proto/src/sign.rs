@@ -159,3 +159,10 @@ pub fn check_secret_mode(mode: u32) -> Result<(), String> {
         Ok(())
     }
 }
+
+/// The secret in a key or token file, given the file's mode bits and text: refused when the
+/// file is open to group or others, or the text is not one long enough line.
+pub fn secret_from(mode: u32, text: &str) -> Result<String, String> {
+    check_secret_mode(mode)?;
+    parse_secret(text).map_err(|e| e.to_string())
+}

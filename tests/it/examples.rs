@@ -19,6 +19,7 @@ fn examples_with_keys() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     tests::copy_tree(&tests::workspace().join("deploy/examples"), dir.path()).unwrap();
     tests::write_key(&dir.path().join("keys/mx1.key"), &"k".repeat(64));
+    tests::write_key(&dir.path().join("keys/read.token"), &"r".repeat(64));
     dir
 }
 
@@ -92,4 +93,24 @@ fn example_primary_plans_as_documented() {
     let mut sorted: Vec<&String> = plans.keys().collect();
     sorted.sort();
     assert_eq!(sorted.len(), plans.len());
+}
+
+#[test]
+fn server_example_passes_check_config() {
+    let dir = examples_with_keys();
+    let out = Command::new(tests::bin("mxsync-server"))
+        .args(["--config", "server.toml", "check-config"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("configuration ok: listen 127.0.0.1:8025, 1 agent(s)"),
+        "{said}"
+    );
 }

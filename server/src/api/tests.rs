@@ -1,0 +1,636 @@
+//! Every endpoint and status code of DESIGN section 6, through the router without a socket.
+//! Each refusal asserts that nothing changed: the maps are byte-identical and the history row
+//! records the refusal.
+
+use super::*;
+use crate::testkit::{Harness, KEY, READ, snapshot};
+use axum::body::Body;
+use axum::http::Request;
+use tower::ServiceExt;
+
+const ALIASES: &str = "a: r1@remote.net, r2@remote.net\nlist: x@remote.net, list-archive\nlist-archive: /var/archive\n";
+/// The same addresses, `a` forwarded elsewhere: a change the shrink guard lets through.
+const CHANGED: &str =
+    "a: other@remote.net\nlist: x@remote.net, list-archive\nlist-archive: /var/archive\n";
+
+struct Reply {
+    status: StatusCode,
+    json: serde_json::Value,
+}
+
+async fn send(h: &Harness, req: Request<Body>) -> Reply {
+    let resp = router(AppState {
+        server: h.server.clone(),
+    })
+    .oneshot(req)
+    .await
+    .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+        String::from_utf8_lossy(&bytes).into(),
+    ));
+    Reply { status, json }
+}
+
+fn signed(path: &str, body: Vec<u8>, seq: u64, key: &str, encoding: Option<&str>) -> Request<Body> {
+    let auth = proto::sign::header(key.as_bytes(), "mx1", "POST", path, seq, &body);
+    let mut b = Request::post(path)
+        .header("authorization", auth)
+        .header("content-type", "application/json");
+    if let Some(e) = encoding {
+        b = b.header("content-encoding", e);
+    }
+    b.body(Body::from(body)).unwrap()
+}
+
+async fn push(h: &mut Harness, snap: &proto::Snapshot) -> Reply {
+    let body = serde_json::to_vec(snap).unwrap();
+    let seq = h.next_seq();
+    send(h, signed("/v1/snapshots", body, seq, KEY, None)).await
+}
+
+async fn push_raw(h: &mut Harness, body: Vec<u8>, encoding: Option<&str>) -> Reply {
+    let seq = h.next_seq();
+    send(h, signed("/v1/snapshots", body, seq, KEY, encoding)).await
+}
+
+fn get(path: &str, token: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+fn history(h: &Harness) -> Vec<crate::store::HistoryRow> {
+    lock(&h.server.db).history(None, 100).unwrap()
+}
+
+/// Asserts that `reply` has `status` and `code`, that the maps did not change, and that the last
+/// history row (if `recorded`) is a refusal mentioning `needle`.
+fn check_refused(
+    h: &Harness,
+    before: &std::collections::BTreeMap<String, Vec<u8>>,
+    reply: &Reply,
+    status: StatusCode,
+    code: &str,
+    recorded: Option<&str>,
+) {
+    assert_eq!(reply.status, status, "{}", reply.json);
+    assert_eq!(reply.json["error"], code, "{}", reply.json);
+    assert!(
+        reply.json["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert_eq!(&h.maps(), before, "maps changed after a refused request");
+    if let Some(needle) = recorded {
+        let last = &history(h)[0];
+        assert!(
+            matches!(last.outcome.as_str(), "refused" | "held"),
+            "{last:?}"
+        );
+        assert!(
+            last.detail.as_deref().unwrap_or("").contains(needle),
+            "{last:?} lacks {needle:?}"
+        );
+    }
+}
+
+async fn applied(h: &mut Harness) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let r = push(h, &snapshot(ALIASES, 1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    h.maps()
+}
+
+#[tokio::test]
+async fn a_valid_snapshot_is_applied_and_live_before_200() {
+    let mut h = Harness::new("");
+    let snap = snapshot(ALIASES, 1);
+    let r = push(&mut h, &snap).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["version"], 1);
+    assert_eq!(r.json["hash"], snap.hash.as_str());
+    let virt = h.map("postfix/virtual");
+    assert!(
+        virt.contains("a@example.org r1@remote.net, r2@remote.net\n"),
+        "{virt}"
+    );
+    assert!(
+        virt.contains("list@example.com list-archive@example.com, x@remote.net\n"),
+        "{virt}"
+    );
+    assert!(
+        !virt.contains("list-archive@example.org "),
+        "a punt address has no virtual entry: {virt}"
+    );
+    assert!(
+        h.map("postfix/relay_recipients")
+            .contains("list-archive@example.org OK\n")
+    );
+    assert!(
+        h.map("postfix/transport")
+            .contains("example.org relay:[127.0.0.1]:2525\n")
+    );
+    assert!(
+        h.map("exim/forward")
+            .contains("a@example.org: r1@remote.net, r2@remote.net\n")
+    );
+    assert!(
+        h.map("postfix/virtual")
+            .starts_with("# mxsync: generated file")
+    );
+    assert!(
+        h.map("exim/domains")
+            .contains(&format!("# agent mx1 version 1 hash {}\n", snap.hash))
+    );
+    let rows = history(&h);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].outcome.as_str(), rows[0].addresses, rows[0].split),
+        ("applied", Some(6), Some(2))
+    );
+    // A resend of the applied hash is 200 and changes nothing.
+    let before = h.maps();
+    let r = push(&mut h, &snap).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(h.maps(), before);
+    assert_eq!(history(&h).len(), 1);
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_accepted() {
+    for enc in ["zstd", "gzip"] {
+        let mut h = Harness::new("");
+        let json = serde_json::to_vec(&snapshot(ALIASES, 1)).unwrap();
+        let body = if enc == "zstd" {
+            zstd::stream::encode_all(&json[..], 3).unwrap()
+        } else {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&json).unwrap();
+            e.finish().unwrap()
+        };
+        let r = push_raw(&mut h, body, Some(enc)).await;
+        assert_eq!(r.status, StatusCode::OK, "{enc}: {}", r.json);
+    }
+}
+
+#[tokio::test]
+async fn signatures_and_replays_are_refused_with_401() {
+    let mut h = Harness::new("");
+    let before = applied(&mut h).await;
+    let body = serde_json::to_vec(&snapshot("a: other@remote.net\n", 2)).unwrap();
+    // Wrong key.
+    let r = send(
+        &h,
+        signed(
+            "/v1/snapshots",
+            body.clone(),
+            10,
+            "another-key-0123456789abcdef0123456",
+            None,
+        ),
+    )
+    .await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        None,
+    );
+    // No header at all.
+    let req = Request::post("/v1/snapshots")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    check_refused(
+        &h,
+        &before,
+        &send(&h, req).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        None,
+    );
+    // A signature over another path.
+    let auth = proto::sign::header(KEY.as_bytes(), "mx1", "POST", "/v1/heartbeat", 11, &body);
+    let req = Request::post("/v1/snapshots")
+        .header("authorization", auth)
+        .body(Body::from(body.clone()))
+        .unwrap();
+    check_refused(
+        &h,
+        &before,
+        &send(&h, req).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        None,
+    );
+    // A replay of the sequence number of the applied push, and one from the past.
+    for seq in [1, 0] {
+        let r = send(&h, signed("/v1/snapshots", body.clone(), seq, KEY, None)).await;
+        check_refused(&h, &before, &r, StatusCode::UNAUTHORIZED, "replay", None);
+    }
+    let metrics = h.server.metrics.encode();
+    assert!(
+        metrics.contains("mxsync_ingest_rejected_total{agent=\"mx1\",reason=\"replay\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_snapshots_are_refused_and_recorded() {
+    let mut h = Harness::new("");
+    let before = applied(&mut h).await;
+    // Malformed JSON.
+    let r = push_raw(&mut h, b"{not json".to_vec(), None).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("malformed snapshot json"),
+    );
+    // The claimed hash does not match the content.
+    let mut s = snapshot("a: other@remote.net\n", 2);
+    s.hash = "0".repeat(64);
+    let r = push(&mut h, &s).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_snapshot",
+        Some("content hash"),
+    );
+    // Addresses made to break a map line.
+    for bad in [
+        "a@x.net\nroot@y.net OK",
+        "a b@x.net",
+        "a,b@x.net",
+        "a:b@x.net",
+        "\"a\"@x.net",
+    ] {
+        let mut s = snapshot("a: other@remote.net\n", 2);
+        s.content.recipients.push(proto::snapshot::Recipient {
+            address: bad.into(),
+            file: 0,
+            line: 1,
+        });
+        s.content.aliases[0].targets[0].value = bad.into();
+        s.hash = s.content.hash();
+        let r = push(&mut h, &s).await;
+        check_refused(
+            &h,
+            &before,
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_snapshot",
+            Some("not a valid"),
+        );
+    }
+    // A snapshot signed by mx1 that claims to be from another agent.
+    let mut s = snapshot("a: other@remote.net\n", 2);
+    s.agent = "mx9".into();
+    let r = push(&mut h, &s).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_snapshot",
+        Some("mx9"),
+    );
+}
+
+#[tokio::test]
+async fn a_domain_the_agent_may_not_speak_for_is_403() {
+    let mut h = Harness::new("");
+    let before = applied(&mut h).await;
+    let mut b = proto::Builder::new(&["example.org".to_string(), "victim.example".to_string()]);
+    b.aliases("/etc/aliases", b"postmaster: attacker@evil.example\n");
+    let content = b.finish();
+    let s = proto::Snapshot {
+        format: 1,
+        agent: "mx1".into(),
+        version: 2,
+        hash: content.hash(),
+        created_at: 0,
+        content,
+    };
+    let r = push(&mut h, &s).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        Some("victim.example"),
+    );
+}
+
+#[tokio::test]
+async fn an_older_version_with_another_hash_is_409() {
+    let mut h = Harness::new("");
+    let r = push(&mut h, &snapshot(ALIASES, 5)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let before = h.maps();
+    for v in [5, 4] {
+        let r = push(&mut h, &snapshot("a: other@remote.net\n", v)).await;
+        check_refused(
+            &h,
+            &before,
+            &r,
+            StatusCode::CONFLICT,
+            "version_conflict",
+            Some("not above"),
+        );
+        assert_eq!(r.json["applied_version"], 5);
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_including_zstd_bombs() {
+    let mut h = Harness::new("");
+    let before = applied(&mut h).await;
+    let r = push_raw(&mut h, vec![b' '; 1_000_001], None).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        None,
+    );
+    // 64 MB of zeros compress to a few kB: the limit applies to the decompressed size.
+    let bomb = zstd::stream::encode_all(std::io::repeat(0).take(64 << 20), 19).unwrap();
+    assert!(bomb.len() < 100_000);
+    let r = push_raw(&mut h, bomb, Some("zstd")).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        Some("exceeds"),
+    );
+}
+
+use std::io::Read;
+
+#[tokio::test]
+async fn the_shrink_guard_holds_then_release_applies() {
+    let mut h = Harness::new("");
+    let mut big = String::new();
+    for i in 0..20 {
+        big.push_str(&format!("u{i}: u{i}@remote.net\n"));
+    }
+    assert_eq!(
+        push(&mut h, &snapshot(&big, 1)).await.status,
+        StatusCode::OK
+    );
+    let before = h.maps();
+    // The file cut in half: 10 of 20 aliases.
+    let half: String = big.lines().take(10).map(|l| format!("{l}\n")).collect();
+    let r = push(&mut h, &snapshot(&half, 2)).await;
+    check_refused(&h, &before, &r, StatusCode::LOCKED, "held", Some("held"));
+    let s = status(&h.server);
+    assert_eq!(s.state, "stale");
+    assert!(
+        s.agents[0]
+            .problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("release mx1"),
+        "{s:?}"
+    );
+    // A heartbeat with the held hash does not ask for it again.
+    let hb = serde_json::to_vec(&Heartbeat {
+        version: 2,
+        hash: snapshot(&half, 2).hash,
+    })
+    .unwrap();
+    let seq = h.next_seq();
+    let r = send(&h, signed("/v1/heartbeat", hb, seq, KEY, None)).await;
+    assert_eq!(r.json["need_snapshot"], false);
+    // The operator releases it.
+    assert!(lock(&h.server.db).request_release("mx1").unwrap());
+    h.server.apply_releases();
+    assert!(h.map("postfix/virtual").contains("# agent mx1 version 2 "));
+    assert!(!h.map("postfix/virtual").contains("u15@example.org"));
+    assert_eq!(
+        history(&h)
+            .iter()
+            .filter(|r| r.outcome == "released")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_says_whether_a_snapshot_is_needed() {
+    let mut h = Harness::new("");
+    let snap = snapshot(ALIASES, 1);
+    for (hash, applied_first, need) in [
+        (snap.hash.clone(), false, true),
+        (snap.hash.clone(), true, false),
+        ("f".repeat(64), true, true),
+    ] {
+        if applied_first && h.server.live.lock().unwrap()["mx1"].applied.is_none() {
+            push(&mut h, &snap).await;
+        }
+        let body = serde_json::to_vec(&Heartbeat { version: 1, hash }).unwrap();
+        let seq = h.next_seq();
+        let r = send(&h, signed("/v1/heartbeat", body, seq, KEY, None)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        assert_eq!(r.json["need_snapshot"], need, "{}", r.json);
+    }
+    let seq = h.next_seq();
+    let r = send(
+        &h,
+        signed("/v1/heartbeat", b"nope".to_vec(), seq, KEY, None),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn status_metrics_and_healthz_carry_no_addresses() {
+    let mut h = Harness::new("");
+    let r = send(&h, get("/v1/status", None)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json["state"], "never");
+    applied(&mut h).await;
+    let r = send(&h, get("/v1/status", None)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["state"], "fresh");
+    assert_eq!(r.json["agents"][0]["version"], 1);
+    let body = r.json.to_string();
+    let metrics = match send(&h, get("/metrics", None)).await.json {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    for name in [
+        "mxsync_snapshot_version",
+        "mxsync_last_contact_timestamp_seconds",
+        "mxsync_last_apply_success_timestamp_seconds",
+        "mxsync_addresses",
+        "mxsync_apply_duration_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing: {metrics}");
+    }
+    for text in [&body, &metrics] {
+        assert!(
+            !text.contains("remote.net")
+                && !text.contains("a@example.org")
+                && !text.contains("list@"),
+            "{text}"
+        );
+    }
+    assert_eq!(send(&h, get("/healthz", None)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_status_token_protects_status_and_metrics() {
+    let h = Harness::new("");
+    drop(h);
+    let dir = tempfile::tempdir().unwrap();
+    crate::testkit::write_secret(
+        &dir.path().join("status.token"),
+        "status-token-0123456789abcdef012345",
+    );
+    let cfg = crate::testkit::load(dir.path(), "");
+    let mut cfg2 = cfg.clone();
+    cfg2.status_token = Some("status-token-0123456789abcdef012345".into());
+    let server = Server::with_store(cfg2, crate::store::Store::open_in_memory().unwrap()).unwrap();
+    let h = Harness {
+        dir,
+        server,
+        seq: 0,
+    };
+    for path in ["/v1/status", "/metrics"] {
+        assert_eq!(
+            send(&h, get(path, None)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send(&h, get(path, Some("wrong"))).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_ne!(
+            send(&h, get(path, Some("status-token-0123456789abcdef012345")))
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test]
+async fn plans_and_history_need_the_read_token() {
+    let mut h = Harness::new("");
+    applied(&mut h).await;
+    let r = send(&h, get("/v1/plan/list@example.org", Some(READ))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["class"], "split");
+    assert_eq!(r.json["punt"][0], "list-archive@example.org");
+    assert_eq!(r.json["reasons"][0]["code"], "file");
+    assert_eq!(
+        send(&h, get("/v1/plan/nobody@example.org", Some(READ)))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&h, get("/v1/plan/a@other.example", Some(READ)))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&h, get("/v1/plan/list@example.org", None))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&h, get("/v1/plan/list@example.org", Some("x")))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = send(&h, get("/v1/snapshots", Some(READ))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json[0]["outcome"], "applied");
+    assert_eq!(
+        send(&h, get("/v1/snapshots", None)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A server without a read token serves neither.
+    let mut cfg = h.server.cfg.clone();
+    cfg.read_token = None;
+    let server = Server::with_store(cfg, crate::store::Store::open_in_memory().unwrap()).unwrap();
+    let h2 = Harness {
+        dir: tempfile::tempdir().unwrap(),
+        server,
+        seq: 0,
+    };
+    assert_eq!(
+        send(&h2, get("/v1/plan/list@example.org", Some(READ)))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&h2, get("/v1/snapshots", Some(READ))).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_failed_apply_keeps_the_old_maps_and_shows_a_problem() {
+    let mut h = Harness::new("");
+    let fail = h.dir.path().join("fail-prepare");
+    let mut cfg = h.server.cfg.clone();
+    cfg.config.output.prepare = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("test ! -e {}", fail.display()),
+    ];
+    h.server = Server::with_store(cfg, crate::store::Store::open_in_memory().unwrap()).unwrap();
+    let before = applied(&mut h).await;
+    std::fs::write(&fail, "").unwrap();
+    let r = push(&mut h, &snapshot(CHANGED, 2)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.json["error"], "apply_failed");
+    assert!(
+        !r.json["message"].as_str().unwrap().contains("/bin/sh"),
+        "no internal detail: {}",
+        r.json
+    );
+    assert_eq!(h.maps(), before);
+    assert_eq!(history(&h)[0].outcome, "failed");
+    let s = status(&h.server);
+    assert!(
+        s.agents[0]
+            .problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("prepare command failed"),
+        "{s:?}"
+    );
+    // The fault clears; the next push succeeds and the problem goes.
+    std::fs::remove_file(&fail).unwrap();
+    let r = push(&mut h, &snapshot(CHANGED, 3)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(
+        h.map("postfix/virtual")
+            .contains("a@example.org other@remote.net")
+    );
+    assert_eq!(status(&h.server).agents[0].problem, None);
+}

@@ -1,0 +1,409 @@
+//! The server's configuration file (DESIGN section 11): TOML, unknown keys refused, every problem
+//! reported at once, relative paths resolved against the file's directory, secrets read from
+//! private files (never from the TOML itself).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole server configuration, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on, e.g. `0.0.0.0:8025`.
+    pub listen: String,
+    /// Where the SQLite database lives.
+    pub state_dir: PathBuf,
+    /// Bearer token file for `/v1/plan` and `/v1/snapshots`; without one, neither is served.
+    #[serde(default)]
+    pub read_token_file: Option<PathBuf>,
+    /// Bearer token file that, when set, also protects `/v1/status` and `/metrics`.
+    #[serde(default)]
+    pub status_token_file: Option<PathBuf>,
+    /// Largest snapshot accepted, compressed and decompressed, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Serve HTTPS with this certificate and key.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// The agents (primaries) this server accepts snapshots from.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    /// When an agent's copy is late or stale.
+    #[serde(default)]
+    pub freshness: Freshness,
+    /// The shrink guard.
+    #[serde(default)]
+    pub guard: Guard,
+    /// How much history to keep.
+    #[serde(default)]
+    pub history: History,
+    /// Where and how maps are written.
+    pub output: Output,
+    /// Where state changes are sent.
+    #[serde(default)]
+    pub alerts: Alerts,
+}
+
+fn default_max_body() -> u64 {
+    256 * 1024 * 1024
+}
+
+/// TLS certificate and key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Private key, PEM.
+    pub key_file: PathBuf,
+}
+
+/// One agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's `agent_id`.
+    pub id: String,
+    /// File holding the secret shared with the agent.
+    pub key_file: PathBuf,
+    /// Domains this agent may speak for; no two agents may share one.
+    pub domains: Vec<String>,
+    /// Where punted mail is relayed: `[host]` or `[host]:port` (brackets: no MX lookup, so the
+    /// secondary cannot loop back to itself).
+    pub primary: String,
+}
+
+/// Freshness thresholds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freshness {
+    /// No contact (or hashes disagreeing) for longer than this: `late`.
+    #[serde(default = "default_warn")]
+    pub warn_after_secs: u64,
+    /// No contact (or hashes disagreeing) for longer than this: `stale`.
+    #[serde(default = "default_stale")]
+    pub stale_after_secs: u64,
+}
+
+fn default_warn() -> u64 {
+    90
+}
+fn default_stale() -> u64 {
+    300
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            warn_after_secs: default_warn(),
+            stale_after_secs: default_stale(),
+        }
+    }
+}
+
+/// The shrink guard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// A snapshot removing more than this share of an agent's addresses is held.
+    #[serde(default = "default_shrink")]
+    pub max_shrink_percent: u32,
+}
+
+fn default_shrink() -> u32 {
+    20
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            max_shrink_percent: default_shrink(),
+        }
+    }
+}
+
+/// History retention.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    /// Snapshots kept per agent (the applied and the held one are always kept).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_keep() -> u32 {
+    50
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            keep: default_keep(),
+        }
+    }
+}
+
+/// Map output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// Maps are written below it: `postfix/` and `exim/` (see README).
+    pub dir: PathBuf,
+    /// Which map sets to write: `postfix`, `exim`.
+    #[serde(default = "default_formats")]
+    pub formats: Vec<String>,
+    /// Command (argv, no shell) run in the new map directory before it goes live, e.g.
+    /// `postmap` on the new files; if it fails the new maps never go live.
+    #[serde(default)]
+    pub prepare: Vec<String>,
+    /// Command (argv, no shell) run after each apply, e.g. `postfix reload`.
+    #[serde(default)]
+    pub after_apply: Vec<String>,
+    /// Time limit for `prepare` and `after_apply`, in seconds.
+    #[serde(default = "default_hook_timeout")]
+    pub after_apply_timeout_secs: u64,
+}
+
+fn default_formats() -> Vec<String> {
+    vec!["postfix".into(), "exim".into()]
+}
+fn default_hook_timeout() -> u64 {
+    60
+}
+
+/// Alert sinks; each is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// POST a JSON body to this URL on every state change.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Run this command (argv, no shell) with the same JSON on standard input.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// healthchecks-style URL: pinged when fresh, `/fail` appended when stale.
+    #[serde(default)]
+    pub ping_url: Option<String>,
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {} problem(s):\n  {}", .path.display(), .problems.len(), .problems.join("\n  "))]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// Each problem, naming the key.
+    pub problems: Vec<String>,
+}
+
+/// A validated configuration with its secrets loaded.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration, with paths made absolute.
+    pub config: Config,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Each agent's HMAC key.
+    pub keys: HashMap<String, Vec<u8>>,
+    /// The read token, when configured.
+    pub read_token: Option<String>,
+    /// The status token, when configured.
+    pub status_token: Option<String>,
+    /// Which agent serves each domain.
+    pub domain_agent: BTreeMap<String, String>,
+}
+
+/// Reads a secret file: private to its owner, one line, long enough.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mode = std::fs::metadata(path)
+        .map_err(|e| ctx(&e))?
+        .permissions()
+        .mode();
+    let text = std::fs::read_to_string(path).map_err(|e| ctx(&e))?;
+    proto::sign::secret_from(mode, &text).map_err(|e| ctx(&e))
+}
+
+/// Whether `p` is `[host]` or `[host]:port`.
+fn valid_primary(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix('[') else {
+        return false;
+    };
+    let Some((host, after)) = rest.split_once(']') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    let port_ok = after.is_empty()
+        || after
+            .strip_prefix(':')
+            .is_some_and(|n| n.parse::<u16>().is_ok_and(|n| n > 0));
+    host_ok && port_ok
+}
+
+impl Loaded {
+    /// Loads and validates `path`, reading every secret it names.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![e.to_string()]))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| fail(vec![e.to_string()]))?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+        config.resolve(&base);
+        let mut p = Vec::new();
+        let listen = match config.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                p.push(format!("listen {:?}: {e}", config.listen));
+                None
+            }
+        };
+        let mut keys = HashMap::new();
+        let mut domain_agent = BTreeMap::new();
+        if config.agents.is_empty() {
+            p.push("agents: at least one [[agents]] table is required".into());
+        }
+        for (i, a) in config.agents.iter_mut().enumerate() {
+            let what = format!("agents[{i}] ({:?})", a.id);
+            if a.id.is_empty()
+                || !a
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                p.push(format!("{what}.id: use letters, digits, '-', '_' and '.'"));
+            }
+            if keys.contains_key(&a.id) {
+                p.push(format!("{what}.id: duplicated"));
+            }
+            match read_secret(&a.key_file) {
+                Ok(k) => {
+                    keys.insert(a.id.clone(), k.into_bytes());
+                }
+                Err(e) => p.push(format!("{what}.key_file {e}")),
+            }
+            if a.domains.is_empty() {
+                p.push(format!("{what}.domains: at least one domain is required"));
+            }
+            for d in &mut a.domains {
+                *d = d.to_ascii_lowercase();
+                if !proto::addr::valid_domain(d) {
+                    p.push(format!("{what}.domains: {d:?} is not a domain name"));
+                } else if let Some(other) = domain_agent.insert(d.clone(), a.id.clone()) {
+                    p.push(format!(
+                        "{what}.domains: {d:?} is already served by agent {other:?}"
+                    ));
+                }
+            }
+            if !valid_primary(&a.primary) {
+                p.push(format!(
+                    "{what}.primary {:?}: write [host] or [host]:port (brackets turn off the MX lookup)",
+                    a.primary
+                ));
+            }
+        }
+        let f = &config.freshness;
+        if f.warn_after_secs == 0 || f.stale_after_secs < f.warn_after_secs {
+            p.push("freshness: need 0 < warn_after_secs <= stale_after_secs".into());
+        }
+        if config.guard.max_shrink_percent > 100 {
+            p.push("guard.max_shrink_percent: at most 100".into());
+        }
+        for fmt in &config.output.formats {
+            if !matches!(fmt.as_str(), "postfix" | "exim") {
+                p.push(format!(
+                    "output.formats: {fmt:?} is not one of \"postfix\", \"exim\""
+                ));
+            }
+        }
+        if config.output.after_apply_timeout_secs == 0 {
+            p.push("output.after_apply_timeout_secs: at least 1".into());
+        }
+        let mut token = |file: &Option<PathBuf>, key: &str| match file {
+            Some(f) => match read_secret(f) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    p.push(format!("{key} {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let read_token = token(&config.read_token_file, "read_token_file");
+        let status_token = token(&config.status_token_file, "status_token_file");
+        if let Some(tls) = &config.tls {
+            for (k, f) in [
+                ("tls.cert_file", &tls.cert_file),
+                ("tls.key_file", &tls.key_file),
+            ] {
+                if let Err(e) = std::fs::metadata(f) {
+                    p.push(format!("{k} {}: {e}", f.display()));
+                }
+            }
+        }
+        for (k, u) in [
+            ("alerts.webhook_url", &config.alerts.webhook_url),
+            ("alerts.ping_url", &config.alerts.ping_url),
+        ] {
+            if let Some(u) = u
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                p.push(format!("{k} {u:?}: must start with http:// or https://"));
+            }
+        }
+        match (p.is_empty(), listen) {
+            (true, Some(listen)) => Ok(Loaded {
+                config,
+                path: abs,
+                listen,
+                keys,
+                read_token,
+                status_token,
+                domain_agent,
+            }),
+            _ => Err(fail(p)),
+        }
+    }
+}
+
+impl Config {
+    fn resolve(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| *p = base.join(&*p);
+        abs(&mut self.state_dir);
+        abs(&mut self.output.dir);
+        // An empty path means "not set" (the examples show `status_token_file = ""`).
+        for f in [&mut self.read_token_file, &mut self.status_token_file] {
+            match f {
+                Some(p) if p.as_os_str().is_empty() => *f = None,
+                Some(p) => abs(p),
+                None => {}
+            }
+        }
+        for a in &mut self.agents {
+            abs(&mut a.key_file);
+        }
+        if let Some(t) = &mut self.tls {
+            abs(&mut t.cert_file);
+            abs(&mut t.key_file);
+        }
+    }
+
+    /// The agent named `id`.
+    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,453 @@
+//! From a verified request to live maps (blocking; called from `spawn_blocking`).
+//!
+//! Order (DESIGN section 3): decompress within the limit, parse, check the agent's domains,
+//! validate and re-hash the content, compare versions, apply the shrink guard, store, plan,
+//! render, install, record the apply, and only then answer. Every refusal of an authenticated
+//! request is a history row; nothing it carried reaches the maps.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use anyhow::Context;
+use proto::Snapshot;
+use proto::wire::SnapshotReply;
+
+use crate::api::ApiError;
+use crate::render::{AgentMaps, render};
+use crate::store::{Counts, NewSnapshot};
+use crate::{Applied, Held, Server, lock, maps, now_secs};
+
+/// Decompresses `body` per `Content-Encoding`, refusing output larger than `limit`.
+pub fn inflate(body: &[u8], encoding: Option<&str>, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), ApiError> {
+        r.take(limit.saturating_add(1))
+            .read_to_end(out)
+            .map_err(|e| ApiError::BadRequest(format!("cannot decompress the body: {e}")))?;
+        Ok(())
+    };
+    match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => out.extend_from_slice(body),
+        Some("zstd") => {
+            let mut d = zstd::stream::read::Decoder::new(body)
+                .map_err(|e| ApiError::BadRequest(format!("cannot decompress the body: {e}")))?;
+            read(&mut d, &mut out)?;
+        }
+        Some("gzip") => read(&mut flate2::read::GzDecoder::new(body), &mut out)?,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unsupported content-encoding {other:?}: use zstd, gzip or none"
+            )));
+        }
+    }
+    if out.len() as u64 > limit {
+        return Err(ApiError::TooLarge(format!(
+            "the decompressed snapshot exceeds {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+fn refuse(server: &Server, agent: &str, snap: Option<&Snapshot>, err: ApiError) -> ApiError {
+    let (version, hash) = snap.map_or((0, ""), |s| (s.version, s.hash.as_str()));
+    let row = NewSnapshot {
+        agent,
+        version,
+        hash,
+        received_at: now_secs(),
+        outcome: "refused",
+        detail: Some(&err.to_string()),
+        counts: None,
+        body: None,
+    };
+    if let Err(e) = lock(&server.db).insert_snapshot(&row) {
+        tracing::error!(agent, error = %e, "cannot record a refused snapshot");
+    }
+    server.metrics.reject(agent, err.code());
+    err
+}
+
+/// Handles `POST /v1/snapshots` after the signature and sequence number were verified.
+pub fn snapshot(
+    server: &Arc<Server>,
+    agent: &str,
+    body: &[u8],
+    encoding: Option<&str>,
+) -> Result<SnapshotReply, ApiError> {
+    let started = StdInstant::now();
+    let limit = server.cfg.config.max_body_bytes;
+    let json = inflate(body, encoding, limit).map_err(|e| refuse(server, agent, None, e))?;
+    let mut snap: Snapshot = serde_json::from_slice(&json).map_err(|e| {
+        refuse(
+            server,
+            agent,
+            None,
+            ApiError::BadRequest(format!("malformed snapshot json: {e}")),
+        )
+    })?;
+    if snap.agent != agent {
+        let e = ApiError::Invalid(format!(
+            "snapshot is from agent {:?} but signed by {agent:?}",
+            snap.agent
+        ));
+        return Err(refuse(server, agent, Some(&snap), e));
+    }
+    let allowed = &server
+        .cfg
+        .config
+        .agent(agent)
+        .map(|a| a.domains.clone())
+        .unwrap_or_default();
+    if let Some(d) = snap
+        .content
+        .domains
+        .iter()
+        .find(|d| !allowed.contains(&d.to_ascii_lowercase()))
+    {
+        let e = ApiError::Forbidden(format!("agent {agent} may not speak for domain {d:?}"));
+        return Err(refuse(server, agent, Some(&snap), e));
+    }
+    snap.content.normalize();
+    if let Err(e) = snap.content.validate() {
+        return Err(refuse(
+            server,
+            agent,
+            Some(&snap),
+            ApiError::Invalid(e.to_string()),
+        ));
+    }
+    let hash = snap.content.hash();
+    if hash != snap.hash {
+        let e = ApiError::Invalid(format!(
+            "content hash is {hash}, not the claimed {}",
+            snap.hash
+        ));
+        return Err(refuse(server, agent, Some(&snap), e));
+    }
+    server
+        .contact(agent, snap.version, &hash)
+        .map_err(ApiError::Internal)?;
+    let (applied, held) = {
+        let live = lock(&server.live);
+        let l = live.get(agent);
+        (
+            l.and_then(|l| l.applied.clone()),
+            l.and_then(|l| l.held.clone()),
+        )
+    };
+    if let Some(a) = &applied {
+        if a.hash == hash {
+            return Ok(SnapshotReply {
+                version: a.version,
+                hash,
+                applied_at: a.applied_at,
+            });
+        }
+        if snap.version <= a.version {
+            let e = ApiError::Conflict {
+                message: format!(
+                    "version {} is not above the applied version {}",
+                    snap.version, a.version
+                ),
+                applied_version: a.version,
+            };
+            return Err(refuse(server, agent, Some(&snap), e));
+        }
+    }
+    if let Some(h) = &held
+        && h.hash == hash
+    {
+        return Err(ApiError::Held(h.why.clone()));
+    }
+    let stored =
+        zstd::stream::encode_all(&json[..], 3).map_err(|e| ApiError::Internal(e.into()))?;
+    drop(json);
+    let addresses = proto::plan::address_count(&snap.content) as u64;
+    if let Some(a) = &applied {
+        let pct = u64::from(server.cfg.config.guard.max_shrink_percent);
+        let before = a.counts.addresses;
+        if before > 0 && addresses * 100 < before * (100 - pct) {
+            let why = format!(
+                "held: version {} has {addresses} addresses, {} fewer than the applied {before} (more than {pct}%); \
+                 a newer snapshot within the limit, or `mxsync-server release {agent}`, applies it",
+                snap.version,
+                before - addresses
+            );
+            hold(server, agent, &snap, &stored, addresses, &why).map_err(ApiError::Internal)?;
+            return Err(refuse_quietly(server, agent, ApiError::Held(why)));
+        }
+    }
+    let row = NewSnapshot {
+        agent,
+        version: snap.version,
+        hash: &hash,
+        received_at: now_secs(),
+        outcome: "received",
+        detail: None,
+        counts: None,
+        body: Some(&stored),
+    };
+    let id = lock(&server.db)
+        .insert_snapshot(&row)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let reply = apply(server, agent, snap, id)?;
+    server
+        .metrics
+        .apply_duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(reply)
+}
+
+/// Counts a refusal whose history row was already written.
+fn refuse_quietly(server: &Server, agent: &str, err: ApiError) -> ApiError {
+    server.metrics.reject(agent, err.code());
+    err
+}
+
+fn hold(
+    server: &Arc<Server>,
+    agent: &str,
+    snap: &Snapshot,
+    stored: &[u8],
+    addresses: u64,
+    why: &str,
+) -> anyhow::Result<()> {
+    let row = NewSnapshot {
+        agent,
+        version: snap.version,
+        hash: &snap.hash,
+        received_at: now_secs(),
+        outcome: "held",
+        detail: Some(why),
+        counts: Some(Counts {
+            addresses,
+            ..Counts::default()
+        }),
+        body: Some(stored),
+    };
+    let id = {
+        let mut db = lock(&server.db);
+        let id = db.insert_snapshot(&row)?;
+        db.set_held(agent, id)?;
+        id
+    };
+    tracing::error!(agent, version = snap.version, "{why}");
+    if let Some(l) = lock(&server.live).get_mut(agent) {
+        l.held = Some(Held {
+            snapshot: id,
+            version: snap.version,
+            hash: snap.hash.clone(),
+            why: why.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Renders every agent's maps with `snap` as `agent`'s, installs them, and records the apply.
+/// On failure the previous maps stay in force, the row says `failed`, and the agent has a
+/// problem (which raises an alert).
+fn apply(
+    server: &Arc<Server>,
+    agent: &str,
+    snap: Snapshot,
+    id: i64,
+) -> Result<SnapshotReply, ApiError> {
+    let _apply = lock(&server.apply_lock);
+    let result = render_and_install(server, Some((agent, &snap)));
+    let counts = match result {
+        Ok(counts) => counts,
+        Err(e) => {
+            let detail = format!("{e:#}");
+            tracing::error!(
+                agent,
+                version = snap.version,
+                error = detail,
+                "apply failed; the previous maps stay in force"
+            );
+            if let Err(e) = lock(&server.db).set_outcome(id, "failed", Some(&detail), None) {
+                tracing::error!(agent, error = %e, "cannot record a failed apply");
+            }
+            server.set_problem(
+                agent,
+                Some(format!(
+                    "apply of version {} failed: {detail}",
+                    snap.version
+                )),
+            );
+            return Err(ApiError::ApplyFailed);
+        }
+    };
+    let c = counts.get(agent).copied().unwrap_or_default();
+    let applied_at = now_secs();
+    {
+        let mut db = lock(&server.db);
+        let r = db
+            .set_applied(agent, id, snap.version, &snap.hash, applied_at, c.addresses)
+            .and_then(|()| db.set_outcome(id, "applied", None, Some(applied_at)))
+            .and_then(|()| db.prune(agent, server.cfg.config.history.keep).map(|_| ()));
+        if let Err(e) = r {
+            // The maps are live; the database will say so after the next apply or restart.
+            tracing::error!(agent, error = %e, "cannot record an apply in the database");
+        }
+        let _ = db.set_counts(id, c);
+    }
+    let version = snap.version;
+    let hash = snap.hash.clone();
+    {
+        let mut live = lock(&server.live);
+        if let Some(l) = live.get_mut(agent) {
+            let agrees = l.reported_hash.as_deref() == Some(hash.as_str());
+            if agrees {
+                l.disagree_since = None;
+            }
+            l.held = None;
+            l.applied = Some(Arc::new(Applied {
+                version,
+                hash: hash.clone(),
+                applied_at,
+                content: snap.content,
+                counts: c,
+            }));
+        }
+    }
+    let had_problem = lock(&server.live)
+        .get(agent)
+        .is_some_and(|l| l.problem.is_some());
+    if had_problem {
+        server.set_problem(agent, None);
+    }
+    server.refresh_metrics();
+    tracing::info!(
+        agent,
+        version,
+        addresses = c.addresses,
+        forward = c.forward,
+        split = c.split,
+        punt = c.punt,
+        "snapshot applied"
+    );
+    server.spawn_after_apply(agent.to_string());
+    Ok(SnapshotReply {
+        version,
+        hash,
+        applied_at,
+    })
+}
+
+/// Renders all agents (with `replace` standing for its agent's applied snapshot) and installs
+/// the result. Returns the counts per agent.
+fn render_and_install(
+    server: &Server,
+    replace: Option<(&str, &Snapshot)>,
+) -> anyhow::Result<std::collections::BTreeMap<String, Counts>> {
+    let others: Vec<(String, Option<Arc<Applied>>)> = {
+        let live = lock(&server.live);
+        live.iter()
+            .map(|(id, l)| (id.clone(), l.applied.clone()))
+            .collect()
+    };
+    let cfg = &server.cfg.config;
+    let mut agents = Vec::new();
+    for (id, applied) in &others {
+        let primary = cfg.agent(id).map(|a| a.primary.as_str()).unwrap_or("");
+        match replace {
+            Some((agent, snap)) if agent == id => agents.push(AgentMaps {
+                id,
+                version: snap.version,
+                hash: &snap.hash,
+                primary,
+                content: &snap.content,
+            }),
+            _ => {
+                if let Some(a) = applied {
+                    agents.push(AgentMaps {
+                        id,
+                        version: a.version,
+                        hash: &a.hash,
+                        primary,
+                        content: &a.content,
+                    });
+                }
+            }
+        }
+    }
+    let rendered = render(&agents, &cfg.output.formats)?;
+    let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
+    maps::install(&cfg.output.dir, &rendered, |dir| {
+        crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
+    })?;
+    Ok(rendered.counts)
+}
+
+/// At start: renders every agent's applied snapshot and installs the maps if they are missing or
+/// differ. Returns whether anything was installed.
+pub fn render_at_start(server: &Arc<Server>) -> anyhow::Result<bool> {
+    let _apply = lock(&server.apply_lock);
+    let agents: Vec<(String, Arc<Applied>)> = lock(&server.live)
+        .iter()
+        .filter_map(|(id, l)| l.applied.clone().map(|a| (id.clone(), a)))
+        .collect();
+    if agents.is_empty() {
+        return Ok(false);
+    }
+    let cfg = &server.cfg.config;
+    let list: Vec<AgentMaps<'_>> = agents
+        .iter()
+        .map(|(id, a)| AgentMaps {
+            id,
+            version: a.version,
+            hash: &a.hash,
+            primary: cfg.agent(id).map(|c| c.primary.as_str()).unwrap_or(""),
+            content: &a.content,
+        })
+        .collect();
+    let rendered = render(&list, &cfg.output.formats)?;
+    drop(list);
+    drop(agents);
+    {
+        let mut live = lock(&server.live);
+        for (id, c) in &rendered.counts {
+            if let Some(a) = live
+                .get_mut(id)
+                .and_then(|l| l.applied.as_mut())
+                .and_then(Arc::get_mut)
+            {
+                a.counts = *c;
+            }
+        }
+    }
+    server.refresh_metrics();
+    if maps::is_current(&cfg.output.dir, &rendered) {
+        return Ok(false);
+    }
+    let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
+    maps::install(&cfg.output.dir, &rendered, |dir| {
+        crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
+    })
+    .context("installing the maps at start")?;
+    tracing::info!(dir = %cfg.output.dir.display(), "maps rendered again at start (missing or different)");
+    Ok(true)
+}
+
+/// Applies the snapshot the shrink guard holds for `agent` (operator release).
+pub fn release(server: &Arc<Server>, agent: &str) -> anyhow::Result<()> {
+    let held = lock(&server.live).get(agent).and_then(|l| l.held.clone());
+    let Some(h) = held else {
+        lock(&server.db).set_held_released(agent)?;
+        return Ok(());
+    };
+    let body = lock(&server.db)
+        .body(h.snapshot)?
+        .context("the held snapshot's body is gone")?;
+    let json = zstd::stream::decode_all(&body[..])?;
+    let snap: Snapshot = serde_json::from_slice(&json)?;
+    tracing::warn!(
+        agent,
+        version = snap.version,
+        "operator released the held snapshot"
+    );
+    apply(server, agent, snap, h.snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    lock(&server.db).set_outcome(h.snapshot, "released", Some(&h.why), None)?;
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! `mxsync-server`: runs on a secondary MX. It verifies and stores the snapshots agents push,
+//! plans every address itself (it never trusts a plan from an agent), renders maps for Postfix
+//! and Exim, and tracks how fresh each agent's copy is.
+//!
+//! - [`config`]: the TOML file and its secrets;
+//! - [`api`]: the HTTP API (axum), one error type, the signature and token checks;
+//! - [`ingest`]: the blocking path from a verified request to live maps, and `release`;
+//! - [`render`] (pure) and [`maps`] (the only writer of map files);
+//! - [`store`]: SQLite; [`fresh`]: freshness and alerts; [`hooks`]: operator commands;
+//!   [`metrics`]: Prometheus.
+//!
+//! Invariant: nothing from a snapshot is executed, and only validated addresses are written.
+
+pub mod api;
+pub mod config;
+pub mod explain;
+pub mod fresh;
+pub mod hooks;
+pub mod ingest;
+pub mod maps;
+pub mod metrics;
+pub mod render;
+pub mod store;
+#[cfg(test)]
+mod testkit;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use config::Loaded;
+use fresh::{Alert, Sinks, State};
+use metrics::Metrics;
+use store::{Counts, Store};
+
+/// An applied snapshot, kept in memory for planning and rendering.
+#[derive(Debug)]
+pub struct Applied {
+    /// Version.
+    pub version: u64,
+    /// Hash.
+    pub hash: String,
+    /// When it was applied, Unix seconds.
+    pub applied_at: u64,
+    /// The content (normalized, validated).
+    pub content: proto::Content,
+    /// Plan counts.
+    pub counts: Counts,
+}
+
+/// A snapshot held by the shrink guard.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// History row (with body).
+    pub snapshot: i64,
+    /// Version.
+    pub version: u64,
+    /// Hash.
+    pub hash: String,
+    /// Why it is held.
+    pub why: String,
+}
+
+/// What the server knows of one agent in memory. Mirrors the database row, plus the tokio
+/// instants that freshness is computed from.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// The applied snapshot.
+    pub applied: Option<Arc<Applied>>,
+    /// Last push or heartbeat (tokio clock).
+    pub last_contact: Option<Instant>,
+    /// Last push or heartbeat, Unix seconds (for display).
+    pub last_contact_at: Option<u64>,
+    /// The hash the agent last reported.
+    pub reported_hash: Option<String>,
+    /// Since when the reported hash differs from the applied one.
+    pub disagree_since: Option<Instant>,
+    /// A snapshot held by the shrink guard.
+    pub held: Option<Held>,
+    /// An apply or hook failure, until the next success.
+    pub problem: Option<String>,
+    /// The freshness state last announced.
+    pub state: Option<State>,
+}
+
+/// The server: configuration, database, in-memory state, metrics and alert sinks.
+/// Shared as `Arc<Server>` by every task; every field takes part in shutdown only through
+/// `tracker`, which `run` waits on.
+pub struct Server {
+    /// Configuration and secrets, fixed for the life of the process.
+    pub cfg: Loaded,
+    /// The database. A std mutex: it is locked only in blocking sections, never across `.await`.
+    pub db: Mutex<Store>,
+    /// Per-agent state, by agent id.
+    pub live: Mutex<BTreeMap<String, Live>>,
+    /// Serializes applies, so that two agents' snapshots never render over each other.
+    pub apply_lock: Mutex<()>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Where alerts go.
+    pub sinks: Sinks,
+    /// Hook and alert tasks; `run` waits for them (bounded) on shutdown.
+    pub tracker: TaskTracker,
+    /// Serializes `after_apply` runs, so a reload never overlaps another.
+    pub hook_lock: tokio::sync::Mutex<()>,
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Locks a std mutex, recovering from poisoning (a panicked holder left consistent data: every
+/// critical section here is a few field assignments).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Decompresses a stored body and parses it.
+fn decode_stored(body: &[u8]) -> anyhow::Result<proto::Snapshot> {
+    let json = zstd::stream::decode_all(body).context("decompressing a stored snapshot")?;
+    serde_json::from_slice(&json).context("parsing a stored snapshot")
+}
+
+impl Server {
+    /// Opens the database under `state_dir` and loads every agent's applied and held snapshot.
+    pub fn open(cfg: Loaded) -> anyhow::Result<Arc<Server>> {
+        let dir = &cfg.config.state_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("mxsync.db");
+        let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Self::with_store(cfg, store)
+    }
+
+    /// Like [`Server::open`] with a given store (tests use an in-memory one).
+    pub fn with_store(cfg: Loaded, store: Store) -> anyhow::Result<Arc<Server>> {
+        store.ensure_agents(cfg.config.agents.iter().map(|a| a.id.as_str()))?;
+        let mut live = BTreeMap::new();
+        let now = Instant::now();
+        let wall = now_secs();
+        for a in &cfg.config.agents {
+            let row = store.agent(&a.id)?.unwrap_or_default();
+            let mut l = Live {
+                last_contact_at: row.last_contact_at,
+                last_contact: row.last_contact_at.map(|t| {
+                    now.checked_sub(Duration::from_secs(wall.saturating_sub(t)))
+                        .unwrap_or(now)
+                }),
+                reported_hash: row.reported_hash.clone(),
+                problem: row.problem.clone(),
+                // The last announced state survives restarts, so a restart announces nothing new.
+                state: Some(State::parse(&row.state)),
+                ..Live::default()
+            };
+            if let Some(id) = row.applied_snapshot
+                && let Some(body) = store.body(id)?
+            {
+                let snap = decode_stored(&body)
+                    .with_context(|| format!("agent {}: applied snapshot", a.id))?;
+                let counts = Counts {
+                    addresses: row.applied_addresses.unwrap_or(0),
+                    ..Counts::default()
+                };
+                l.applied = Some(Arc::new(Applied {
+                    version: snap.version,
+                    hash: snap.hash,
+                    applied_at: row.applied_at.unwrap_or(0),
+                    content: snap.content,
+                    counts,
+                }));
+            }
+            if let Some(id) = row.held_snapshot {
+                let held = store
+                    .history(Some(&a.id), u32::MAX)?
+                    .into_iter()
+                    .find(|h| h.id == id);
+                if let Some(h) = held {
+                    l.held = Some(Held {
+                        snapshot: id,
+                        version: h.version,
+                        hash: h.hash,
+                        why: h.detail.unwrap_or_default(),
+                    });
+                }
+            }
+            if let (Some(app), Some(rep)) = (&l.applied, &l.reported_hash)
+                && app.hash != *rep
+            {
+                l.disagree_since = l.last_contact;
+            }
+            live.insert(a.id.clone(), l);
+        }
+        // reqwest is built without a default TLS provider; ring is ours (installing twice is a no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("building the alert http client")?;
+        let alerts = &cfg.config.alerts;
+        let sinks = Sinks {
+            webhook_url: alerts.webhook_url.clone(),
+            command: alerts.command.clone(),
+            ping_url: alerts.ping_url.clone(),
+            client,
+        };
+        let server = Server {
+            db: Mutex::new(store),
+            live: Mutex::new(live),
+            apply_lock: Mutex::new(()),
+            metrics: Metrics::default(),
+            sinks,
+            tracker: TaskTracker::new(),
+            hook_lock: tokio::sync::Mutex::new(()),
+            cfg,
+        };
+        server.refresh_metrics();
+        Ok(Arc::new(server))
+    }
+
+    /// Sets the per-agent gauges from the in-memory state.
+    fn refresh_metrics(&self) {
+        let live = lock(&self.live);
+        for (id, l) in live.iter() {
+            let label = metrics::AgentLabel { agent: id.clone() };
+            if let Some(a) = &l.applied {
+                self.metrics
+                    .version
+                    .get_or_create(&label)
+                    .set(a.version as i64);
+                self.metrics
+                    .last_apply
+                    .get_or_create(&label)
+                    .set(a.applied_at as f64);
+                for (class, n) in [
+                    ("forward", a.counts.forward),
+                    ("split", a.counts.split),
+                    ("punt", a.counts.punt),
+                ] {
+                    self.metrics
+                        .addresses
+                        .get_or_create(&metrics::ClassLabel {
+                            agent: id.clone(),
+                            class: class.into(),
+                        })
+                        .set(n as i64);
+                }
+            }
+            if let Some(t) = l.last_contact_at {
+                self.metrics
+                    .last_contact
+                    .get_or_create(&label)
+                    .set(t as f64);
+            }
+        }
+    }
+
+    /// Records contact from an agent reporting `hash` at `version`.
+    pub fn contact(&self, agent: &str, version: u64, hash: &str) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let wall = now_secs();
+        lock(&self.db).touch(agent, wall, version, hash)?;
+        let mut live = lock(&self.live);
+        if let Some(l) = live.get_mut(agent) {
+            l.last_contact = Some(now);
+            l.last_contact_at = Some(wall);
+            l.reported_hash = Some(hash.to_string());
+            let agrees = l.applied.as_ref().is_some_and(|a| a.hash == hash);
+            if agrees {
+                l.disagree_since = None;
+            } else {
+                l.disagree_since.get_or_insert(now);
+            }
+        }
+        self.metrics
+            .last_contact
+            .get_or_create(&metrics::AgentLabel {
+                agent: agent.into(),
+            })
+            .set(wall as f64);
+        Ok(())
+    }
+
+    /// Sets or clears an agent's problem; a new problem raises an alert.
+    pub fn set_problem(self: &Arc<Self>, agent: &str, problem: Option<String>) {
+        if let Err(e) = lock(&self.db).set_problem(agent, problem.as_deref()) {
+            tracing::error!(agent, error = %e, "cannot record a problem in the database");
+        }
+        let alert = {
+            let mut live = lock(&self.live);
+            let Some(l) = live.get_mut(agent) else {
+                return;
+            };
+            let changed = l.problem != problem;
+            l.problem = problem.clone();
+            let state = l.state.unwrap_or(State::Never);
+            (changed && problem.is_some()).then(|| Alert {
+                event: "problem".into(),
+                agent: agent.into(),
+                old: state,
+                new: state,
+                age_seconds: l.last_contact.map(|t| t.elapsed().as_secs()),
+                version: l.applied.as_ref().map(|a| a.version),
+                problem: problem.clone(),
+            })
+        };
+        if let Some(alert) = alert {
+            tracing::error!(
+                agent,
+                problem = alert.problem.as_deref().unwrap_or(""),
+                "problem"
+            );
+            let me = Arc::clone(self);
+            self.tracker
+                .spawn(async move { me.sinks.send(&alert).await });
+        }
+    }
+
+    /// Runs `after_apply` in the background (one at a time); a failure becomes a problem.
+    pub fn spawn_after_apply(self: &Arc<Self>, agent: String) {
+        let argv = self.cfg.config.output.after_apply.clone();
+        if argv.is_empty() {
+            return;
+        }
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let _guard = me.hook_lock.lock().await;
+            let limit = Duration::from_secs(me.cfg.config.output.after_apply_timeout_secs);
+            match hooks::run(&argv, None, None, limit).await {
+                Ok(()) => {
+                    let had = lock(&me.live)
+                        .get(&agent)
+                        .and_then(|l| l.problem.clone())
+                        .is_some_and(|p| p.starts_with("after_apply"));
+                    if had {
+                        me.set_problem(&agent, None);
+                    }
+                }
+                Err(e) => me.set_problem(&agent, Some(format!("after_apply failed: {e}"))),
+            }
+        });
+    }
+
+    /// One freshness pass: recomputes every agent's state; announces changes.
+    pub fn check_freshness(self: &Arc<Self>) {
+        let f = &self.cfg.config.freshness;
+        let (warn, stale) = (
+            Duration::from_secs(f.warn_after_secs),
+            Duration::from_secs(f.stale_after_secs),
+        );
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        {
+            let mut live = lock(&self.live);
+            for (id, l) in live.iter_mut() {
+                let inputs = fresh::Inputs {
+                    applied: l.applied.is_some(),
+                    last_contact: l.last_contact,
+                    disagree_since: l.disagree_since,
+                    held: l.held.is_some(),
+                };
+                let state = fresh::evaluate(now, &inputs, warn, stale);
+                let old = l.state.replace(state);
+                if old != Some(state) {
+                    changes.push(Alert {
+                        event: "state".into(),
+                        agent: id.clone(),
+                        old: old.unwrap_or(State::Never),
+                        new: state,
+                        age_seconds: l
+                            .last_contact
+                            .map(|t| now.saturating_duration_since(t).as_secs()),
+                        version: l.applied.as_ref().map(|a| a.version),
+                        problem: l
+                            .held
+                            .as_ref()
+                            .map(|h| h.why.clone())
+                            .or_else(|| l.problem.clone()),
+                    });
+                }
+            }
+        }
+        for alert in changes {
+            self.metrics.set_state(&alert.agent, alert.new.as_str());
+            if let Err(e) = lock(&self.db).set_state(&alert.agent, alert.new.as_str()) {
+                tracing::error!(agent = alert.agent, error = %e, "cannot record the state in the database");
+            }
+            let (agent, old, new) = (alert.agent.as_str(), alert.old.as_str(), alert.new.as_str());
+            match alert.new {
+                State::Stale => tracing::error!(
+                    agent,
+                    old,
+                    new,
+                    age = alert.age_seconds,
+                    problem = alert.problem,
+                    "agent's copy is stale"
+                ),
+                State::Late => tracing::warn!(
+                    agent,
+                    old,
+                    new,
+                    age = alert.age_seconds,
+                    "agent's copy is late"
+                ),
+                _ => tracing::info!(agent, old, new, "agent freshness changed"),
+            }
+            let me = Arc::clone(self);
+            self.tracker
+                .spawn(async move { me.sinks.send(&alert).await });
+        }
+    }
+
+    /// Applies held snapshots that an operator released (`mxsync-server release`).
+    pub fn apply_releases(self: &Arc<Self>) {
+        let ids: Vec<String> = self
+            .cfg
+            .config
+            .agents
+            .iter()
+            .map(|a| a.id.clone())
+            .collect();
+        for id in ids {
+            let wanted = lock(&self.db)
+                .agent(&id)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.release_requested);
+            if wanted && let Err(e) = ingest::release(self, &id) {
+                tracing::error!(agent = id, error = %format!("{e:#}"), "release failed");
+            }
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled; meanwhile checks freshness every
+/// second and renders the maps again at start if they are missing or differ from the database.
+pub async fn run(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("listener address")?;
+    let s = Arc::clone(&server);
+    let changed = tokio::task::spawn_blocking(move || ingest::render_at_start(&s))
+        .await
+        .context("start-up render task")??;
+    if changed && let Some(first) = server.cfg.config.agents.first() {
+        server.spawn_after_apply(first.id.clone());
+    }
+    tracing::info!(%addr, agents = server.cfg.config.agents.len(), "mxsync-server started");
+    let watcher = {
+        let s = Arc::clone(&server);
+        let stop = shutdown.clone();
+        server.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        s.check_freshness();
+                        let s2 = Arc::clone(&s);
+                        let _ = tokio::task::spawn_blocking(move || s2.apply_releases()).await;
+                    }
+                }
+            }
+        })
+    };
+    let app = api::router(api::AppState {
+        server: Arc::clone(&server),
+    });
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("http server")?;
+    tracing::info!("mxsync-server stop requested; draining");
+    let _ = watcher.await;
+    server.tracker.close();
+    if tokio::time::timeout(Duration::from_secs(30), server.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some hook or alert tasks did not finish within 30 s");
+    }
+    tracing::info!("mxsync-server stopped");
+    Ok(())
+}

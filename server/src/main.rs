@@ -1,0 +1,228 @@
+//! The `mxsync-server` binary: flags, logging, signals, and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use server::config::Loaded;
+use server::fresh::State;
+use server::{Server, lock};
+
+/// Receives mxsync snapshots on a secondary MX and renders its maps.
+#[derive(Parser)]
+#[command(name = "mxsync-server", version)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, env = "MXSYNC_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API until SIGTERM or SIGINT.
+    Run,
+    /// Print one line on freshness; exit 0 fresh, 1 late, 2 stale, 3 unknown.
+    Check,
+    /// Validate the configuration and exit 0, or list every problem and exit 2.
+    CheckConfig,
+    /// Explain the plan of one address.
+    Explain {
+        /// The address.
+        address: String,
+    },
+    /// Print the snapshot history.
+    History {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Apply the snapshot the shrink guard holds for AGENT.
+    Release {
+        /// The agent.
+        agent: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match Loaded::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mxsync-server: {e}");
+            return ExitCode::from(if matches!(cli.command, Command::Check) {
+                3
+            } else {
+                2
+            });
+        }
+    };
+    match dispatch(cli.command, cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mxsync-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command, cfg: Loaded) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig => {
+            println!(
+                "configuration ok: listen {}, {} agent(s), maps in {}",
+                cfg.listen,
+                cfg.config.agents.len(),
+                cfg.config.output.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => serve(cfg),
+        Command::Check => check(cfg),
+        Command::Explain { address } => explain(cfg, &address),
+        Command::History { agent, limit } => history(cfg, agent.as_deref(), limit),
+        Command::Release { agent } => release(cfg, &agent),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn serve(cfg: Loaded) -> anyhow::Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let listen = cfg.listen;
+        let server = Server::open(cfg)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let token = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(signals(token.clone()));
+        server::run(server, listener, token).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGTERM or SIGINT: drain. Second: exit at once.
+async fn signals(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    token.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting without draining");
+    std::process::exit(130);
+}
+
+/// Opens the server's state without serving (for the offline commands).
+fn open(cfg: Loaded) -> anyhow::Result<Arc<Server>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Server::open(cfg)
+}
+
+fn check(cfg: Loaded) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let status = rt.block_on(async { open(cfg).map(|s| server::api::status(&s)) });
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            println!("MXSYNC UNKNOWN - {e:#}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let state = State::parse(&status.state);
+    let label = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][usize::from(state.exit_code())];
+    let detail: Vec<String> = status
+        .agents
+        .iter()
+        .map(|a| {
+            let age = a.age_seconds.map_or("no contact".to_string(), |s| {
+                format!("last contact {s} s ago")
+            });
+            let mut d = format!(
+                "{} {} (version {}, {age})",
+                a.agent,
+                a.state,
+                a.version.map_or("none".into(), |v| v.to_string())
+            );
+            if let Some(p) = &a.problem {
+                d.push_str(&format!(": {p}"));
+            }
+            d
+        })
+        .collect();
+    println!("MXSYNC {label} - {}", detail.join("; "));
+    Ok(ExitCode::from(state.exit_code()))
+}
+
+fn explain(cfg: Loaded, address: &str) -> anyhow::Result<ExitCode> {
+    let server = open(cfg)?;
+    let Some(plan) = server::api::plan_of(&server, address) else {
+        println!("{address}: not a valid recipient here (the secondary rejects it at RCPT time)");
+        return Ok(ExitCode::from(1));
+    };
+    print!("{}", server::explain::text(&plan));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(cfg: Loaded, agent: Option<&str>, limit: u32) -> anyhow::Result<ExitCode> {
+    let server = open(cfg)?;
+    let rows = lock(&server.db).history(agent, limit)?;
+    println!(
+        "{:<6} {:<10} {:>8} {:<16} {:<10} {:>10}  detail",
+        "id", "agent", "version", "hash", "outcome", "addresses"
+    );
+    for r in rows {
+        println!(
+            "{:<6} {:<10} {:>8} {:<16} {:<10} {:>10}  {}",
+            r.id,
+            r.agent,
+            r.version,
+            r.hash.get(..16).unwrap_or(&r.hash),
+            r.outcome,
+            r.addresses.map_or("-".into(), |a| a.to_string()),
+            r.detail.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn release(cfg: Loaded, agent: &str) -> anyhow::Result<ExitCode> {
+    if cfg.config.agent(agent).is_none() {
+        anyhow::bail!("no agent {agent:?} in the configuration");
+    }
+    let server = open(cfg)?;
+    if lock(&server.db).request_release(agent)? {
+        println!(
+            "release of agent {agent}'s held snapshot requested; the running server applies it within a second"
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("agent {agent} has no held snapshot");
+        Ok(ExitCode::from(1))
+    }
+}

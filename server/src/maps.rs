@@ -1,0 +1,144 @@
+//! Installing a rendered file set: the only code that writes map files.
+//!
+//! A set is written into a fresh generation directory (`DIR/.gen/NAME/`), every file and
+//! directory fsynced, an optional `prepare` command run there (e.g. `postmap`), and only then the
+//! symlink `DIR/current` is switched to it with one atomic rename. `DIR/postfix` and `DIR/exim`
+//! are fixed links into `current/`. So a reader, or a crash at any point, sees either the whole
+//! old set or the whole new set, never a mix. The previous generation is kept (the MTA may still
+//! have its files open); older ones are removed.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::render::Rendered;
+
+/// Why installing failed (the previous maps stay in force).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A file system operation failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The `prepare` command failed.
+    #[error("prepare command failed: {0}")]
+    Prepare(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
+    let path = path.to_path_buf();
+    move |source| InstallError::Io { what, path, source }
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), InstallError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
+}
+
+/// The directory `current` points at, if any.
+pub fn current(dir: &Path) -> Option<PathBuf> {
+    let target = fs::read_link(dir.join("current")).ok()?;
+    Some(dir.join(target))
+}
+
+/// Whether the live set equals `rendered` byte for byte.
+pub fn is_current(dir: &Path, rendered: &Rendered) -> bool {
+    let Some(cur) = current(dir) else {
+        return false;
+    };
+    rendered
+        .files
+        .iter()
+        .all(|(name, bytes)| fs::read(cur.join(name)).is_ok_and(|b| &b == bytes))
+}
+
+/// Writes `rendered` as a new generation and makes it live. `prepare` runs in the new
+/// generation directory before the switch; its error aborts the install.
+pub fn install(
+    dir: &Path,
+    rendered: &Rendered,
+    prepare: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, InstallError> {
+    let gens = dir.join(".gen");
+    fs::create_dir_all(&gens).map_err(io("create directory", &gens))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = format!("{stamp}-{}", std::process::id());
+    let new = gens.join(&name);
+    let previous =
+        current(dir).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    fs::create_dir(&new).map_err(io("create directory", &new))?;
+    let result = write_generation(&new, rendered).and_then(|()| {
+        prepare(&new).map_err(InstallError::Prepare)?;
+        switch(dir, &name)
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&new);
+        return result.map(|()| new);
+    }
+    cleanup(&gens, &[Some(name.as_str()), previous.as_deref()]);
+    Ok(new)
+}
+
+fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError> {
+    let mut dirs = vec![new.to_path_buf()];
+    for (name, bytes) in &rendered.files {
+        let path = new.join(name);
+        if let Some(parent) = path.parent()
+            && !dirs.iter().any(|d| d == parent)
+        {
+            fs::create_dir_all(parent).map_err(io("create directory", parent))?;
+            dirs.push(parent.to_path_buf());
+        }
+        let mut f = File::create(&path).map_err(io("create", &path))?;
+        f.write_all(bytes).map_err(io("write", &path))?;
+        f.sync_all().map_err(io("fsync", &path))?;
+    }
+    for d in dirs.iter().rev() {
+        fsync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Points `DIR/current` at `.gen/NAME` atomically and makes sure the fixed links exist.
+fn switch(dir: &Path, name: &str) -> Result<(), InstallError> {
+    let tmp = dir.join(".current.tmp");
+    let _ = fs::remove_file(&tmp);
+    symlink(Path::new(".gen").join(name), &tmp).map_err(io("create symlink", &tmp))?;
+    let cur = dir.join("current");
+    fs::rename(&tmp, &cur).map_err(io("rename", &cur))?;
+    for fixed in ["postfix", "exim"] {
+        let link = dir.join(fixed);
+        if fs::symlink_metadata(&link).is_err() {
+            symlink(Path::new("current").join(fixed), &link)
+                .map_err(io("create symlink", &link))?;
+        }
+    }
+    fsync_dir(dir)
+}
+
+/// Removes every generation but those in `keep` (the new one and the one it replaced).
+fn cleanup(gens: &Path, keep: &[Option<&str>]) {
+    let Ok(entries) = fs::read_dir(gens) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&Some(name.as_str())) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

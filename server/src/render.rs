@@ -1,0 +1,168 @@
+//! Rendering plans into map files for the secondary's MTA (DESIGN section 7). Pure: bytes in
+//! memory; writing them is `maps`.
+//!
+//! Only validated addresses, the word `OK`, domains and the transport syntax ever reach a line:
+//! every key and target is checked again here with `proto::addr`, and anything else fails the
+//! render (the previous maps stay in force). Each file starts with one comment line per agent
+//! naming its version and hash, so a reader can tell which snapshot a file set came from.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use proto::{Class, Content, Planner, addr};
+
+use crate::store::Counts;
+
+/// What one agent contributes to the maps.
+pub struct AgentMaps<'a> {
+    /// Agent id.
+    pub id: &'a str,
+    /// Applied version.
+    pub version: u64,
+    /// Applied hash.
+    pub hash: &'a str,
+    /// `[host]:port` of the primary, from the server's config.
+    pub primary: &'a str,
+    /// The content to plan.
+    pub content: &'a Content,
+}
+
+/// The rendered file set: path below the output directory, and bytes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// Files, sorted by path.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Per agent, the plan counts.
+    pub counts: BTreeMap<String, Counts>,
+}
+
+/// Why a render failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    /// An address or domain that a map could misread; never written.
+    #[error("agent {agent}: {what} {value:?} cannot be written to a map")]
+    Invalid {
+        /// The agent whose plan held it.
+        agent: String,
+        /// Address, target or domain.
+        what: &'static str,
+        /// The offending text.
+        value: String,
+    },
+}
+
+/// The files of each format.
+pub const POSTFIX: [&str; 4] = [
+    "postfix/relay_recipients",
+    "postfix/virtual",
+    "postfix/transport",
+    "postfix/relay_domains",
+];
+/// The files of the Exim format.
+pub const EXIM: [&str; 3] = ["exim/forward", "exim/recipients", "exim/domains"];
+
+/// Renders the maps of all `agents` in the requested `formats` (`postfix`, `exim`).
+pub fn render(agents: &[AgentMaps<'_>], formats: &[String]) -> Result<Rendered, RenderError> {
+    let postfix = formats.iter().any(|f| f == "postfix");
+    let exim = formats.iter().any(|f| f == "exim");
+    let mut header = String::from("# mxsync: generated file, do not edit\n");
+    for a in agents {
+        let _ = writeln!(
+            header,
+            "# agent {} version {} hash {}",
+            a.id, a.version, a.hash
+        );
+    }
+    let mut bufs: BTreeMap<&'static str, String> = BTreeMap::new();
+    let names = POSTFIX
+        .iter()
+        .filter(|_| postfix)
+        .chain(EXIM.iter().filter(|_| exim));
+    for name in names {
+        bufs.insert(name, header.clone());
+    }
+    let mut counts = BTreeMap::new();
+    for a in agents {
+        let bad = |what, value: &str| RenderError::Invalid {
+            agent: a.id.to_string(),
+            what,
+            value: value.to_string(),
+        };
+        for d in &a.content.domains {
+            if !addr::valid_domain(d) {
+                return Err(bad("domain", d));
+            }
+            if let Some(b) = bufs.get_mut("postfix/transport") {
+                let _ = writeln!(b, "{d} relay:{}", a.primary);
+            }
+            for f in ["postfix/relay_domains", "exim/domains"] {
+                if let Some(b) = bufs.get_mut(f) {
+                    let _ = writeln!(b, "{d}");
+                }
+            }
+        }
+        let mut c = Counts::default();
+        let mut error = None;
+        Planner::new(a.content).plan_each(|p| {
+            if error.is_some() {
+                return;
+            }
+            if !addr::valid_address(&p.address) {
+                error = Some(bad("address", &p.address));
+                return;
+            }
+            c.addresses += 1;
+            for f in ["postfix/relay_recipients"] {
+                if let Some(b) = bufs.get_mut(f) {
+                    let _ = writeln!(b, "{} OK", p.address);
+                }
+            }
+            if let Some(b) = bufs.get_mut("exim/recipients") {
+                let _ = writeln!(b, "{}", p.address);
+            }
+            match p.class {
+                Class::Punt => c.punt += 1,
+                Class::Forward | Class::Split => {
+                    if p.class == Class::Forward {
+                        c.forward += 1;
+                    } else {
+                        c.split += 1;
+                    }
+                    let mut targets: Vec<&str> = p
+                        .forward
+                        .iter()
+                        .chain(p.punt.iter())
+                        .map(String::as_str)
+                        .collect();
+                    targets.sort_unstable();
+                    targets.dedup();
+                    if let Some(t) = targets.iter().find(|t| !addr::valid_address(t)) {
+                        error = Some(bad("target", t));
+                        return;
+                    }
+                    let list = targets.join(", ");
+                    if let Some(b) = bufs.get_mut("postfix/virtual") {
+                        let _ = writeln!(b, "{} {list}", p.address);
+                    }
+                    if let Some(b) = bufs.get_mut("exim/forward") {
+                        let _ = writeln!(b, "{}: {list}", p.address);
+                    }
+                }
+            }
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        counts.insert(a.id.to_string(), c);
+    }
+    Ok(Rendered {
+        files: bufs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_bytes()))
+            .collect(),
+        counts,
+    })
+}
+
+#[cfg(test)]
+mod tests;

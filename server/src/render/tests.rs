@@ -1,0 +1,163 @@
+//! Rendered files: golden files for each format, and a property test that no rendered line holds
+//! anything but validated addresses, `OK`, and the transport syntax.
+
+use super::*;
+use proptest::prelude::*;
+
+fn content(aliases: &str, virtual_map: &str) -> Content {
+    let mut b = proto::Builder::new(&["example.org".to_string()]);
+    b.aliases("/etc/aliases", aliases.as_bytes());
+    b.virtual_map("/etc/postfix/virtual", virtual_map.as_bytes());
+    b.recipients("/etc/postfix/relay_recipients", b"box@example.org OK\n");
+    b.finish()
+}
+
+const ALIASES: &str = "postmaster: root\nroot: ops@remote.net\n\
+trolls: adb@elsewhere.net, nemo@other.org,\n  trolls-archive\ntrolls-archive: /com/archive/trolls\n\
+announce: a@x.net, \"|/usr/bin/archive\"\nloop: loop\n";
+
+fn golden(name: &str, actual: &[u8]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name.replace('/', "."));
+    if std::env::var_os("MXSYNC_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read(&path).unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(actual),
+        String::from_utf8_lossy(&expected),
+        "golden file {} differs (MXSYNC_BLESS=1 rewrites it)",
+        path.display()
+    );
+}
+
+#[test]
+fn every_format_is_pinned() {
+    let c = content(
+        ALIASES,
+        "sales@example.org  trolls@example.org, deals@partner.net\n",
+    );
+    let hash = c.hash();
+    let mut b = proto::Builder::new(&["example.net".to_string()]);
+    b.aliases("/etc/aliases", b"info: desk@agency.example\n");
+    let c2 = b.finish();
+    let hash2 = c2.hash();
+    let agents = [
+        AgentMaps {
+            id: "mx1",
+            version: 7,
+            hash: &hash,
+            primary: "[mx1.example.org]:25",
+            content: &c,
+        },
+        AgentMaps {
+            id: "mx9",
+            version: 2,
+            hash: &hash2,
+            primary: "[192.0.2.9]",
+            content: &c2,
+        },
+    ];
+    let r = render(&agents, &["postfix".into(), "exim".into()]).unwrap();
+    assert_eq!(r.files.len(), 7);
+    for (name, bytes) in &r.files {
+        golden(name, bytes);
+    }
+    let c1 = r.counts["mx1"];
+    assert_eq!((c1.addresses, c1.forward, c1.split, c1.punt), (8, 2, 2, 4));
+    let only = render(&agents[..1], &["exim".into()]).unwrap();
+    assert_eq!(
+        only.files.keys().collect::<Vec<_>>(),
+        ["exim/domains", "exim/forward", "exim/recipients"]
+    );
+}
+
+#[test]
+fn an_invalid_address_fails_the_render() {
+    let mut c = content("a: r@remote.net\n", "");
+    c.aliases[0].targets[0].value = "r@remote.net\nroot@x.net OK".into();
+    let hash = c.hash();
+    let agents = [AgentMaps {
+        id: "mx1",
+        version: 1,
+        hash: &hash,
+        primary: "[h]",
+        content: &c,
+    }];
+    let e = render(&agents, &["postfix".into()]).unwrap_err();
+    assert!(e.to_string().contains("cannot be written to a map"), "{e}");
+}
+
+/// A line is a comment, or every token is a valid address, a domain, `OK`, or `relay:[...]`.
+fn line_ok(file: &str, line: &str) -> bool {
+    if line.starts_with('#') {
+        return !line.contains('\n');
+    }
+    let tokens: Vec<&str> = line.split([' ', ',']).filter(|t| !t.is_empty()).collect();
+    let addr_or = |t: &str| proto::addr::valid_address(t.trim_end_matches(':'));
+    match file {
+        "postfix/relay_recipients" => tokens.len() == 2 && addr_or(tokens[0]) && tokens[1] == "OK",
+        "postfix/transport" => {
+            tokens.len() == 2
+                && proto::addr::valid_domain(tokens[0])
+                && tokens[1].starts_with("relay:[")
+        }
+        "postfix/relay_domains" | "exim/domains" => {
+            tokens.len() == 1 && proto::addr::valid_domain(tokens[0])
+        }
+        "exim/recipients" => tokens.len() == 1 && addr_or(tokens[0]),
+        "exim/forward" => {
+            tokens.len() >= 2 && tokens[0].ends_with(':') && tokens.iter().all(|t| addr_or(t))
+        }
+        _ => tokens.len() >= 2 && tokens.iter().all(|t| addr_or(t)),
+    }
+}
+
+fn item() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z]{1,3}@remote[0-2]\\.net".prop_map(String::from),
+        "a[0-9]".prop_map(String::from),
+        "[a-z]{1,3}@example\\.org".prop_map(String::from),
+        Just("\"|/bin/x y\"".to_string()),
+        Just("/var/file".to_string()),
+        Just(":include:/etc/l".to_string()),
+        Just(":fail: no".to_string()),
+        Just("\\a0".to_string()),
+        Just("x y@remote.net".to_string()),
+        Just("\"a,b\"@remote.net".to_string()),
+        Just("\"a:b\"@remote.net".to_string()),
+        Just("<a@remote.net>".to_string()),
+        "[ -~]{1,12}".prop_map(String::from),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn no_rendered_line_holds_anything_but_addresses(lists in prop::collection::vec(prop::collection::vec(item(), 1..4), 1..12)) {
+        let mut text = String::new();
+        for (i, l) in lists.iter().enumerate() {
+            text.push_str(&format!("a{i}: {}\n", l.join(", ")));
+        }
+        let c = content(&text, "");
+        prop_assert_eq!(c.validate(), Ok(()));
+        let hash = c.hash();
+        let agents = [AgentMaps { id: "mx1", version: 1, hash: &hash, primary: "[mx1.example.org]:25", content: &c }];
+        let r = render(&agents, &["postfix".into(), "exim".into()]).unwrap();
+        for (name, bytes) in &r.files {
+            let text = std::str::from_utf8(bytes).unwrap();
+            for line in text.lines() {
+                prop_assert!(line_ok(name, line), "{}: {:?}", name, line);
+                // An MTA reads an item as a pipe, file, include or special by how it starts.
+                let items = line.split([' ', ',']).filter(|t| !t.is_empty());
+                for t in items.filter(|_| !line.starts_with('#')) {
+                    for bad in ["|", "/", "~", ":", "\\", "\"", "-"] {
+                        prop_assert!(!t.starts_with(bad), "{}: {:?} in {:?}", name, t, line);
+                    }
+                }
+            }
+        }
+    }
+}

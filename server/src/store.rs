@@ -1,0 +1,463 @@
+//! The SQLite store: per-agent state (replay counter, last contact, applied and held snapshot)
+//! and the history of every snapshot received, with its outcome.
+//!
+//! All calls are blocking; the server makes them from `spawn_blocking` or from the apply thread,
+//! never on an async worker. Schema changes go through [`MIGRATIONS`] and the `schema_version`
+//! table. Snapshot bodies are kept (zstd-compressed JSON) only where they may be needed again:
+//! the applied one and a held one.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Schema migrations, in order; the index + 1 is the version they lead to.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    last_contact_at INTEGER,
+    reported_version INTEGER,
+    reported_hash TEXT,
+    applied_snapshot INTEGER,
+    applied_version INTEGER,
+    applied_hash TEXT,
+    applied_at INTEGER,
+    applied_addresses INTEGER,
+    held_snapshot INTEGER,
+    release_requested INTEGER NOT NULL DEFAULT 0,
+    problem TEXT,
+    state TEXT NOT NULL DEFAULT 'never'
+);
+CREATE TABLE snapshots (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    applied_at INTEGER,
+    outcome TEXT NOT NULL,
+    detail TEXT,
+    addresses INTEGER,
+    forward INTEGER,
+    split INTEGER,
+    punt INTEGER,
+    body BLOB
+);
+CREATE INDEX snapshots_by_agent ON snapshots (agent, id);
+"#];
+
+/// A store error: the database said no.
+#[derive(Debug, thiserror::Error)]
+#[error("state database: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+/// Result of store calls.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An agent's row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentRow {
+    /// Agent id.
+    pub id: String,
+    /// Highest request sequence number accepted.
+    pub last_seq: u64,
+    /// Last push or heartbeat, Unix seconds.
+    pub last_contact_at: Option<u64>,
+    /// Version the agent last reported.
+    pub reported_version: Option<u64>,
+    /// Hash the agent last reported.
+    pub reported_hash: Option<String>,
+    /// History row of the applied snapshot.
+    pub applied_snapshot: Option<i64>,
+    /// Applied version.
+    pub applied_version: Option<u64>,
+    /// Applied hash.
+    pub applied_hash: Option<String>,
+    /// When it was applied, Unix seconds.
+    pub applied_at: Option<u64>,
+    /// Valid addresses in the applied snapshot.
+    pub applied_addresses: Option<u64>,
+    /// History row of a snapshot held by the shrink guard.
+    pub held_snapshot: Option<i64>,
+    /// An operator asked to release the held snapshot.
+    pub release_requested: bool,
+    /// What is wrong, for status (apply or hook failure).
+    pub problem: Option<String>,
+    /// Last freshness state written by the watcher.
+    pub state: String,
+}
+
+/// One history row, as served by `GET /v1/snapshots` (no body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    /// Row id.
+    pub id: i64,
+    /// Agent id.
+    pub agent: String,
+    /// Snapshot version.
+    pub version: u64,
+    /// Snapshot hash.
+    pub hash: String,
+    /// When it was received, Unix seconds.
+    pub received_at: u64,
+    /// When it was applied, Unix seconds.
+    pub applied_at: Option<u64>,
+    /// `applied`, `resent`, `held`, `released`, `refused`, `failed`, `superseded`.
+    pub outcome: String,
+    /// Why, for refusals and failures.
+    pub detail: Option<String>,
+    /// Valid addresses, when planned.
+    pub addresses: Option<u64>,
+    /// Forward plans.
+    pub forward: Option<u64>,
+    /// Split plans.
+    pub split: Option<u64>,
+    /// Punt plans.
+    pub punt: Option<u64>,
+}
+
+/// Counts of a planned snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Valid addresses.
+    pub addresses: u64,
+    /// Forward plans.
+    pub forward: u64,
+    /// Split plans.
+    pub split: u64,
+    /// Punt plans.
+    pub punt: u64,
+}
+
+/// A new history row.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot<'a> {
+    /// Agent id.
+    pub agent: &'a str,
+    /// Version.
+    pub version: u64,
+    /// Hash.
+    pub hash: &'a str,
+    /// Received at, Unix seconds.
+    pub received_at: u64,
+    /// Outcome.
+    pub outcome: &'a str,
+    /// Detail.
+    pub detail: Option<&'a str>,
+    /// Counts, when planned.
+    pub counts: Option<Counts>,
+    /// The compressed body, when it must be kept.
+    pub body: Option<&'a [u8]>,
+}
+
+/// The database.
+pub struct Store {
+    conn: Connection,
+}
+
+fn u(v: Option<i64>) -> Option<u64> {
+    v.map(|v| v.max(0) as u64)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, in WAL mode, migrated.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Self::migrate(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn open_in_memory() -> Result<Store> {
+        Self::migrate(Connection::open_in_memory()?)
+    }
+
+    fn migrate(mut conn: Connection) -> Result<Store> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let have: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(have.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(m)?;
+            tx.execute("DELETE FROM schema_version", [])?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as i64 + 1],
+            )?;
+            tx.commit()?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The schema version (for tests and `check-config`).
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?)
+    }
+
+    /// Makes sure every configured agent has a row.
+    pub fn ensure_agents<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        for id in ids {
+            self.conn
+                .execute("INSERT OR IGNORE INTO agents (id) VALUES (?1)", [id])?;
+        }
+        Ok(())
+    }
+
+    /// An agent's row.
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, last_seq, last_contact_at, reported_version, reported_hash, applied_snapshot,
+                        applied_version, applied_hash, applied_at, applied_addresses, held_snapshot,
+                        release_requested, problem, state
+                 FROM agents WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(AgentRow {
+                        id: r.get(0)?,
+                        last_seq: u(r.get(1)?).unwrap_or(0),
+                        last_contact_at: u(r.get(2)?),
+                        reported_version: u(r.get(3)?),
+                        reported_hash: r.get(4)?,
+                        applied_snapshot: r.get(5)?,
+                        applied_version: u(r.get(6)?),
+                        applied_hash: r.get(7)?,
+                        applied_at: u(r.get(8)?),
+                        applied_addresses: u(r.get(9)?),
+                        held_snapshot: r.get(10)?,
+                        release_requested: r.get::<_, i64>(11)? != 0,
+                        problem: r.get(12)?,
+                        state: r.get(13)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Accepts `seq` for `agent` only if it is above the last one accepted, and records it, in
+    /// one statement (so two racing requests cannot both pass). Returns whether it was accepted.
+    pub fn accept_seq(&self, agent: &str, seq: u64) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE agents SET last_seq = ?2 WHERE id = ?1 AND last_seq < ?2",
+            params![agent, seq as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Records contact from the agent and what it reported.
+    pub fn touch(&self, agent: &str, at: u64, version: u64, hash: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE agents SET last_contact_at = ?2, reported_version = ?3, reported_hash = ?4 WHERE id = ?1",
+            params![agent, at as i64, version as i64, hash],
+        )?;
+        Ok(())
+    }
+
+    /// Adds a history row and returns its id.
+    pub fn insert_snapshot(&self, s: &NewSnapshot<'_>) -> Result<i64> {
+        let c = s.counts;
+        self.conn.execute(
+            "INSERT INTO snapshots (agent, version, hash, received_at, outcome, detail, addresses, forward, split, punt, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                s.agent,
+                s.version as i64,
+                s.hash,
+                s.received_at as i64,
+                s.outcome,
+                s.detail,
+                c.map(|c| c.addresses as i64),
+                c.map(|c| c.forward as i64),
+                c.map(|c| c.split as i64),
+                c.map(|c| c.punt as i64),
+                s.body,
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Changes a history row's outcome.
+    pub fn set_outcome(
+        &self,
+        id: i64,
+        outcome: &str,
+        detail: Option<&str>,
+        applied_at: Option<u64>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE snapshots SET outcome = ?2, detail = ?3, applied_at = COALESCE(?4, applied_at) WHERE id = ?1",
+            params![id, outcome, detail, applied_at.map(|t| t as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// Records that `snapshot` is now applied for `agent`, in one transaction: the previous
+    /// applied row loses its body (it will not be needed again), a held one is dropped.
+    pub fn set_applied(
+        &mut self,
+        agent: &str,
+        snapshot: i64,
+        version: u64,
+        hash: &str,
+        applied_at: u64,
+        addresses: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE snapshots SET body = NULL WHERE agent = ?1 AND id != ?2
+               AND id = (SELECT applied_snapshot FROM agents WHERE id = ?1)",
+            params![agent, snapshot],
+        )?;
+        tx.execute(
+            "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
+               AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
+            params![agent, snapshot],
+        )?;
+        tx.execute(
+            "UPDATE agents SET applied_snapshot = ?2, applied_version = ?3, applied_hash = ?4,
+                    applied_at = ?5, applied_addresses = ?6, held_snapshot = NULL,
+                    release_requested = 0
+             WHERE id = ?1",
+            params![
+                agent,
+                snapshot,
+                version as i64,
+                hash,
+                applied_at as i64,
+                addresses as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks `snapshot` as held for `agent` (dropping the body of a previously held one).
+    pub fn set_held(&mut self, agent: &str, snapshot: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
+               AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
+            params![agent, snapshot],
+        )?;
+        tx.execute(
+            "UPDATE agents SET held_snapshot = ?2, release_requested = 0 WHERE id = ?1",
+            params![agent, snapshot],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores the plan counts of a history row.
+    pub fn set_counts(&self, id: i64, c: Counts) -> Result<()> {
+        self.conn.execute(
+            "UPDATE snapshots SET addresses = ?2, forward = ?3, split = ?4, punt = ?5 WHERE id = ?1",
+            params![id, c.addresses as i64, c.forward as i64, c.split as i64, c.punt as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Clears a release request that has nothing to release.
+    pub fn set_held_released(&self, agent: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE agents SET release_requested = 0 WHERE id = ?1",
+            [agent],
+        )?;
+        Ok(())
+    }
+
+    /// Asks the running server to apply the held snapshot (`mxsync-server release`).
+    pub fn request_release(&self, agent: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE agents SET release_requested = 1 WHERE id = ?1 AND held_snapshot IS NOT NULL",
+            [agent],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Sets or clears an agent's problem.
+    pub fn set_problem(&self, agent: &str, problem: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE agents SET problem = ?2 WHERE id = ?1",
+            params![agent, problem],
+        )?;
+        Ok(())
+    }
+
+    /// Records the freshness state the watcher computed.
+    pub fn set_state(&self, agent: &str, state: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE agents SET state = ?2 WHERE id = ?1",
+            params![agent, state],
+        )?;
+        Ok(())
+    }
+
+    /// A stored snapshot body (compressed).
+    pub fn body(&self, snapshot: i64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT body FROM snapshots WHERE id = ?1",
+                [snapshot],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// History, newest first; of one agent or all.
+    pub fn history(&self, agent: Option<&str>, limit: u32) -> Result<Vec<HistoryRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, agent, version, hash, received_at, applied_at, outcome, detail, addresses, forward, split, punt
+             FROM snapshots WHERE (?1 IS NULL OR agent = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![agent, limit as i64], |r| {
+            Ok(HistoryRow {
+                id: r.get(0)?,
+                agent: r.get(1)?,
+                version: u(r.get(2)?).unwrap_or(0),
+                hash: r.get(3)?,
+                received_at: u(r.get(4)?).unwrap_or(0),
+                applied_at: u(r.get(5)?),
+                outcome: r.get(6)?,
+                detail: r.get(7)?,
+                addresses: u(r.get(8)?),
+                forward: u(r.get(9)?),
+                split: u(r.get(10)?),
+                punt: u(r.get(11)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Deletes all but the newest `keep` rows of `agent`, never the applied or held one.
+    pub fn prune(&self, agent: &str, keep: u32) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM snapshots WHERE agent = ?1
+               AND id NOT IN (SELECT id FROM snapshots WHERE agent = ?1 ORDER BY id DESC LIMIT ?2)
+               AND id NOT IN (SELECT COALESCE(applied_snapshot, -1) FROM agents WHERE id = ?1)
+               AND id NOT IN (SELECT COALESCE(held_snapshot, -1) FROM agents WHERE id = ?1)",
+            params![agent, keep as i64],
+        )?)
+    }
+
+    /// `PRAGMA integrity_check` says "ok".
+    pub fn integrity_ok(&self) -> Result<bool> {
+        let s: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        Ok(s == "ok")
+    }
+}
+
+#[cfg(test)]
+mod tests;
