@@ -2,6 +2,7 @@
 //!
 //! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
+//! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
 //!
 //! Helpers (binaries, temporary directories, waiting with deadlines) are in the crate's `src/lib.rs`.
 
@@ -9,4 +10,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod examples;
+mod server;
 mod tidy;

@@ -74,3 +74,125 @@ pub fn write_key(path: &Path, secret: &str) {
     std::fs::write(path, format!("{secret}\n")).expect("write key");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
 }
+
+/// A secret of the right length for tests.
+pub const KEY: &str = "test-key-0123456789abcdef0123456789abcdef";
+/// The read token of test servers.
+pub const READ_TOKEN: &str = "test-read-token-0123456789abcdef0123456789";
+
+/// Writes a server configuration for agent `mx1` (domains example.org and example.com) under
+/// `dir`, with `extra` appended, and returns its path.
+pub fn server_config(dir: &Path, extra: &str) -> PathBuf {
+    write_key(&dir.join("mx1.key"), KEY);
+    write_key(&dir.join("read.token"), READ_TOKEN);
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\nread_token_file = \"read.token\"\n\
+             [[agents]]\nid = \"mx1\"\nkey_file = \"mx1.key\"\ndomains = [\"example.org\", \"example.com\"]\n\
+             primary = \"[127.0.0.1]:2525\"\n[output]\ndir = \"maps\"\n{extra}"
+        ),
+    )
+    .expect("write server.toml");
+    path
+}
+
+/// A running `mxsync-server` (library `run`) on 127.0.0.1:0.
+pub struct RunningServer {
+    /// Its base URL.
+    pub url: String,
+    /// Cancel to stop it.
+    pub token: tokio_util::sync::CancellationToken,
+    /// Finishes when it stopped.
+    pub task: tokio::task::JoinHandle<anyhow_free::Result>,
+}
+
+/// Avoids a dependency on anyhow in this crate: the server's error as text.
+pub mod anyhow_free {
+    /// The result of a server run.
+    pub type Result = std::result::Result<(), String>;
+}
+
+impl RunningServer {
+    /// Loads `config` and serves it until stopped.
+    pub async fn start(config: &Path) -> RunningServer {
+        let cfg = server::config::Loaded::load(config).expect("server config");
+        let srv = server::Server::open(cfg).expect("open server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let token = tokio_util::sync::CancellationToken::new();
+        let t = token.clone();
+        let task = tokio::spawn(async move {
+            server::run(srv, listener, t)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        });
+        // The server answers only once its start-up work (rendering maps) is done.
+        let c = client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.get(format!("{url}/healthz")).send().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server at {url} did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        RunningServer { url, token, task }
+    }
+
+    /// Stops it and waits until it stopped.
+    pub async fn stop(self) {
+        self.token.cancel();
+        let r = self.task.await.expect("server task");
+        assert_eq!(r, Ok(()), "server run failed");
+    }
+}
+
+/// A signed POST as agent `mx1`.
+pub async fn signed_post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+    seq: u64,
+) -> (u16, String) {
+    let auth = proto::sign::header(KEY.as_bytes(), "mx1", "POST", path, seq, &body);
+    let r = client
+        .post(format!("{base}{path}"))
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// Every live map file under `maps_dir`, by name, as text.
+pub fn live_maps(maps_dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in ["postfix", "exim"] {
+        for e in std::fs::read_dir(maps_dir.join(f))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = format!("{f}/{}", e.file_name().to_string_lossy());
+            out.insert(name, std::fs::read_to_string(e.path()).expect("read map"));
+        }
+    }
+    out
+}
+
+/// An HTTP client for tests (installs the ring TLS provider reqwest is built to use).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}

@@ -1,0 +1,80 @@
+//! `mxsync-server` over a real socket with a real SQLite file: what survives a restart.
+
+fn snapshot(aliases: &str, version: u64) -> Vec<u8> {
+    let mut b = proto::Builder::new(&["example.org".to_string(), "example.com".to_string()]);
+    b.aliases("/etc/aliases", aliases.as_bytes());
+    let content = b.finish();
+    let s = proto::Snapshot {
+        format: 1,
+        agent: "mx1".into(),
+        version,
+        hash: content.hash(),
+        created_at: 0,
+        content,
+    };
+    serde_json::to_vec(&s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maps_status_and_replay_protection_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tests::server_config(dir.path(), "");
+    let maps_dir = dir.path().join("maps");
+    let client = tests::client();
+
+    let s = tests::RunningServer::start(&config).await;
+    let body = snapshot(
+        "a: r@remote.net\nlist: x@remote.net, list-archive\nlist-archive: /var/a\n",
+        1,
+    );
+    let (status, reply) =
+        tests::signed_post(&client, &s.url, "/v1/snapshots", body.clone(), 1).await;
+    assert_eq!(status, 200, "{reply}");
+    let maps = tests::live_maps(&maps_dir);
+    assert!(
+        maps["postfix/virtual"].contains("a@example.org r@remote.net"),
+        "{maps:?}"
+    );
+    s.stop().await;
+
+    // Restart on the same state directory: status and maps as before.
+    let s = tests::RunningServer::start(&config).await;
+    let st: serde_json::Value = serde_json::from_str(
+        &client
+            .get(format!("{}/v1/status", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["agents"][0]["version"], 1, "{st}");
+    assert_eq!(st["state"], "fresh", "{st}");
+    assert_eq!(tests::live_maps(&maps_dir), maps);
+    // The same request again is a replay, even though the server restarted.
+    let (status, reply) =
+        tests::signed_post(&client, &s.url, "/v1/snapshots", body.clone(), 1).await;
+    assert_eq!(status, 401, "{reply}");
+    assert!(reply.contains("replay"), "{reply}");
+    // The plan is served to read-token holders from the restored snapshot.
+    let plan = client
+        .get(format!("{}/v1/plan/list@example.com", s.url))
+        .header("authorization", format!("Bearer {}", tests::READ_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(plan["class"], "split", "{plan}");
+    s.stop().await;
+
+    // Maps lost while the server was down are rendered again at start, byte for byte.
+    std::fs::remove_dir_all(&maps_dir).unwrap();
+    let s = tests::RunningServer::start(&config).await;
+    assert_eq!(tests::live_maps(&maps_dir), maps);
+    s.stop().await;
+}
