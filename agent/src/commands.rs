@@ -36,3 +36,134 @@ pub fn report(
     }
     Ok(())
 }
+
+/// One `lint` finding: an alias that punts only because of inline items, and its rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `file:line` of the alias.
+    pub origin: String,
+    /// The alias name.
+    pub name: String,
+    /// The items only the primary can deliver (as written).
+    pub inline: Vec<String>,
+    /// The items the secondary could deliver or pass on.
+    pub rest: Vec<String>,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let helper = format!("{}-primary", self.name);
+        writeln!(
+            f,
+            "{}: {} punts as a whole because of {}; split it so the secondary can deliver the rest:",
+            self.origin,
+            self.name,
+            self.inline.join(", ")
+        )?;
+        writeln!(f, "    {}: {}, {helper}", self.name, self.rest.join(", "))?;
+        writeln!(f, "    {helper}: {}", self.inline.join(", "))
+    }
+}
+
+/// Aliases that punt only because a pipe, file or include is written directly in their list,
+/// beside targets that the secondary could deliver (remote addresses, or names that forward).
+pub fn lint(content: &Content) -> Vec<Finding> {
+    use proto::{Class, Kind};
+    let mut planner = Planner::new(content);
+    let domain = content.domains.first().cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for a in &content.aliases {
+        let inline: Vec<&proto::Target> = a
+            .targets
+            .iter()
+            .filter(|t| matches!(t.kind, Kind::Pipe | Kind::File | Kind::Include))
+            .collect();
+        if inline.is_empty() || inline.len() == a.targets.len() {
+            continue;
+        }
+        let rest: Vec<&proto::Target> = a.targets.iter().filter(|t| !inline.contains(t)).collect();
+        if rest
+            .iter()
+            .any(|t| !matches!(t.kind, Kind::Address | Kind::Local))
+        {
+            continue;
+        }
+        let deliverable = rest.iter().any(|t| {
+            let address = match t.kind {
+                Kind::Local => format!("{}@{domain}", t.value),
+                _ => t.value.clone(),
+            };
+            match planner.plan(&address) {
+                Some(p) => p.class != Class::Punt,
+                // Not a served address: a remote one, delivered by the secondary.
+                None => {
+                    t.kind == Kind::Address
+                        && !content
+                            .domains
+                            .iter()
+                            .any(|d| address.ends_with(&format!("@{d}")))
+                }
+            }
+        });
+        if deliverable {
+            let quote = |t: &proto::Target| match t.kind {
+                Kind::Pipe if t.value.contains([' ', ',']) => format!("\"{}\"", t.value),
+                Kind::Include => format!(":include:{}", t.value),
+                _ => t.value.clone(),
+            };
+            let file = content
+                .files
+                .get(a.file as usize)
+                .map_or("", String::as_str);
+            out.push(Finding {
+                origin: format!("{file}:{}", a.line),
+                name: a.name.clone(),
+                inline: inline.iter().map(|t| quote(t)).collect(),
+                rest: rest.iter().map(|t| quote(t)).collect(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! `lint` finds exactly the aliases a split would help.
+
+    use super::*;
+
+    fn check(aliases: &str, expected: &[&str]) {
+        let mut b = proto::Builder::new(&["example.org".to_string()]);
+        b.aliases("/etc/aliases", aliases.as_bytes());
+        b.passwd(
+            "/etc/passwd",
+            b"u:x:1000:1000::/nonexistent:/bin/sh\n",
+            1000,
+        );
+        let c = b.finish();
+        let got: Vec<String> = lint(&c).iter().map(|f| f.to_string()).collect();
+        assert_eq!(got, expected, "{aliases}");
+    }
+
+    #[test]
+    fn findings() {
+        check(
+            "announce: a@x.net, \"|/usr/bin/archive announce\"\n",
+            &[
+                "/etc/aliases:1: announce punts as a whole because of \"|/usr/bin/archive announce\"; split it so the secondary can deliver the rest:\n    announce: a@x.net, announce-primary\n    announce-primary: \"|/usr/bin/archive announce\"\n",
+            ],
+        );
+        check(
+            "l: fwd, /var/l\nfwd: r@x.net\n",
+            &[
+                "/etc/aliases:1: l punts as a whole because of /var/l; split it so the secondary can deliver the rest:\n    l: fwd, l-primary\n    l-primary: /var/l\n",
+            ],
+        );
+        // Nothing to gain: every other target needs the primary too.
+        check("l: u, /var/l\n", &[]);
+        check("l: /var/l\n", &[]);
+        check("l: a@x.net, \\u, /var/l\n", &[]);
+        // Already split.
+        check("l: a@x.net, l-archive\nl-archive: /var/l\n", &[]);
+    }
+}

@@ -3,10 +3,15 @@
 //!
 //! - [`config`]: the TOML file;
 //! - [`collect`]: reading the sources from disk into a snapshot's content;
-//! - [`commands`]: the `plan` and `lint` output.
+//! - [`commands`]: the `plan` and `lint` output;
+//! - [`run`]: watching, versioning and the `run`/`once` loops; [`push`]: delivery to receivers;
+//!   [`state`]: the persisted version and sequence counters.
 //!
 //! Invariant: the agent never modifies a watched file.
 
 pub mod collect;
 pub mod commands;
 pub mod config;
+pub mod push;
+pub mod run;
+pub mod state;

@@ -22,8 +22,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch the sources and push to every receiver until SIGTERM or SIGINT.
+    Run,
+    /// Collect and push once; exit 0 only if every receiver accepted.
+    Once,
     /// Print the plan of every valid address as JSON Lines (no network).
     Plan,
+    /// Show aliases that punt only because of an inline pipe, file or include, and every
+    /// diagnostic.
+    Lint,
     /// Validate the configuration and exit 0, or list every problem and exit 2.
     CheckConfig,
 }
@@ -38,8 +45,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let loaded = match cli.command {
-        Command::CheckConfig => Config::load_for_push(&cli.config),
-        Command::Plan => Config::load(&cli.config),
+        Command::CheckConfig | Command::Run | Command::Once => Config::load_for_push(&cli.config),
+        Command::Plan | Command::Lint => Config::load(&cli.config),
     };
     let cfg = match loaded {
         Ok(c) => c,
@@ -57,8 +64,65 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// First SIGTERM or SIGINT: stop (in-flight pushes get a bounded time). Second: exit at once.
+async fn signals(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    token.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting without waiting");
+    std::process::exit(130);
+}
+
 fn run(command: Command, cfg: &Config) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run => {
+            let token = tokio_util::sync::CancellationToken::new();
+            runtime()?.block_on(async {
+                tokio::spawn(signals(token.clone()));
+                agent::run::run(cfg.clone(), token).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Once => {
+            let all = runtime()?.block_on(agent::run::once(cfg.clone()))?;
+            Ok(if all {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Lint => {
+            let collected = agent::collect::collect(&cfg.domains(), &cfg.sources);
+            let findings = agent::commands::lint(&collected.content);
+            for f in &findings {
+                print!("{f}");
+            }
+            for d in &collected.content.diagnostics {
+                println!("{d}");
+            }
+            println!(
+                "{} alias(es) could be split, {} diagnostic(s)",
+                findings.len(),
+                collected.content.diagnostics.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig => {
             println!(
                 "configuration ok: agent {}, {} receiver(s)",

@@ -1,6 +1,7 @@
 //! mxsync's end-to-end tests: one test binary, one module per area.
 //!
 //! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
+//! - `agent`: `mxsync-agent run` against a real server: every kind of edit, none lost.
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
 //!
@@ -9,6 +10,7 @@
 // This whole binary is test code: a failed unwrap is a failed test with its message.
 #![allow(clippy::unwrap_used)]
 
+mod agent;
 mod examples;
 mod server;
 mod tidy;

@@ -196,3 +196,121 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+impl RunningServer {
+    /// Like [`RunningServer::start`] on a given address (to come back on the same port).
+    pub async fn start_on(config: &Path, addr: std::net::SocketAddr) -> RunningServer {
+        let cfg = server::config::Loaded::load(config).expect("server config");
+        let srv = server::Server::open(cfg).expect("open server state");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind again");
+        let url = format!("http://{addr}");
+        let token = tokio_util::sync::CancellationToken::new();
+        let t = token.clone();
+        let task = tokio::spawn(async move {
+            server::run(srv, listener, t)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        });
+        RunningServer { url, token, task }
+    }
+}
+
+/// A primary on disk: aliases, passwd with homes below it, an include list.
+pub struct Primary {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl Primary {
+    /// Creates the files under `dir`.
+    pub fn new(dir: &Path) -> Primary {
+        let p = Primary {
+            dir: dir.to_path_buf(),
+        };
+        std::fs::create_dir_all(dir.join("home/alice")).expect("home");
+        std::fs::create_dir_all(dir.join("lists")).expect("lists");
+        p.write(
+            "passwd",
+            &format!("alice:x:1000:1000::{}/home/alice:/bin/sh\n", dir.display()),
+        );
+        p.write("lists/staff", "s1@remote.net\n");
+        p.write(
+            "aliases",
+            &format!(
+                "a: r1@remote.net\nstaff: :include:{}/lists/staff\nal: alice, x@remote.net\n",
+                dir.display()
+            ),
+        );
+        p
+    }
+    /// Path of a file of the primary.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+    /// Writes a file of the primary in place.
+    pub fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.path(rel), text).expect("write primary file");
+    }
+    /// Writes an agent configuration for `receivers` and returns it (not saved to disk).
+    pub fn agent_config(&self, state: &Path, receivers: &[(&str, &Path)]) -> agent::config::Config {
+        let mut text = format!(
+            "agent_id = \"mx1\"\ndomains = [\"example.org\", \"example.com\"]\nstate_dir = \"{}\"\n\
+             [sources]\naliases = [\"{}\"]\npasswd = \"{}\"\nuid_min = 1000\n\
+             [timing]\ndebounce_ms = 20\nheartbeat_secs = 1\nrescan_secs = 300\n",
+            state.display(),
+            self.path("aliases").display(),
+            self.path("passwd").display()
+        );
+        for (url, key) in receivers {
+            text.push_str(&format!(
+                "[[receivers]]\nurl = \"{url}\"\nkey_file = \"{}\"\n",
+                key.display()
+            ));
+        }
+        let path = state.with_extension("toml");
+        std::fs::write(&path, text).expect("write agent config");
+        agent::config::Config::load_for_push(&path).expect("agent config")
+    }
+}
+
+/// A running agent (library `run`).
+pub struct RunningAgent {
+    token: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl RunningAgent {
+    /// Starts `agent::run::run` with `cfg`.
+    pub fn start(cfg: agent::config::Config) -> RunningAgent {
+        let token = tokio_util::sync::CancellationToken::new();
+        let t = token.clone();
+        let task =
+            tokio::spawn(
+                async move { agent::run::run(cfg, t).await.map_err(|e| format!("{e:#}")) },
+            );
+        RunningAgent { token, task }
+    }
+    /// Stops it and waits.
+    pub async fn stop(self) {
+        self.token.cancel();
+        assert_eq!(self.task.await.expect("agent task"), Ok(()));
+    }
+}
+
+/// Waits until the live `postfix/virtual` under `maps_dir` satisfies `cond`; returns whether it
+/// did within `limit`.
+pub async fn wait_virtual(maps_dir: &Path, limit: Duration, cond: impl Fn(&str) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(maps_dir.join("postfix/virtual")).unwrap_or_default();
+        if cond(&text) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,358 @@
+//! Pushing to receivers: one loop per receiver, each with its own retry state, so a dead
+//! receiver never delays the others.
+//!
+//! A loop pushes the current snapshot until that receiver has accepted its hash, then sends a
+//! heartbeat every `heartbeat_secs`; when a heartbeat reply says `need_snapshot`, it pushes
+//! again. Network errors and 5xx are retried with capped exponential backoff and jitter; a 409
+//! asks the core to move the version above the receiver's; a 423 (held by the shrink guard) and
+//! other 4xx are logged and not retried until the content changes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proto::wire::{ErrorBody, Heartbeat, HeartbeatReply, SnapshotReply};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Counters;
+
+/// The snapshot to deliver: version, hash and the zstd-compressed JSON body.
+#[derive(Debug)]
+pub struct Current {
+    /// Version.
+    pub version: u64,
+    /// Content hash.
+    pub hash: String,
+    /// The request body (zstd).
+    pub body: Vec<u8>,
+}
+
+/// What a receiver loop asks of the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// A receiver holds this version with another hash: move above it and push again.
+    RaiseAbove(u64),
+}
+
+/// One receiver's connection details.
+#[derive(Clone)]
+pub struct Target {
+    /// Base URL, no trailing slash.
+    pub url: String,
+    /// The shared secret.
+    pub key: Vec<u8>,
+    /// This agent's id.
+    pub agent: String,
+    /// Built once, with timeouts (and the receiver's CA, if any).
+    pub client: reqwest::Client,
+}
+
+/// How one push ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and live (200).
+    Accepted,
+    /// Worth trying again later: network error, timeout, 5xx.
+    Retry(String),
+    /// The receiver holds a higher version with another hash (409).
+    Conflict(u64),
+    /// Held by the shrink guard (423).
+    Held(String),
+    /// Refused for good (other 4xx): retrying the same bytes cannot help.
+    Refused(String),
+}
+
+async fn seq(counters: &Arc<Mutex<Counters>>) -> Result<u64, String> {
+    let c = Arc::clone(counters);
+    tokio::task::spawn_blocking(move || {
+        c.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_seq()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{e:#}"))
+}
+
+fn describe(status: reqwest::StatusCode, body: &str) -> (String, Option<ErrorBody>) {
+    let parsed: Option<ErrorBody> = serde_json::from_str(body).ok();
+    let msg = parsed.as_ref().map_or_else(
+        || body.chars().take(200).collect(),
+        |e| format!("{}: {}", e.error, e.message),
+    );
+    (format!("{status} {msg}"), parsed)
+}
+
+impl Target {
+    async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        zstd: bool,
+        counters: &Arc<Mutex<Counters>>,
+    ) -> Result<(reqwest::StatusCode, String), String> {
+        let seq = seq(counters).await?;
+        let auth = proto::sign::header(&self.key, &self.agent, "POST", path, seq, &body);
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("authorization", auth)
+            .header("content-type", "application/json");
+        if zstd {
+            req = req.header("content-encoding", "zstd");
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", self.url))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("{}: {e}", self.url))?;
+        Ok((status, text))
+    }
+
+    /// Pushes `cur` once.
+    pub async fn push(&self, cur: &Current, counters: &Arc<Mutex<Counters>>) -> Outcome {
+        let (status, text) = match self
+            .post("/v1/snapshots", cur.body.clone(), true, counters)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry(e),
+        };
+        let (msg, err) = describe(status, &text);
+        match status.as_u16() {
+            200 => match serde_json::from_str::<SnapshotReply>(&text) {
+                Ok(r) if r.hash == cur.hash => Outcome::Accepted,
+                Ok(r) => Outcome::Retry(format!(
+                    "receiver answered with hash {} for {}",
+                    r.hash, cur.hash
+                )),
+                Err(e) => Outcome::Retry(format!("unreadable reply: {e}")),
+            },
+            409 => match err.and_then(|e| e.applied_version) {
+                Some(v) => Outcome::Conflict(v),
+                None => Outcome::Refused(msg),
+            },
+            423 => Outcome::Held(msg),
+            // A replay (our sequence number behind) or a bad signature may clear: retry slowly.
+            401 | 408 | 429 => Outcome::Retry(msg),
+            s if s >= 500 => Outcome::Retry(msg),
+            _ => Outcome::Refused(msg),
+        }
+    }
+
+    /// Sends a heartbeat; returns whether the receiver wants the snapshot.
+    pub async fn heartbeat(
+        &self,
+        cur: &Current,
+        counters: &Arc<Mutex<Counters>>,
+    ) -> Result<bool, String> {
+        let body = serde_json::to_vec(&Heartbeat {
+            version: cur.version,
+            hash: cur.hash.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        let (status, text) = self.post("/v1/heartbeat", body, false, counters).await?;
+        if !status.is_success() {
+            return Err(describe(status, &text).0);
+        }
+        let r: HeartbeatReply =
+            serde_json::from_str(&text).map_err(|e| format!("unreadable heartbeat reply: {e}"))?;
+        Ok(r.need_snapshot)
+    }
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(30);
+
+    /// A fresh backoff.
+    pub fn new(seed: u64) -> Self {
+        Backoff {
+            next: Self::FIRST,
+            seed: seed | 1,
+        }
+    }
+    /// The next delay: the current step with ±25% jitter, then the step doubles up to the cap.
+    pub fn delay(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let base = self.next.as_millis() as u64;
+        let jitter = (self.seed % (base / 2 + 1)) as i64 - (base / 4) as i64;
+        self.next = (self.next * 2).min(Self::CAP);
+        Duration::from_millis((base as i64 + jitter).max(1) as u64)
+    }
+    /// Back to the first step.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Delivers `current` to `target` until `shutdown`.
+pub async fn receiver_loop(
+    target: Target,
+    mut current: watch::Receiver<Option<Arc<Current>>>,
+    control: mpsc::UnboundedSender<Control>,
+    counters: Arc<Mutex<Counters>>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+) {
+    let url = target.url.clone();
+    let mut delivered: Option<String> = None;
+    let mut given_up: Option<String> = None;
+    let mut backoff = Backoff::new(
+        url.bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b))),
+    );
+    let mut next_heartbeat = tokio::time::Instant::now() + heartbeat;
+    let mut failing = false;
+    loop {
+        let cur = current.borrow_and_update().clone();
+        let Some(cur) = cur else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = current.changed() => if r.is_err() { return } else { continue },
+            }
+        };
+        let wait =
+            if delivered.as_deref() != Some(&cur.hash) && given_up.as_deref() != Some(&cur.hash) {
+                match target.push(&cur, &counters).await {
+                    Outcome::Accepted => {
+                        if failing {
+                            tracing::info!(
+                                receiver = url,
+                                version = cur.version,
+                                "receiver reachable again"
+                            );
+                        }
+                        tracing::info!(receiver = url, version = cur.version, "snapshot accepted");
+                        failing = false;
+                        delivered = Some(cur.hash.clone());
+                        backoff.reset();
+                        next_heartbeat = tokio::time::Instant::now() + heartbeat;
+                        None
+                    }
+                    Outcome::Retry(e) => {
+                        let d = backoff.delay();
+                        if !failing {
+                            tracing::warn!(
+                                receiver = url,
+                                error = e,
+                                retry_in_ms = d.as_millis() as u64,
+                                "push failed; retrying"
+                            );
+                        }
+                        failing = true;
+                        Some(d)
+                    }
+                    Outcome::Conflict(v) => {
+                        tracing::warn!(
+                            receiver = url,
+                            receiver_version = v,
+                            "receiver holds a higher version; moving above it"
+                        );
+                        let _ = control.send(Control::RaiseAbove(v));
+                        given_up = Some(cur.hash.clone());
+                        None
+                    }
+                    Outcome::Held(e) => {
+                        tracing::error!(
+                            receiver = url,
+                            version = cur.version,
+                            error = e,
+                            "snapshot held by the receiver's shrink guard"
+                        );
+                        given_up = Some(cur.hash.clone());
+                        None
+                    }
+                    Outcome::Refused(e) => {
+                        tracing::error!(
+                            receiver = url,
+                            version = cur.version,
+                            error = e,
+                            "snapshot refused"
+                        );
+                        given_up = Some(cur.hash.clone());
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+        let sleep_until = match wait {
+            Some(d) => tokio::time::Instant::now() + d,
+            None if delivered.as_deref() == Some(&cur.hash)
+                || given_up.as_deref() == Some(&cur.hash) =>
+            {
+                next_heartbeat
+            }
+            None => continue,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = current.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(sleep_until) => {
+                if wait.is_none() {
+                    next_heartbeat = tokio::time::Instant::now() + heartbeat;
+                    match target.heartbeat(&cur, &counters).await {
+                        Ok(true) => {
+                            delivered = None;
+                            given_up = None;
+                        }
+                        Ok(false) => {
+                            if failing {
+                                tracing::info!(receiver = url, "receiver reachable again");
+                            }
+                            failing = false;
+                        }
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!(receiver = url, error = e, "heartbeat failed");
+                            }
+                            failing = true;
+                            // Whatever the receiver holds now, find out by pushing when it is back.
+                            delivered = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Backoff bounds.
+
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(42);
+        let mut prev_base = 100u64;
+        for i in 0..20 {
+            let d = b.delay().as_millis() as u64;
+            let base = (100u64 << i.min(9)).min(30_000);
+            assert!(
+                d >= base * 3 / 4 && d <= base * 5 / 4 + 1,
+                "step {i}: {d} vs {base}"
+            );
+            assert!(base >= prev_base);
+            prev_base = base;
+        }
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(126));
+    }
+}

@@ -1,0 +1,302 @@
+//! `mxsync-agent run` and `once`: collect, version, sign and push; watch and heartbeat.
+//!
+//! One task owns the state. The `notify` callback only forwards events into a channel; every
+//! event is a hint to read the sources again and re-hash (after `debounce_ms` of quiet), and a
+//! full rescan runs every `rescan_secs` whatever the events said, so a lost event or an inotify
+//! limit can delay a change but never lose it. Parent directories are watched (editors and
+//! `postalias`-style tools replace files by rename; a file may not exist yet), and the watch set
+//! follows the collected paths as aliases start or stop naming `:include:` files.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::Watcher;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::collect::{Collected, collect};
+use crate::config::Config;
+use crate::push::{Control, Current, Outcome, Target, receiver_loop};
+use crate::state::Counters;
+
+/// Builds the per-receiver targets (one HTTP client each, built once, with timeouts).
+pub fn targets(cfg: &Config) -> anyhow::Result<Vec<Target>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut out = Vec::new();
+    for r in &cfg.receivers {
+        let key = crate::config::read_secret(&r.key_file).map_err(anyhow::Error::msg)?;
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(300));
+        if let Some(ca) = &r.ca_file {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("parsing {}", ca.display()))?;
+            b = b.tls_certs_only([cert]);
+        }
+        out.push(Target {
+            url: r.url.trim_end_matches('/').to_string(),
+            key: key.into_bytes(),
+            agent: cfg.agent_id.clone(),
+            client: b
+                .build()
+                .with_context(|| format!("building the http client for {}", r.url))?,
+        });
+    }
+    Ok(out)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Serializes and compresses a snapshot of `content` at `version`.
+pub fn encode(agent: &str, version: u64, content: &proto::Content) -> anyhow::Result<Current> {
+    let hash = content.hash();
+    let snap = proto::Snapshot {
+        format: proto::snapshot::FORMAT,
+        agent: agent.to_string(),
+        version,
+        hash: hash.clone(),
+        created_at: now_secs(),
+        content: content.clone(),
+    };
+    let json = serde_json::to_vec(&snap)?;
+    let body = zstd::stream::encode_all(&json[..], 3)?;
+    Ok(Current {
+        version,
+        hash,
+        body,
+    })
+}
+
+async fn collect_async(cfg: &Arc<Config>) -> anyhow::Result<Collected> {
+    let c = Arc::clone(cfg);
+    tokio::task::spawn_blocking(move || collect(&c.domains(), &c.sources))
+        .await
+        .context("collect task")
+}
+
+/// Directories to watch for `paths`: each file's parent (or, where it does not exist yet, the
+/// nearest existing ancestor), and directories themselves (glob patterns).
+fn watch_dirs(paths: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for p in paths {
+        let mut dir = if p.is_dir() {
+            p.clone()
+        } else {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        while !dir.as_os_str().is_empty() && !dir.is_dir() {
+            dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        }
+        if !dir.as_os_str().is_empty() {
+            out.insert(dir);
+        }
+    }
+    out
+}
+
+/// Whether a file event concerns a collected path (or a directory on the way to one).
+fn relevant(event: &notify::Event, paths: &BTreeSet<PathBuf>) -> bool {
+    event.paths.iter().any(|p| {
+        paths.contains(p)
+            || paths
+                .iter()
+                .any(|w| w.starts_with(p) || p.parent().is_some_and(|d| d == w))
+    })
+}
+
+/// The watcher and the directories it watches.
+struct Watches {
+    watcher: notify::RecommendedWatcher,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Watches {
+    fn update(&mut self, paths: &BTreeSet<PathBuf>) {
+        let want = watch_dirs(paths);
+        for gone in self.dirs.difference(&want) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        let mut added = BTreeSet::new();
+        for new in want.difference(&self.dirs) {
+            match self.watcher.watch(new, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    added.insert(new.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %new.display(), error = %e, "cannot watch; changes there are found by the periodic rescan")
+                }
+            }
+        }
+        self.dirs.retain(|d| want.contains(d));
+        self.dirs.extend(added);
+    }
+}
+
+/// Runs the agent until `shutdown`: watch, collect, push to every receiver, heartbeat.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let counters = Arc::new(Mutex::new(Counters::load(&cfg.state_dir)?));
+    let targets = targets(&cfg)?;
+    let (cur_tx, cur_rx) = watch::channel::<Option<Arc<Current>>>(None);
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
+    let tracker = TaskTracker::new();
+    let heartbeat = Duration::from_secs(cfg.timing.heartbeat_secs);
+    for t in targets {
+        tracker.spawn(receiver_loop(
+            t,
+            cur_rx.clone(),
+            ctl_tx.clone(),
+            Arc::clone(&counters),
+            heartbeat,
+            shutdown.clone(),
+        ));
+    }
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Event>();
+    let watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+        if let Ok(e) = r {
+            let _ = ev_tx.send(e);
+        }
+    })
+    .context("starting the file watcher")?;
+    let mut watches = Watches {
+        watcher,
+        dirs: BTreeSet::new(),
+    };
+    let debounce = Duration::from_millis(cfg.timing.debounce_ms);
+    let rescan = Duration::from_secs(cfg.timing.rescan_secs);
+    tracing::info!(
+        agent = cfg.agent_id,
+        receivers = cfg.receivers.len(),
+        "mxsync-agent started"
+    );
+
+    let mut content: Option<Arc<proto::Content>> = None;
+    let mut paths = BTreeSet::new();
+    let mut dirty = true;
+    let mut next_rescan = tokio::time::Instant::now() + rescan;
+    loop {
+        if dirty {
+            dirty = false;
+            let c = collect_async(&cfg).await?;
+            watches.update(&c.paths);
+            paths = c.paths;
+            let hash = c.content.hash();
+            let same = content.as_ref().is_some_and(|old| old.hash() == hash);
+            if !same {
+                let version = {
+                    let counters = Arc::clone(&counters);
+                    let h = hash.clone();
+                    tokio::task::spawn_blocking(move || {
+                        counters
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .observe(&h)
+                    })
+                    .await??
+                };
+                let cur = encode(&cfg.agent_id, version, &c.content)?;
+                tracing::info!(
+                    version,
+                    hash = &hash[..16],
+                    diagnostics = c.content.diagnostics.len(),
+                    "new snapshot"
+                );
+                content = Some(Arc::new(c.content));
+                cur_tx.send_replace(Some(Arc::new(cur)));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(ev) = ev_rx.recv() => {
+                if relevant(&ev, &paths) {
+                    // Debounce: wait for quiet, swallowing further events.
+                    let deadline = tokio::time::Instant::now() + debounce;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            more = ev_rx.recv() => if more.is_none() { break },
+                        }
+                    }
+                    dirty = true;
+                }
+            }
+            _ = tokio::time::sleep_until(next_rescan) => {
+                next_rescan = tokio::time::Instant::now() + rescan;
+                dirty = true;
+            }
+            Some(Control::RaiseAbove(v)) = ctl_rx.recv() => {
+                if let Some(c) = &content {
+                    let counters2 = Arc::clone(&counters);
+                    let version = tokio::task::spawn_blocking(move || counters2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).raise_above(v)).await??;
+                    let cur_version = cur_tx.borrow().as_ref().map_or(0, |c| c.version);
+                    if version != cur_version {
+                        tracing::info!(version, "version moved above the receiver's");
+                        cur_tx.send_replace(Some(Arc::new(encode(&cfg.agent_id, version, c)?)));
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("mxsync-agent stop requested");
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight pushes abandoned after 10 s");
+    }
+    tracing::info!("mxsync-agent stopped");
+    Ok(())
+}
+
+/// Collects once and pushes to every receiver; `Ok(true)` only if every receiver accepted.
+pub async fn once(cfg: Config) -> anyhow::Result<bool> {
+    let cfg = Arc::new(cfg);
+    let counters = Arc::new(Mutex::new(Counters::load(&cfg.state_dir)?));
+    let c = collect_async(&cfg).await?;
+    let hash = c.content.hash();
+    let mut version = counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .observe(&hash)?;
+    let mut ok = true;
+    for t in targets(&cfg)? {
+        let mut attempts = 0;
+        let mut backoff = crate::push::Backoff::new(7);
+        loop {
+            attempts += 1;
+            let cur = encode(&cfg.agent_id, version, &c.content)?;
+            match t.push(&cur, &counters).await {
+                Outcome::Accepted => {
+                    println!("{}: accepted version {version}", t.url);
+                    break;
+                }
+                Outcome::Conflict(v) if attempts < 3 => {
+                    version = counters
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .raise_above(v)?;
+                }
+                Outcome::Retry(e) if attempts < 4 => {
+                    tracing::warn!(receiver = t.url, error = e, "push failed; retrying");
+                    tokio::time::sleep(backoff.delay()).await;
+                }
+                other => {
+                    println!("{}: not accepted: {other:?}", t.url);
+                    ok = false;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
