@@ -2,6 +2,7 @@
 //!
 //! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
 //! - `agent`: `mxsync-agent run` against a real server: every kind of edit, none lost.
+//! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
 //!
@@ -11,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent;
+mod demo;
 mod examples;
 mod server;
 mod tidy;
