@@ -4,6 +4,7 @@
 //! - `agent`: `mxsync-agent run` against a real server: every kind of edit, none lost.
 //! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
+//! - `postfix`: the proof in a real Postfix, driven by swaks.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
 //!
 //! Helpers (binaries, temporary directories, waiting with deadlines) are in the crate's `src/lib.rs`.
@@ -14,5 +15,6 @@
 mod agent;
 mod demo;
 mod examples;
+mod postfix;
 mod server;
 mod tidy;

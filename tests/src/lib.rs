@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests in `it/`: finding the workspace's binaries, temporary
 //! directories, and waiting on conditions with a deadline (never fixed sleeps).
 
+pub mod smtp;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
