@@ -172,7 +172,6 @@ impl Primary {
     }
 
     /// Writes the primary under `root`: `aliases`, `passwd`, `lists/`, `home/*/`.
-    #[allow(dead_code)]
     pub(crate) fn write(&self, root: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(root.join("lists"))?;
         std::fs::write(root.join("aliases"), &self.aliases)?;

@@ -2,11 +2,20 @@
 //! table of figures (and, where a peer exists, the peer's figure from the same run and the ratio).
 //! Nothing is asserted: results go to `bench/README.md` and the issue notes.
 //!
-//! `cargo run --release -p bench -- proto [N]`: parse, hash and plan a generated N-alias primary.
+//! - `bench proto [N]`: parse, hash and plan a generated N-alias primary (in process).
+//! - `bench apply [N]`: time from request to 200 of an N-alias snapshot in a `mxsync-server`
+//!   child process, its peak RSS, and `postalias` on the same aliases file in the same run.
+//! - `bench latency [EDITS]`: edit-to-rendered-map latency through `mxsync-agent` and
+//!   `mxsync-server` child processes on loopback, and same-size bursts within a second.
+//! - `bench idle`: the agent's and server's RSS at rest and CPU per heartbeat.
+//!
+//! Build the binaries first: `cargo build --release --bins`.
 
 mod data;
+mod procs;
 
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Peak resident set size of this process so far, in MiB (VmHWM).
 fn peak_rss_mib() -> f64 {
@@ -68,18 +77,272 @@ fn proto_scenario(n: usize) {
     );
 }
 
+fn post_snapshot(port: u16, body: Vec<u8>, seq: u64) -> anyhow::Result<(u16, String)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let auth = proto::sign::header(
+            procs::KEY.as_bytes(),
+            "mx1",
+            "POST",
+            "/v1/snapshots",
+            seq,
+            &body,
+        );
+        let r = reqwest::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()?
+            .post(format!("http://127.0.0.1:{port}/v1/snapshots"))
+            .header("authorization", auth)
+            .header("content-encoding", "zstd")
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await?))
+    })
+}
+
+fn apply_scenario(n: usize) -> anyhow::Result<()> {
+    let server_bin = procs::bin("mxsync-server")?;
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("primary");
+    let root_s = root.display().to_string();
+    let p = data::primary(n, &root_s);
+    p.write(&root)?;
+    let content = p.content(&root_s);
+    let hash = content.hash();
+    let snap = proto::Snapshot {
+        format: 1,
+        agent: "mx1".into(),
+        version: 1,
+        hash,
+        created_at: 0,
+        content,
+    };
+    let json = serde_json::to_vec(&snap)?;
+    drop(snap);
+    let body = zstd::stream::encode_all(&json[..], 3)?;
+    let (json_mib, body_mib) = (json.len() as f64 / 1048576.0, body.len() as f64 / 1048576.0);
+    drop(json);
+    let sdir = tmp.path().join("secondary");
+    std::fs::create_dir_all(&sdir)?;
+    let port = procs::free_port()?;
+    let cfg = procs::server_config(&sdir, port, "")?;
+    let server = procs::spawn(&server_bin, &cfg)?;
+    procs::wait_healthy(port)?;
+    let rss_idle = procs::status_mib(server.0.id(), "VmRSS:");
+    let t = Instant::now();
+    let (status, reply) = post_snapshot(port, body, 1)?;
+    let ours = t.elapsed().as_secs_f64();
+    anyhow::ensure!(status == 200, "push refused: {status} {reply}");
+    let peak = procs::status_mib(server.0.id(), "VmHWM:");
+    drop(server);
+    let aliases_mib = p.aliases.len() as f64 / 1048576.0;
+    println!(
+        "scenario: apply, {n} aliases ({aliases_mib:.1} MiB aliases file), snapshot {json_mib:.0} MiB JSON, {body_mib:.1} MiB zstd"
+    );
+    println!("| measure | mxsync-server | postalias | ratio |");
+    println!("|---|---|---|---|");
+    match postalias(&root.join("aliases")) {
+        Ok(secs) => println!(
+            "| request to 200 (verify, inflate, plan, store, render, fsync, switch) | {ours:.2} s | {secs:.2} s | {:.2} |",
+            ours / secs
+        ),
+        Err(e) => println!("| request to 200 | {ours:.2} s | not run: {e} | - |"),
+    }
+    println!("| peak RSS of the server process | {peak:.0} MiB (idle {rss_idle:.0} MiB) | - | - |");
+    Ok(())
+}
+
+/// Times `postalias` on `aliases` (hash: table) with a private configuration directory.
+fn postalias(aliases: &Path) -> anyhow::Result<f64> {
+    let bin = ["/usr/sbin/postalias", "/usr/bin/postalias"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| anyhow::anyhow!("postalias missing (apt-get install postfix)"))?;
+    let conf = tempfile::tempdir()?;
+    std::fs::write(
+        conf.path().join("main.cf"),
+        "compatibility_level = 3.6\nsmtputf8_enable = no\n",
+    )?;
+    let t = Instant::now();
+    let out = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(conf.path())
+        .arg(format!("hash:{}", aliases.display()))
+        .output()?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        out.status.success(),
+        "postalias failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(secs)
+}
+
+/// A server and an agent (release binaries) over a small primary.
+struct Pair {
+    _tmp: tempfile::TempDir,
+    server: procs::Proc,
+    agent: procs::Proc,
+    aliases: std::path::PathBuf,
+    virt: std::path::PathBuf,
+}
+
+fn pair(debounce_ms: u64, heartbeat_secs: u64) -> anyhow::Result<Pair> {
+    let tmp = tempfile::tempdir()?;
+    let sdir = tmp.path().join("secondary");
+    let pdir = tmp.path().join("primary");
+    std::fs::create_dir_all(&sdir)?;
+    std::fs::create_dir_all(&pdir)?;
+    let port = procs::free_port()?;
+    let scfg = procs::server_config(&sdir, port, "")?;
+    let server = procs::spawn(&procs::bin("mxsync-server")?, &scfg)?;
+    procs::wait_healthy(port)?;
+    let aliases = pdir.join("aliases");
+    std::fs::write(&aliases, small_aliases(0))?;
+    std::fs::write(pdir.join("passwd"), "")?;
+    procs::secret(&tmp.path().join("agent.key"), procs::KEY)?;
+    let acfg = tmp.path().join("agent.toml");
+    std::fs::write(
+        &acfg,
+        format!(
+            "agent_id = \"mx1\"\ndomains = [\"example.org\"]\nstate_dir = \"agent-state\"\n\
+             [sources]\naliases = [\"primary/aliases\"]\npasswd = \"primary/passwd\"\n\
+             [timing]\ndebounce_ms = {debounce_ms}\nheartbeat_secs = {heartbeat_secs}\nrescan_secs = 300\n\
+             [[receivers]]\nurl = \"http://127.0.0.1:{port}\"\nkey_file = \"agent.key\"\n"
+        ),
+    )?;
+    let agent = procs::spawn(&procs::bin("mxsync-agent")?, &acfg)?;
+    let virt = sdir.join("maps/postfix/virtual");
+    let up = procs::wait(Duration::from_secs(30), || {
+        std::fs::read_to_string(&virt).is_ok_and(|v| v.contains("marker@"))
+    });
+    anyhow::ensure!(up.is_some(), "the first snapshot never arrived");
+    Ok(Pair {
+        _tmp: tmp,
+        server,
+        agent,
+        aliases,
+        virt,
+    })
+}
+
+/// 100 aliases plus a `marker` whose target carries `i` (always the same size).
+fn small_aliases(i: usize) -> String {
+    let mut s = format!("marker: m{i:07}@remote.example\n");
+    for k in 0..100 {
+        s.push_str(&format!(
+            "a{k}: a{k}@remote{}.example, b{k}@other.example\n",
+            k % 7
+        ));
+    }
+    s
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn live(pr: &Pair, i: usize, limit: Duration) -> bool {
+    let needle = format!("marker@example.org m{i:07}@remote.example");
+    procs::wait(limit, || {
+        std::fs::read_to_string(&pr.virt).is_ok_and(|v| v.contains(&needle))
+    })
+    .is_some()
+}
+
+fn latency_scenario(edits: usize) -> anyhow::Result<()> {
+    let pr = pair(20, 30)?;
+    let mut lat = Vec::new();
+    let mut lost = 0;
+    for i in 1..=edits {
+        let t = Instant::now();
+        std::fs::write(&pr.aliases, small_aliases(i))?;
+        if live(&pr, i, Duration::from_secs(5)) {
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        } else {
+            lost += 1;
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    // Bursts: ten same-size edits within half a second; the last must become live.
+    let mut burst_lost = 0;
+    for b in 0..20 {
+        let base = 1_000_000 + b * 10;
+        for k in 0..10 {
+            std::fs::write(&pr.aliases, small_aliases(base + k))?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !live(&pr, base + 9, Duration::from_secs(5)) {
+            burst_lost += 1;
+        }
+    }
+    println!(
+        "scenario: latency, {edits} sequential edits of a 101-alias file, debounce_ms = 20, loopback"
+    );
+    println!("| measure | mxsync |");
+    println!("|---|---|");
+    println!(
+        "| edit to rendered map, p50 | {:.1} ms |",
+        percentile(&lat, 0.5)
+    );
+    println!(
+        "| edit to rendered map, p99 | {:.1} ms |",
+        percentile(&lat, 0.99)
+    );
+    println!(
+        "| edit to rendered map, max | {:.1} ms |",
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("| lost edits (not live within 5 s) | {lost} of {edits} |");
+    println!("| lost bursts (10 same-size edits in 0.5 s, last not live) | {burst_lost} of 20 |");
+    Ok(())
+}
+
+fn idle_scenario() -> anyhow::Result<()> {
+    let pr = pair(50, 1)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, s) = (pr.agent.0.id(), pr.server.0.id());
+    let (a0, s0) = (procs::cpu_secs(a), procs::cpu_secs(s));
+    let secs = 20;
+    std::thread::sleep(Duration::from_secs(secs));
+    let (a1, s1) = (procs::cpu_secs(a), procs::cpu_secs(s));
+    println!("scenario: idle, 101-alias primary, heartbeat_secs = 1, measured over {secs} s");
+    println!("| measure | mxsync-agent | mxsync-server |");
+    println!("|---|---|---|");
+    println!(
+        "| RSS at rest | {:.1} MiB | {:.1} MiB |",
+        procs::status_mib(a, "VmRSS:"),
+        procs::status_mib(s, "VmRSS:")
+    );
+    println!(
+        "| CPU per heartbeat (user+sys; 10 ms clock ticks) | {:.2} ms | {:.2} ms |",
+        (a1 - a0) * 1000.0 / secs as f64,
+        (s1 - s0) * 1000.0 / secs as f64
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let n = |d: usize| -> anyhow::Result<usize> {
+        Ok(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(d))
+    };
     match args.first().map(String::as_str) {
         Some("proto") => {
-            let n = args
-                .get(1)
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or(1_000_000);
-            proto_scenario(n);
+            proto_scenario(n(1_000_000)?);
             Ok(())
         }
-        _ => anyhow::bail!("usage: bench proto [N]"),
+        Some("apply") => apply_scenario(n(1_000_000)?),
+        Some("latency") => latency_scenario(n(1000)?),
+        Some("idle") => idle_scenario(),
+        _ => anyhow::bail!("usage: bench proto [N] | apply [N] | latency [EDITS] | idle"),
     }
 }

@@ -160,8 +160,11 @@ pub fn snapshot(
     {
         return Err(ApiError::Held(h.why.clone()));
     }
-    let stored =
-        zstd::stream::encode_all(&json[..], 3).map_err(|e| ApiError::Internal(e.into()))?;
+    // Kept compressed for a later restart or release: a zstd body as it came, else compressed here.
+    let stored = match encoding.map(str::trim) {
+        Some("zstd") => body.to_vec(),
+        _ => zstd::stream::encode_all(&json[..], 3).map_err(|e| ApiError::Internal(e.into()))?,
+    };
     drop(json);
     let addresses = proto::plan::address_count(&snap.content) as u64;
     if let Some(a) = &applied {
@@ -441,7 +444,8 @@ pub fn release(server: &Arc<Server>, agent: &str) -> anyhow::Result<()> {
         .body(h.snapshot)?
         .context("the held snapshot's body is gone")?;
     let json = zstd::stream::decode_all(&body[..])?;
-    let snap: Snapshot = serde_json::from_slice(&json)?;
+    let mut snap: Snapshot = serde_json::from_slice(&json)?;
+    snap.content.normalize();
     tracing::warn!(
         agent,
         version = snap.version,

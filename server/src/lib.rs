@@ -126,7 +126,11 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Decompresses a stored body and parses it.
 fn decode_stored(body: &[u8]) -> anyhow::Result<proto::Snapshot> {
     let json = zstd::stream::decode_all(body).context("decompressing a stored snapshot")?;
-    serde_json::from_slice(&json).context("parsing a stored snapshot")
+    let mut snap: proto::Snapshot =
+        serde_json::from_slice(&json).context("parsing a stored snapshot")?;
+    // Stored as the agent sent it; the server works on normalized content.
+    snap.content.normalize();
+    Ok(snap)
 }
 
 impl Server {
