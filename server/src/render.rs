@@ -58,8 +58,26 @@ pub const POSTFIX: [&str; 4] = [
     "postfix/transport",
     "postfix/relay_domains",
 ];
-/// The files of the Exim format.
-pub const EXIM: [&str; 3] = ["exim/forward", "exim/recipients", "exim/domains"];
+/// The files of the Exim format (`routes`: each domain's primary, for a manualroute router).
+pub const EXIM: [&str; 4] = [
+    "exim/forward",
+    "exim/recipients",
+    "exim/domains",
+    "exim/routes",
+];
+
+/// `[host]:port` (validated by the configuration) as an Exim host list item: `host::port`
+/// (a doubled colon is a literal one in Exim lists).
+fn exim_route(primary: &str) -> String {
+    let inner = primary.trim_start_matches('[');
+    match inner.split_once(']') {
+        Some((host, port)) => match port.strip_prefix(':') {
+            Some(port) => format!("{host}::{port}"),
+            None => host.to_string(),
+        },
+        None => inner.to_string(),
+    }
+}
 
 /// Renders the maps of all `agents` in the requested `formats` (`postfix`, `exim`).
 pub fn render(agents: &[AgentMaps<'_>], formats: &[String]) -> Result<Rendered, RenderError> {
@@ -94,6 +112,9 @@ pub fn render(agents: &[AgentMaps<'_>], formats: &[String]) -> Result<Rendered, 
             }
             if let Some(b) = bufs.get_mut("postfix/transport") {
                 let _ = writeln!(b, "{d} relay:{}", a.primary);
+            }
+            if let Some(b) = bufs.get_mut("exim/routes") {
+                let _ = writeln!(b, "{d}: {}", exim_route(a.primary));
             }
             for f in ["postfix/relay_domains", "exim/domains"] {
                 if let Some(b) = bufs.get_mut(f) {

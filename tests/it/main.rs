@@ -3,6 +3,7 @@
 //! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
 //! - `agent`: `mxsync-agent run` against a real server: every kind of edit, none lost.
 //! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
+//! - `exim`: the proof in a real Exim (`exim4 -bt` with the shipped routers).
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
 //! - `postfix`: the proof in a real Postfix, driven by swaks.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
@@ -15,6 +16,7 @@
 mod agent;
 mod demo;
 mod examples;
+mod exim;
 mod postfix;
 mod server;
 mod tidy;

@@ -60,7 +60,7 @@ fn every_format_is_pinned() {
         },
     ];
     let r = render(&agents, &["postfix".into(), "exim".into()]).unwrap();
-    assert_eq!(r.files.len(), 7);
+    assert_eq!(r.files.len(), 8);
     for (name, bytes) in &r.files {
         golden(name, bytes);
     }
@@ -69,7 +69,12 @@ fn every_format_is_pinned() {
     let only = render(&agents[..1], &["exim".into()]).unwrap();
     assert_eq!(
         only.files.keys().collect::<Vec<_>>(),
-        ["exim/domains", "exim/forward", "exim/recipients"]
+        [
+            "exim/domains",
+            "exim/forward",
+            "exim/recipients",
+            "exim/routes"
+        ]
     );
 }
 
@@ -98,6 +103,9 @@ fn line_ok(file: &str, line: &str) -> bool {
     let addr_or = |t: &str| proto::addr::valid_address(t.trim_end_matches(':'));
     match file {
         "postfix/relay_recipients" => tokens.len() == 2 && addr_or(tokens[0]) && tokens[1] == "OK",
+        "exim/routes" => {
+            tokens.len() == 2 && proto::addr::valid_domain(tokens[0].trim_end_matches(':'))
+        }
         "postfix/transport" => {
             tokens.len() == 2
                 && proto::addr::valid_domain(tokens[0])
