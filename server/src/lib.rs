@@ -23,6 +23,7 @@ pub mod render;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -480,10 +481,21 @@ pub async fn run(
         server: Arc::clone(&server),
     });
     let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("http server")?;
+    let drain = async move { stop.cancelled().await };
+    match &server.cfg.config.tls {
+        Some(tls) => {
+            let acceptor = tls::acceptor(&tls.cert_file, &tls.key_file)?;
+            let listener = tls::TlsListener::new(listener, acceptor).context("tls listener")?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drain)
+                .await
+                .context("https server")?;
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(drain)
+            .await
+            .context("http server")?,
+    }
     tracing::info!("mxsync-server stop requested; draining");
     let _ = watcher.await;
     server.tracker.close();

@@ -1,5 +1,6 @@
 //! mxsync's end-to-end tests: one test binary, one module per area.
 //!
+//! - `tls`: agent to server over rustls with certificates made in the test.
 //! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
 //! - `agent`: `mxsync-agent run` against a real server: every kind of edit, none lost.
 //! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
@@ -20,3 +21,4 @@ mod exim;
 mod postfix;
 mod server;
 mod tidy;
+mod tls;
