@@ -57,6 +57,13 @@ fn webhook_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
             let mut r = BufReader::new(stream);
             let mut len = 0usize;
             let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let request: String = line
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            line.clear();
             while r.read_line(&mut line).unwrap_or(0) > 2 {
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap_or(0);
@@ -65,9 +72,13 @@ fn webhook_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
             }
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
-            g.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&body).into_owned());
+            // A POST is kept as its body (the JSON), anything else as its request line.
+            let body = String::from_utf8_lossy(&body).into_owned();
+            g.lock().unwrap().push(if request.starts_with("POST") {
+                body
+            } else {
+                request
+            });
             let _ = r
                 .get_mut()
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
@@ -140,4 +151,68 @@ async fn transitions_fire_each_alert_exactly_once() {
     tokio::time::resume();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(got.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn the_command_and_ping_sinks_follow_every_change() {
+    let (url, got) = webhook_receiver();
+    let base = url.trim_end_matches("/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alerts.jsonl");
+    let h = Harness::new(&format!(
+        "[alerts]\ncommand = [\"/bin/sh\", \"-c\", \"cat >> {0}; echo >> {0}\"]\nping_url = \"{base}/hc\"\n",
+        log.display()
+    ));
+    let s = snapshot("a: r@remote.net\n", 1);
+    tokio::time::pause();
+    let server = h.server.clone();
+    crate::ingest::snapshot(&server, "mx1", &serde_json::to_vec(&s).unwrap(), None).unwrap();
+    let steps = [
+        (0, "fresh", Some("GET /hc")),
+        (91, "late", None),
+        (210, "stale", Some("GET /hc/fail")),
+    ];
+    let mut pings = 0;
+    for (advance, state, ping) in steps {
+        tokio::time::advance(Duration::from_secs(advance)).await;
+        server.check_freshness();
+        pings += usize::from(ping.is_some());
+        let seen = requests(&got, pings).await;
+        if let Some(p) = ping {
+            assert_eq!(seen.last().map(String::as_str), Some(p), "{state}");
+        }
+        // The command got the change too (one JSON object per line).
+        tokio::time::resume();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if lines.iter().any(|v| v["new"] == state) || std::time::Instant::now() > deadline {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        tokio::time::pause();
+        assert_eq!(
+            lines.last().map(|v| v["new"].clone()),
+            Some(serde_json::json!(state)),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(requests(&got, 2).await, ["GET /hc", "GET /hc/fail"]);
+}
+
+/// Waits (in real time) until `n` requests arrived; returns them as recorded.
+async fn requests(got: &Arc<Mutex<Vec<String>>>, n: usize) -> Vec<String> {
+    tokio::time::resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::pause();
+    got.lock().unwrap().clone()
 }
