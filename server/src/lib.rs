@@ -124,6 +124,30 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A crash between switching the maps and recording the apply leaves the live maps one version
+/// ahead of the database. Adopt that version (its snapshot was stored, with its body, before the
+/// apply began), so that the start-up render does not roll the maps back.
+fn adopt_live_maps(cfg: &Loaded, store: &mut Store) -> anyhow::Result<()> {
+    for (agent, version, hash) in maps::live_versions(&cfg.config.output.dir) {
+        let Some(row) = store.agent(&agent)? else {
+            continue;
+        };
+        if row.applied_version.is_some_and(|v| v >= version) {
+            continue;
+        }
+        if let Some(id) = store.find_with_body(&agent, version, &hash)? {
+            tracing::warn!(
+                agent,
+                version,
+                "the live maps are newer than the recorded apply (a crash in between); adopting them"
+            );
+            store.set_applied(&agent, id, version, &hash, now_secs(), 0)?;
+            store.set_outcome(id, "applied", None, Some(now_secs()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Decompresses a stored body and parses it.
 fn decode_stored(body: &[u8]) -> anyhow::Result<proto::Snapshot> {
     let json = zstd::stream::decode_all(body).context("decompressing a stored snapshot")?;
@@ -145,8 +169,9 @@ impl Server {
     }
 
     /// Like [`Server::open`] with a given store (tests use an in-memory one).
-    pub fn with_store(cfg: Loaded, store: Store) -> anyhow::Result<Arc<Server>> {
+    pub fn with_store(cfg: Loaded, mut store: Store) -> anyhow::Result<Arc<Server>> {
         store.ensure_agents(cfg.config.agents.iter().map(|a| a.id.as_str()))?;
+        adopt_live_maps(&cfg, &mut store)?;
         let mut live = BTreeMap::new();
         let now = Instant::now();
         let wall = now_secs();

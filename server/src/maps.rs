@@ -49,6 +49,31 @@ pub fn current(dir: &Path) -> Option<PathBuf> {
     Some(dir.join(target))
 }
 
+/// The agents, versions and hashes named in the header of the live set (`# agent ID version V
+/// hash H` lines), read from its first file; empty when nothing is live.
+pub fn live_versions(dir: &Path) -> Vec<(String, u64, String)> {
+    let Some(cur) = current(dir) else {
+        return Vec::new();
+    };
+    let files = crate::render::POSTFIX
+        .iter()
+        .chain(crate::render::EXIM.iter());
+    let Some(text) = files
+        .filter_map(|f| fs::read_to_string(cur.join(f)).ok())
+        .next()
+    else {
+        return Vec::new();
+    };
+    text.lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("# agent ")?.split(' ');
+            let (id, _, v, _, h) = (w.next()?, w.next()?, w.next()?, w.next()?, w.next()?);
+            Some((id.to_string(), v.parse().ok()?, h.to_string()))
+        })
+        .collect()
+}
+
 /// Whether the live set equals `rendered` byte for byte.
 pub fn is_current(dir: &Path, rendered: &Rendered) -> bool {
     let Some(cur) = current(dir) else {

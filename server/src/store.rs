@@ -356,6 +356,19 @@ impl Store {
         Ok(())
     }
 
+    /// The history row of `agent`'s snapshot `version` with `hash`, if its body is kept.
+    pub fn find_with_body(&self, agent: &str, version: u64, hash: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM snapshots WHERE agent = ?1 AND version = ?2 AND hash = ?3 AND body IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![agent, version as i64, hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Stores the plan counts of a history row.
     pub fn set_counts(&self, id: i64, c: Counts) -> Result<()> {
         self.conn.execute(

@@ -3,6 +3,7 @@
 //! - `tls`: agent to server over rustls with certificates made in the test.
 //! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
 //! - `agent`: `mxsync-agent run` against a real server: every kind of edit, none lost.
+//! - `crash`: SIGKILL during applies never leaves a mixed or partial map set.
 //! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
 //! - `exim`: the proof in a real Exim (`exim4 -bt` with the shipped routers).
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
@@ -15,6 +16,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent;
+mod crash;
 mod demo;
 mod examples;
 mod exim;
