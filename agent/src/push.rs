@@ -170,17 +170,20 @@ impl Target {
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
+    cap: Duration,
     seed: u64,
 }
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_secs(30);
+    /// The longest step, whatever the heartbeat interval.
+    pub const CAP: Duration = Duration::from_secs(30);
 
-    /// A fresh backoff.
-    pub fn new(seed: u64) -> Self {
+    /// A fresh backoff whose steps never exceed `cap` (nor [`Backoff::CAP`]).
+    pub fn new(seed: u64, cap: Duration) -> Self {
         Backoff {
             next: Self::FIRST,
+            cap: cap.clamp(Self::FIRST, Self::CAP),
             seed: seed | 1,
         }
     }
@@ -191,7 +194,7 @@ impl Backoff {
         self.seed ^= self.seed << 17;
         let base = self.next.as_millis() as u64;
         let jitter = (self.seed % (base / 2 + 1)) as i64 - (base / 4) as i64;
-        self.next = (self.next * 2).min(Self::CAP);
+        self.next = (self.next * 2).min(self.cap);
         Duration::from_millis((base as i64 + jitter).max(1) as u64)
     }
     /// Back to the first step.
@@ -212,9 +215,12 @@ pub async fn receiver_loop(
     let url = target.url.clone();
     let mut delivered: Option<String> = None;
     let mut given_up: Option<String> = None;
+    // A receiver that is down is tried again at least once a heartbeat interval, so it has the
+    // latest state within one heartbeat of coming back.
     let mut backoff = Backoff::new(
         url.bytes()
             .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b))),
+        heartbeat,
     );
     let mut next_heartbeat = tokio::time::Instant::now() + heartbeat;
     let mut failing = false;
@@ -340,7 +346,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(42);
+        let mut b = Backoff::new(42, Backoff::CAP);
         let mut prev_base = 100u64;
         for i in 0..20 {
             let d = b.delay().as_millis() as u64;
@@ -354,5 +360,9 @@ mod tests {
         }
         b.reset();
         assert!(b.delay() <= Duration::from_millis(126));
+        let mut short = Backoff::new(3, Duration::from_secs(1));
+        for _ in 0..10 {
+            assert!(short.delay() <= Duration::from_millis(1251));
+        }
     }
 }

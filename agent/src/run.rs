@@ -271,7 +271,7 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
     let mut ok = true;
     for t in targets(&cfg)? {
         let mut attempts = 0;
-        let mut backoff = crate::push::Backoff::new(7);
+        let mut backoff = crate::push::Backoff::new(7, Duration::from_secs(2));
         loop {
             attempts += 1;
             let cur = encode(&cfg.agent_id, version, &c.content)?;

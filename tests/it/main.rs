@@ -7,6 +7,7 @@
 //! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
 //! - `exim`: the proof in a real Exim (`exim4 -bt` with the shipped routers).
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
+//! - `partition`: a cut between agent and receiver: stale, then fresh again after the heal.
 //! - `postfix`: the proof in a real Postfix, driven by swaks.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
 //!
@@ -20,6 +21,7 @@ mod crash;
 mod demo;
 mod examples;
 mod exim;
+mod partition;
 mod postfix;
 mod server;
 mod tidy;
