@@ -634,3 +634,42 @@ async fn a_failed_apply_keeps_the_old_maps_and_shows_a_problem() {
     );
     assert_eq!(status(&h.server).agents[0].problem, None);
 }
+
+#[tokio::test]
+async fn a_later_complete_snapshot_replaces_a_held_one_without_the_operator() {
+    let mut h = Harness::new("");
+    let full: String = (0..20)
+        .map(|i| format!("u{i}: u{i}@remote.net\n"))
+        .collect();
+    assert_eq!(
+        push(&mut h, &snapshot(&full, 1)).await.status,
+        StatusCode::OK
+    );
+    let half: String = full.lines().take(10).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        push(&mut h, &snapshot(&half, 2)).await.status,
+        StatusCode::LOCKED
+    );
+    assert_eq!(status(&h.server).state, "stale");
+    // The file is whole again (one alias changed): applied at once, the hold is gone.
+    let fixed = full.replace("u3@remote.net", "u3@elsewhere.net");
+    let r = push(&mut h, &snapshot(&fixed, 3)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(
+        h.map("postfix/virtual")
+            .contains("u3@example.org u3@elsewhere.net\n")
+    );
+    let s = status(&h.server);
+    assert_eq!(
+        (s.state.as_str(), s.agents[0].problem.as_deref()),
+        ("fresh", None),
+        "{s:?}"
+    );
+    assert_eq!(
+        history(&h)
+            .iter()
+            .filter(|r| r.outcome == "superseded")
+            .count(),
+        1
+    );
+}
