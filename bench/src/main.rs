@@ -258,14 +258,24 @@ fn live(pr: &Pair, i: usize, limit: Duration) -> bool {
     .is_some()
 }
 
-fn latency_scenario(edits: usize) -> anyhow::Result<()> {
-    let pr = pair(20, 30)?;
+/// Edit latencies (ms, sorted), lost edits and lost bursts for `write` then `live` checks.
+struct Propagation {
+    lat: Vec<f64>,
+    lost: usize,
+    burst_lost: usize,
+}
+
+fn propagate(
+    edits: usize,
+    write: &dyn Fn(usize) -> std::io::Result<()>,
+    live: &dyn Fn(usize, Duration) -> bool,
+) -> anyhow::Result<Propagation> {
     let mut lat = Vec::new();
     let mut lost = 0;
     for i in 1..=edits {
         let t = Instant::now();
-        std::fs::write(&pr.aliases, small_aliases(i))?;
-        if live(&pr, i, Duration::from_secs(5)) {
+        write(i)?;
+        if live(i, Duration::from_secs(1)) {
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
         } else {
             lost += 1;
@@ -277,32 +287,112 @@ fn latency_scenario(edits: usize) -> anyhow::Result<()> {
     for b in 0..20 {
         let base = 1_000_000 + b * 10;
         for k in 0..10 {
-            std::fs::write(&pr.aliases, small_aliases(base + k))?;
+            write(base + k)?;
             std::thread::sleep(Duration::from_millis(50));
         }
-        if !live(&pr, base + 9, Duration::from_secs(5)) {
+        if !live(base + 9, Duration::from_secs(2)) {
             burst_lost += 1;
         }
     }
-    println!(
-        "scenario: latency, {edits} sequential edits of a 101-alias file, debounce_ms = 20, loopback"
+    Ok(Propagation {
+        lat,
+        lost,
+        burst_lost,
+    })
+}
+
+/// lsyncd + rsync with `delay = 0` from a source directory to a local target directory.
+fn lsyncd_peer(edits: usize) -> anyhow::Result<Propagation> {
+    for tool in ["lsyncd", "rsync"] {
+        anyhow::ensure!(
+            ["/usr/bin", "/usr/local/bin", "/bin"]
+                .iter()
+                .any(|d| Path::new(d).join(tool).exists()),
+            "{tool} missing (apt-get install lsyncd rsync)"
+        );
+    }
+    let tmp = tempfile::tempdir()?;
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src)?;
+    std::fs::create_dir_all(&dst)?;
+    std::fs::write(src.join("aliases"), small_aliases(0))?;
+    let conf = tmp.path().join("lsyncd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "settings {{ nodaemon = true, logfile = \"{log}\", insist = true }}\n\
+             sync {{ default.rsync, source = \"{src}/\", target = \"{dst}/\", delay = 0, rsync = {{ archive = true }} }}\n",
+            log = tmp.path().join("lsyncd.log").display(),
+            src = src.display(),
+            dst = dst.display()
+        ),
+    )?;
+    let _peer = procs::Proc(
+        std::process::Command::new("lsyncd")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
     );
-    println!("| measure | mxsync |");
-    println!("|---|---|");
+    let first = procs::wait(Duration::from_secs(30), || {
+        std::fs::read_to_string(dst.join("aliases")).is_ok_and(|t| t == small_aliases(0))
+    });
+    anyhow::ensure!(first.is_some(), "lsyncd never made the first copy");
+    let write = |i: usize| std::fs::write(src.join("aliases"), small_aliases(i));
+    let live = |i: usize, limit: Duration| {
+        let want = small_aliases(i);
+        procs::wait(limit, || {
+            std::fs::read_to_string(dst.join("aliases")).is_ok_and(|t| t == want)
+        })
+        .is_some()
+    };
+    propagate(edits, &write, &live)
+}
+
+fn latency_scenario(edits: usize) -> anyhow::Result<()> {
+    let pr = pair(20, 30)?;
+    let write = |i: usize| std::fs::write(&pr.aliases, small_aliases(i));
+    let live_fn = |i: usize, limit: Duration| live(&pr, i, limit);
+    let ours = propagate(edits, &write, &live_fn)?;
+    drop(pr);
+    let peer = lsyncd_peer(edits);
     println!(
-        "| edit to rendered map, p50 | {:.1} ms |",
-        percentile(&lat, 0.5)
+        "scenario: propagation, {edits} sequential edits of a 101-alias file (same size every time), loopback; \
+         mxsync: edit to rendered Postfix map, debounce_ms = 20; peer: lsyncd + rsync, delay = 0, edit to copied file"
     );
-    println!(
-        "| edit to rendered map, p99 | {:.1} ms |",
-        percentile(&lat, 0.99)
-    );
-    println!(
-        "| edit to rendered map, max | {:.1} ms |",
-        lat.last().copied().unwrap_or(f64::NAN)
-    );
-    println!("| lost edits (not live within 5 s) | {lost} of {edits} |");
-    println!("| lost bursts (10 same-size edits in 0.5 s, last not live) | {burst_lost} of 20 |");
+    println!("| measure | mxsync | lsyncd + rsync | ratio |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, f: &dyn Fn(&Propagation) -> f64, unit: &str| match &peer {
+        Ok(p) => println!(
+            "| {name} | {:.1} {unit} | {:.1} {unit} | {:.2} |",
+            f(&ours),
+            f(p),
+            f(&ours) / f(p)
+        ),
+        Err(e) => println!("| {name} | {:.1} {unit} | not run: {e} | - |", f(&ours)),
+    };
+    row("p50", &|p| percentile(&p.lat, 0.5), "ms");
+    row("p99", &|p| percentile(&p.lat, 0.99), "ms");
+    row("max", &|p| p.lat.last().copied().unwrap_or(f64::NAN), "ms");
+    match &peer {
+        Ok(p) => {
+            println!(
+                "| lost edits (not live within 1 s) | {} of {edits} | {} of {edits} | - |",
+                ours.lost, p.lost
+            );
+            println!(
+                "| lost bursts (10 same-size edits in 0.5 s, last not live) | {} of 20 | {} of 20 | - |",
+                ours.burst_lost, p.burst_lost
+            );
+        }
+        Err(_) => {
+            println!(
+                "| lost edits (not live within 1 s) | {} of {edits} | - | - |",
+                ours.lost
+            );
+            println!("| lost bursts | {} of 20 | - | - |", ours.burst_lost);
+        }
+    }
     Ok(())
 }
 
