@@ -433,3 +433,62 @@ async fn get_history(
 
 #[cfg(test)]
 mod tests;
+
+/// The status from the database alone (for `mxsync-server check`): cheap, it decodes no snapshot.
+/// The time since the hashes started to disagree is not stored, so it is counted from the last
+/// contact, as after a restart.
+pub fn offline_status(
+    cfg: &crate::config::Loaded,
+    store: &crate::store::Store,
+) -> anyhow::Result<Status> {
+    let f = &cfg.config.freshness;
+    let (warn, stale) = (
+        std::time::Duration::from_secs(f.warn_after_secs),
+        std::time::Duration::from_secs(f.stale_after_secs),
+    );
+    let now = tokio::time::Instant::now();
+    let wall = crate::now_secs();
+    let mut agents = Vec::new();
+    let mut states = Vec::new();
+    for a in &cfg.config.agents {
+        let row = store.agent(&a.id)?.unwrap_or_default();
+        let age = row.last_contact_at.map(|t| wall.saturating_sub(t));
+        let last_contact = age.map(|s| {
+            now.checked_sub(std::time::Duration::from_secs(s))
+                .unwrap_or(now)
+        });
+        let disagree = row.applied_hash.is_some() && row.reported_hash != row.applied_hash;
+        let inputs = crate::fresh::Inputs {
+            applied: row.applied_version.is_some(),
+            last_contact,
+            disagree_since: if disagree { last_contact } else { None },
+            held: row.held_snapshot.is_some(),
+        };
+        let state = crate::fresh::evaluate(now, &inputs, warn, stale);
+        states.push(state);
+        let held = match row.held_snapshot {
+            Some(id) => store
+                .history(Some(&a.id), cfg.config.history.keep.max(1))?
+                .into_iter()
+                .find(|h| h.id == id)
+                .and_then(|h| h.detail),
+            None => None,
+        };
+        agents.push(AgentStatus {
+            agent: a.id.clone(),
+            domains: a.domains.clone(),
+            state: state.as_str().into(),
+            version: row.applied_version,
+            hash: row.applied_hash,
+            applied_at: row.applied_at,
+            last_contact_at: row.last_contact_at,
+            age_seconds: age,
+            reported_hash: row.reported_hash,
+            problem: held.or(row.problem),
+        });
+    }
+    Ok(Status {
+        state: Freshness::worst(states).as_str().into(),
+        agents,
+    })
+}

@@ -78,3 +78,42 @@ async fn maps_status_and_replay_protection_survive_a_restart() {
     assert_eq!(tests::live_maps(&maps_dir), maps);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_one_line_with_monitoring_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tests::server_config(dir.path(), "");
+    let check = || {
+        let out = std::process::Command::new(tests::bin("mxsync-server"))
+            .arg("--config")
+            .arg(&config)
+            .arg("check")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let s = tests::RunningServer::start(&config).await;
+    let (code, line) = check();
+    assert_eq!(code, Some(3), "{line}");
+    assert!(line.starts_with("MXSYNC UNKNOWN - mx1 never"), "{line}");
+    let (status, reply) = tests::signed_post(
+        &tests::client(),
+        &s.url,
+        "/v1/snapshots",
+        snapshot("a: r@remote.net\n", 4),
+        1,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let (code, line) = check();
+    assert_eq!(code, Some(0), "{line}");
+    assert!(
+        line.starts_with("MXSYNC OK - mx1 fresh (version 4, last contact"),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1);
+    s.stop().await;
+}
