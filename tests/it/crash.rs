@@ -22,22 +22,11 @@ fn content(version: u64) -> proto::Content {
             ));
         }
     }
-    let mut b = proto::Builder::new(&["example.org".to_string(), "example.com".to_string()]);
-    b.aliases("/etc/aliases", text.as_bytes());
-    b.finish()
+    tests::content_of(&text)
 }
 
 fn body(version: u64) -> Vec<u8> {
-    let content = content(version);
-    let s = proto::Snapshot {
-        format: 1,
-        agent: "mx1".into(),
-        version,
-        hash: content.hash(),
-        created_at: 0,
-        content,
-    };
-    serde_json::to_vec(&s).unwrap()
+    tests::snapshot_body(content(version), version)
 }
 
 /// The file set `mxsync-server` renders for `version` (what the live maps must equal).

@@ -88,22 +88,9 @@ async fn exim_routes_every_address_as_planned() {
     );
     b.recipients("/etc/rr", b"box@example.org\n");
     let content = b.finish();
-    let snap = proto::Snapshot {
-        format: 1,
-        agent: "mx1".into(),
-        version: 1,
-        hash: content.hash(),
-        created_at: 0,
-        content: content.clone(),
-    };
-    let (status, reply) = tests::signed_post(
-        &tests::client(),
-        &server.url,
-        "/v1/snapshots",
-        serde_json::to_vec(&snap).unwrap(),
-        1,
-    )
-    .await;
+    let body = tests::snapshot_body(content.clone(), 1);
+    let (status, reply) =
+        tests::signed_post(&tests::client(), &server.url, "/v1/snapshots", body, 1).await;
     assert_eq!(status, 200, "{reply}");
     server.stop().await;
 

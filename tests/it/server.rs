@@ -1,18 +1,7 @@
 //! `mxsync-server` over a real socket with a real SQLite file: what survives a restart.
 
 fn snapshot(aliases: &str, version: u64) -> Vec<u8> {
-    let mut b = proto::Builder::new(&["example.org".to_string(), "example.com".to_string()]);
-    b.aliases("/etc/aliases", aliases.as_bytes());
-    let content = b.finish();
-    let s = proto::Snapshot {
-        format: 1,
-        agent: "mx1".into(),
-        version,
-        hash: content.hash(),
-        created_at: 0,
-        content,
-    };
-    serde_json::to_vec(&s).unwrap()
+    tests::snapshot_body(tests::content_of(aliases), version)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

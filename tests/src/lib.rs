@@ -82,6 +82,26 @@ pub const KEY: &str = "test-key-0123456789abcdef0123456789abcdef";
 /// The read token of test servers.
 pub const READ_TOKEN: &str = "test-read-token-0123456789abcdef0123456789";
 
+/// Content of a primary with `aliases` at example.org and example.com.
+pub fn content_of(aliases: &str) -> proto::Content {
+    let mut b = proto::Builder::new(&["example.org".to_string(), "example.com".to_string()]);
+    b.aliases("/etc/aliases", aliases.as_bytes());
+    b.finish()
+}
+
+/// The JSON body of agent mx1's snapshot of `content` at `version`.
+pub fn snapshot_body(content: proto::Content, version: u64) -> Vec<u8> {
+    let s = proto::Snapshot {
+        format: proto::snapshot::FORMAT,
+        agent: "mx1".into(),
+        version,
+        hash: content.hash(),
+        created_at: 0,
+        content,
+    };
+    serde_json::to_vec(&s).expect("serialize snapshot")
+}
+
 /// Writes a server configuration for agent `mx1` (domains example.org and example.com) under
 /// `dir`, with `extra` appended, and returns its path.
 pub fn server_config(dir: &Path, extra: &str) -> PathBuf {
@@ -117,14 +137,10 @@ pub mod anyhow_free {
 }
 
 impl RunningServer {
-    /// Loads `config` and serves it until stopped.
-    pub async fn start(config: &Path) -> RunningServer {
+    /// Loads `config` and serves it on `listener` until stopped.
+    async fn spawn(config: &Path, listener: tokio::net::TcpListener) -> RunningServer {
         let cfg = server::config::Loaded::load(config).expect("server config");
-        let tls = cfg.config.tls.is_some();
         let srv = server::Server::open(cfg).expect("open server state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let token = tokio_util::sync::CancellationToken::new();
         let t = token.clone();
@@ -133,11 +149,26 @@ impl RunningServer {
                 .await
                 .map_err(|e| format!("{e:#}"))
         });
+        RunningServer { url, token, task }
+    }
+
+    /// Loads `config` and serves it on 127.0.0.1:0 until stopped.
+    pub async fn start(config: &Path) -> RunningServer {
+        let tls = server::config::Loaded::load(config)
+            .expect("server config")
+            .config
+            .tls
+            .is_some();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = Self::spawn(config, listener).await;
         // The server answers only once its start-up work (rendering maps) is done. Over TLS the
         // caller checks that itself, with a client that trusts the server's CA.
         if tls {
-            return RunningServer { url, token, task };
+            return running;
         }
+        let url = running.url.clone();
         let c = client();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while c.get(format!("{url}/healthz")).send().await.is_err() {
@@ -147,7 +178,7 @@ impl RunningServer {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        RunningServer { url, token, task }
+        running
     }
 
     /// Stops it and waits until it stopped.
@@ -207,20 +238,10 @@ pub fn client() -> reqwest::Client {
 impl RunningServer {
     /// Like [`RunningServer::start`] on a given address (to come back on the same port).
     pub async fn start_on(config: &Path, addr: std::net::SocketAddr) -> RunningServer {
-        let cfg = server::config::Loaded::load(config).expect("server config");
-        let srv = server::Server::open(cfg).expect("open server state");
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind again");
-        let url = format!("http://{addr}");
-        let token = tokio_util::sync::CancellationToken::new();
-        let t = token.clone();
-        let task = tokio::spawn(async move {
-            server::run(srv, listener, t)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        });
-        RunningServer { url, token, task }
+        Self::spawn(config, listener).await
     }
 }
 
