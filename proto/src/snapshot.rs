@@ -368,6 +368,14 @@ impl Content {
                         t.value
                     ));
                 }
+                // A local name can become a punt unit `name@domain` in a map.
+                if t.kind == Kind::Local && !addr::valid_local_part(&t.value) {
+                    p.push(format!(
+                        "{}: target {:?} is not a valid local name",
+                        what(),
+                        t.value
+                    ));
+                }
             }
         };
         let check_file = |p: &mut Problems, what: &dyn Fn() -> String, f: u32| {

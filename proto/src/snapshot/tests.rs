@@ -159,6 +159,11 @@ fn validate_names_every_problem() {
         line: 1,
     };
     c.users[0].file = 999;
+    c.aliases[3].targets.push(Target {
+        kind: Kind::Local,
+        value: "a b".into(),
+        line: 1,
+    });
     let dup = c.aliases[2].clone();
     c.aliases.push(dup);
     let err = c.validate().unwrap_err();
@@ -169,6 +174,7 @@ fn validate_names_every_problem() {
         "a,b@x.net",
         "out of range",
         "duplicated",
+        "not a valid local name",
     ] {
         assert!(text.contains(needle), "{needle} missing from {text}");
     }

@@ -294,6 +294,23 @@ async fn invalid_snapshots_are_refused_and_recorded() {
             Some("not a valid"),
         );
     }
+    // A local name that would become a map-breaking punt unit (`a b@example.org`).
+    let mut s = snapshot("a: r@remote.net, other@remote.net\n", 2);
+    s.content.aliases[0].targets[0] = proto::Target {
+        kind: proto::Kind::Local,
+        value: "a b".into(),
+        line: 1,
+    };
+    s.hash = s.content.hash();
+    let r = push(&mut h, &s).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_snapshot",
+        Some("not a valid local name"),
+    );
     // A snapshot signed by mx1 that claims to be from another agent.
     let mut s = snapshot("a: other@remote.net\n", 2);
     s.agent = "mx9".into();
