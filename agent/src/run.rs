@@ -117,6 +117,8 @@ fn relevant(event: &notify::Event, paths: &BTreeSet<PathBuf>) -> bool {
 struct Watches {
     watcher: notify::RecommendedWatcher,
     dirs: BTreeSet<PathBuf>,
+    /// How many directories could not be watched at the last update (to warn once per change).
+    failed: usize,
 }
 
 impl Watches {
@@ -126,15 +128,30 @@ impl Watches {
             let _ = self.watcher.unwatch(gone);
         }
         let mut added = BTreeSet::new();
+        let mut failed = 0usize;
+        let mut first = None;
         for new in want.difference(&self.dirs) {
             match self.watcher.watch(new, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     added.insert(new.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(dir = %new.display(), error = %e, "cannot watch; changes there are found by the periodic rescan")
+                    failed += 1;
+                    first.get_or_insert_with(|| format!("{}: {e}", new.display()));
                 }
             }
+        }
+        // One line, and only when the count changes: a primary with many homes can exceed the
+        // inotify watch limit, and the periodic rescan still finds every change there.
+        if failed != self.failed {
+            if let Some(first) = first {
+                tracing::warn!(
+                    failed,
+                    first,
+                    "cannot watch some directories (raise fs.inotify.max_user_watches); changes there are found by the periodic rescan"
+                );
+            }
+            self.failed = failed;
         }
         self.dirs.retain(|d| want.contains(d));
         self.dirs.extend(added);
@@ -170,6 +187,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let mut watches = Watches {
         watcher,
         dirs: BTreeSet::new(),
+        failed: 0,
     };
     let debounce = Duration::from_millis(cfg.timing.debounce_ms);
     let rescan = Duration::from_secs(cfg.timing.rescan_secs);
