@@ -85,6 +85,17 @@ pub fn normalize_address_owned(mut a: String) -> Result<String, String> {
     if valid_address(&a) { Ok(a) } else { Err(a) }
 }
 
+/// Whether `s` is already in the folded (lower case) form names and keys are stored in.
+///
+/// This is `to_lowercase(s) == s`, not "has no upper-case character": some upper-case letters
+/// (e.g. U+03D3) have no lower-case form and stay as they are when folded.
+pub fn is_folded(s: &str) -> bool {
+    s.chars().all(|c| {
+        let mut l = c.to_lowercase();
+        l.next() == Some(c) && l.next().is_none()
+    })
+}
+
 /// Splits a valid address into local part and domain.
 pub fn split(a: &str) -> Option<(&str, &str)> {
     a.rsplit_once('@')

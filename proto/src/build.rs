@@ -267,7 +267,7 @@ impl Builder {
             if e.uid < uid_min || self.user_at.contains_key(&e.name) {
                 continue;
             }
-            let problem = if e.name.chars().any(|c| c.is_uppercase()) {
+            let problem = if !addr::is_folded(&e.name) {
                 Some("has upper case: postfix folds recipients to lower case and never reaches it")
             } else if !addr::valid_local_part(&e.name) {
                 Some("cannot be written to a map as a local part")

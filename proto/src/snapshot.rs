@@ -386,7 +386,7 @@ impl Content {
         let mut seen = HashSet::new();
         for a in &self.aliases {
             let what = || format!("alias {:?}", a.name);
-            if !addr::valid_local_part(&a.name) || a.name.chars().any(|c| c.is_uppercase()) {
+            if !addr::valid_local_part(&a.name) || !addr::is_folded(&a.name) {
                 p.push(format!("{} is not a valid lowercase name", what()));
             }
             if !seen.insert(a.name.as_str()) {
@@ -412,7 +412,7 @@ impl Content {
             } else {
                 addr::valid_local_part(&v.key)
             };
-            if !ok || v.key.chars().any(|c| c.is_uppercase()) {
+            if !ok || !addr::is_folded(&v.key) {
                 p.push(format!("{} is not a valid lowercase address", what()));
             }
             if !seen.insert(v.key.as_str()) {
@@ -424,7 +424,7 @@ impl Content {
         seen.clear();
         for r in &self.recipients {
             let what = || format!("recipient {:?}", r.address);
-            if !addr::valid_address(&r.address) || r.address.chars().any(|c| c.is_uppercase()) {
+            if !addr::valid_address(&r.address) || !addr::is_folded(&r.address) {
                 p.push(format!("{} is not a valid lowercase address", what()));
             }
             if !seen.insert(r.address.as_str()) {
@@ -435,7 +435,7 @@ impl Content {
         seen.clear();
         for u in &self.users {
             let what = || format!("user {:?}", u.name);
-            if !addr::valid_local_part(&u.name) || u.name.chars().any(|c| c.is_uppercase()) {
+            if !addr::valid_local_part(&u.name) || !addr::is_folded(&u.name) {
                 p.push(format!("{} is not a valid lowercase name", what()));
             }
             if !seen.insert(u.name.as_str()) {

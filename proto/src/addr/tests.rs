@@ -47,3 +47,20 @@ fn normalize_lowercases_domain_only() {
     );
     assert_eq!(normalize_address("bob@ex ample.org"), None);
 }
+
+#[test]
+fn folded_means_lowercasing_changes_nothing() {
+    for (s, folded) in [
+        ("abc", true),
+        ("Abc", false),
+        ("jörg", true),
+        ("JÖRG", false),
+        ("\u{3d3}x", true),
+        ("İ", false),
+    ] {
+        assert_eq!(is_folded(s), folded, "{s:?}");
+        if folded {
+            assert_eq!(s.to_lowercase(), s);
+        }
+    }
+}

@@ -212,3 +212,36 @@ proptest! {
         }
     }
 }
+
+/// Regression, found by `cargo fuzz run lists` (crash-4f28ee09): a virtual key holding U+03D3, an
+/// upper-case letter with no lower-case form, was kept by the builder but refused by validate.
+#[test]
+fn builder_output_always_validates_fuzz_crash_4f28ee09() {
+    let input = b"r vifix v# yPo<<<<<<<<</bin/sh\na/liostfifix vir<<><<<<\x01\x08<,,<oot:xix vifix v# yPo<<<<<<<<</bin/sh\na\xcf\x93iostfifix vir<<><<<<\x01\x08<,,<<<<,";
+    let mut b = crate::Builder::new(&["example.org".to_string()]);
+    b.virtual_map("/v", input);
+    b.recipients("/r", input);
+    b.aliases("/a", "\u{3d3}name: r@x.org\n".as_bytes());
+    let c = b.finish();
+    assert_eq!(c.validate(), Ok(()));
+    assert!(
+        c.virtuals.iter().any(|v| v.key.contains('\u{3d3}')),
+        "{:?}",
+        c.virtuals
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the input, what the builder keeps is valid content.
+    #[test]
+    fn builder_output_always_validates(bytes in aliasish()) {
+        let mut b = crate::Builder::new(&["example.org".to_string()]);
+        b.aliases("/a", &bytes);
+        b.virtual_map("/v", &bytes);
+        b.recipients("/r", &bytes);
+        b.passwd("/p", &bytes, 0);
+        prop_assert_eq!(b.finish().validate(), Ok(()));
+    }
+}
