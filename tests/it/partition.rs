@@ -1,6 +1,7 @@
 //! A partition between agent and receiver while the primary changes: the receiver's webhook says
-//! `stale` within `stale_after + 1 s` of the last contact and `fresh` again after the heal, and
-//! the latest version is applied within about one heartbeat of the heal; nothing is restarted.
+//! `stale` within `stale_after + 1 s` of the last contact (the alert's `age_seconds`) and `fresh`
+//! again after the heal, and the latest version is applied within about one heartbeat of the
+//! heal; nothing is restarted.
 
 use std::time::{Duration, Instant};
 
@@ -66,9 +67,24 @@ async fn partition_goes_stale_then_heals_without_restarts() {
         .find(|(t, s)| s == "stale" && *t > cut)
         .unwrap()
         .0;
-    // stale_after (2 s) + 1 s, counted from the cut (the last contact was no later).
+    // The requirement is counted from the last contact, which the alert itself reports:
+    // stale_after (2 s) + 1 s. The wall-clock bound from the cut only guards against a stuck
+    // watcher, with room for a loaded CI machine.
+    let alert: serde_json::Value = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > cut)
+        .map(|(_, b)| serde_json::from_str::<serde_json::Value>(b).unwrap())
+        .find(|v| v["new"] == "stale")
+        .unwrap();
+    let age = alert["age_seconds"].as_u64().unwrap();
     assert!(
-        at.duration_since(cut) <= Duration::from_millis(3_500),
+        age <= 3,
+        "stale announced {age} s after the last contact: {alert}"
+    );
+    assert!(
+        at.duration_since(cut) <= Duration::from_secs(6),
         "stale after {:?}",
         at.duration_since(cut)
     );
@@ -81,8 +97,9 @@ async fn partition_goes_stale_then_heals_without_restarts() {
     })
     .await;
     assert!(live, "the change made during the partition never arrived");
+    // One heartbeat (1 s, the cap of the retry backoff, plus jitter) and the apply.
     assert!(
-        healed.elapsed() <= Duration::from_millis(2_500),
+        healed.elapsed() <= Duration::from_secs(3),
         "applied {:?} after the heal",
         healed.elapsed()
     );
