@@ -14,7 +14,7 @@ use proto::Snapshot;
 use proto::wire::SnapshotReply;
 
 use crate::api::ApiError;
-use crate::render::{AgentMaps, render};
+use crate::render::{AgentMaps, Rendered, render};
 use crate::store::{Counts, NewSnapshot};
 use crate::{Applied, Held, Server, lock, maps, now_secs};
 
@@ -338,13 +338,9 @@ fn apply(
     })
 }
 
-/// Renders all agents (with `replace` standing for its agent's applied snapshot) and installs
-/// the result. Returns the counts per agent.
-fn render_and_install(
-    server: &Server,
-    replace: Option<(&str, &Snapshot)>,
-) -> anyhow::Result<std::collections::BTreeMap<String, Counts>> {
-    let others: Vec<(String, Option<Arc<Applied>>)> = {
+/// Renders all agents' maps, with `replace` standing for its agent's applied snapshot.
+fn render_all(server: &Server, replace: Option<(&str, &Snapshot)>) -> anyhow::Result<Rendered> {
+    let applied: Vec<(String, Option<Arc<Applied>>)> = {
         let live = lock(&server.live);
         live.iter()
             .map(|(id, l)| (id.clone(), l.applied.clone()))
@@ -352,34 +348,42 @@ fn render_and_install(
     };
     let cfg = &server.cfg.config;
     let mut agents = Vec::new();
-    for (id, applied) in &others {
+    for (id, applied) in &applied {
         let primary = cfg.agent(id).map(|a| a.primary.as_str()).unwrap_or("");
-        match replace {
-            Some((agent, snap)) if agent == id => agents.push(AgentMaps {
-                id,
-                version: snap.version,
-                hash: &snap.hash,
-                primary,
-                content: &snap.content,
-            }),
-            _ => {
-                if let Some(a) = applied {
-                    agents.push(AgentMaps {
-                        id,
-                        version: a.version,
-                        hash: &a.hash,
-                        primary,
-                        content: &a.content,
-                    });
-                }
-            }
-        }
+        let (version, hash, content) = match (replace, applied) {
+            (Some((agent, snap)), _) if agent == id => (snap.version, &snap.hash, &snap.content),
+            (_, Some(a)) => (a.version, &a.hash, &a.content),
+            (_, None) => continue,
+        };
+        agents.push(AgentMaps {
+            id,
+            version,
+            hash,
+            primary,
+            content,
+        });
     }
-    let rendered = render(&agents, &cfg.output.formats)?;
+    Ok(render(&agents, &cfg.output.formats)?)
+}
+
+/// Installs `rendered` as the live maps, running `prepare` in the new generation first.
+fn install(server: &Server, rendered: &Rendered) -> anyhow::Result<()> {
+    let cfg = &server.cfg.config;
     let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
-    maps::install(&cfg.output.dir, &rendered, |dir| {
+    maps::install(&cfg.output.dir, rendered, |dir| {
         crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
     })?;
+    Ok(())
+}
+
+/// Renders all agents (with `replace` standing for its agent's applied snapshot) and installs
+/// the result. Returns the counts per agent.
+fn render_and_install(
+    server: &Server,
+    replace: Option<(&str, &Snapshot)>,
+) -> anyhow::Result<std::collections::BTreeMap<String, Counts>> {
+    let rendered = render_all(server, replace)?;
+    install(server, &rendered)?;
     Ok(rendered.counts)
 }
 
@@ -387,28 +391,12 @@ fn render_and_install(
 /// differ. Returns whether anything was installed.
 pub fn render_at_start(server: &Arc<Server>) -> anyhow::Result<bool> {
     let _apply = lock(&server.apply_lock);
-    let agents: Vec<(String, Arc<Applied>)> = lock(&server.live)
-        .iter()
-        .filter_map(|(id, l)| l.applied.clone().map(|a| (id.clone(), a)))
-        .collect();
-    if agents.is_empty() {
+    if lock(&server.live).values().all(|l| l.applied.is_none()) {
         return Ok(false);
     }
-    let cfg = &server.cfg.config;
-    let list: Vec<AgentMaps<'_>> = agents
-        .iter()
-        .map(|(id, a)| AgentMaps {
-            id,
-            version: a.version,
-            hash: &a.hash,
-            primary: cfg.agent(id).map(|c| c.primary.as_str()).unwrap_or(""),
-            content: &a.content,
-        })
-        .collect();
-    let rendered = render(&list, &cfg.output.formats)?;
-    drop(list);
-    drop(agents);
+    let rendered = render_all(server, None)?;
     {
+        // The counts are not stored with a snapshot; set them now that nothing else holds it.
         let mut live = lock(&server.live);
         for (id, c) in &rendered.counts {
             if let Some(a) = live
@@ -421,14 +409,11 @@ pub fn render_at_start(server: &Arc<Server>) -> anyhow::Result<bool> {
         }
     }
     server.refresh_metrics();
+    let cfg = &server.cfg.config;
     if maps::is_current(&cfg.output.dir, &rendered) {
         return Ok(false);
     }
-    let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
-    maps::install(&cfg.output.dir, &rendered, |dir| {
-        crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
-    })
-    .context("installing the maps at start")?;
+    install(server, &rendered).context("installing the maps at start")?;
     tracing::info!(dir = %cfg.output.dir.display(), "maps rendered again at start (missing or different)");
     Ok(true)
 }
