@@ -165,7 +165,7 @@ async fn authenticate(
     let fresh = tokio::task::spawn_blocking(move || lock(&s.db).accept_seq(&agent, seq))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| server.storage_failed(&auth.agent, "the request's seq", e))?;
     if !fresh {
         return Err(reject(
             "replay",

@@ -25,6 +25,14 @@ pub struct Config {
     /// Largest snapshot accepted, compressed and decompressed, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Most connections served at once; more wait in the kernel's backlog. Lowered to what the
+    /// file-descriptor limit allows.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers, and may stay idle between
+    /// requests, before it is closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
     /// Serve HTTPS with this certificate and key.
     #[serde(default)]
     pub tls: Option<Tls>,
@@ -49,6 +57,14 @@ pub struct Config {
 
 fn default_max_body() -> u64 {
     256 * 1024 * 1024
+}
+
+fn default_max_connections() -> usize {
+    16384
+}
+
+fn default_header_timeout() -> u64 {
+    10
 }
 
 /// TLS certificate and key (PEM).
@@ -326,6 +342,12 @@ impl Loaded {
                     "output.formats: {fmt:?} is not one of \"postfix\", \"exim\""
                 ));
             }
+        }
+        if config.max_connections == 0 {
+            p.push("max_connections: at least 1".into());
+        }
+        if config.header_timeout_secs == 0 {
+            p.push("header_timeout_secs: at least 1".into());
         }
         if config.output.after_apply_timeout_secs == 0 {
             p.push("output.after_apply_timeout_secs: at least 1".into());

@@ -127,7 +127,7 @@ pub fn snapshot(
     }
     server
         .contact(agent, snap.version, &hash)
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| server.storage_failed(agent, "the contact", e))?;
     let (applied, held) = {
         let live = lock(&server.live);
         let l = live.get(agent);
@@ -193,7 +193,7 @@ pub fn snapshot(
     };
     let id = lock(&server.db)
         .insert_snapshot(&row)
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| server.storage_failed(agent, &format!("version {}", snap.version), e))?;
     let reply = apply(server, agent, snap, id)?;
     server
         .metrics

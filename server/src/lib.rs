@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod maps;
 pub mod metrics;
 pub mod render;
+pub mod serve;
 pub mod store;
 #[cfg(test)]
 mod testkit;
@@ -318,6 +319,21 @@ impl Server {
         Ok(())
     }
 
+    /// A database write for `agent`'s request failed (a full disk, most likely): the agent gets
+    /// a problem, which raises an alert, and the request an internal error. The maps stay.
+    pub fn storage_failed(
+        self: &Arc<Self>,
+        agent: &str,
+        what: &str,
+        e: impl Into<anyhow::Error>,
+    ) -> api::ApiError {
+        let e = e.into();
+        let detail = format!("cannot record {what}: {e:#}");
+        tracing::error!(agent, "{detail}; the previous maps stay in force");
+        self.set_problem(agent, Some(detail));
+        api::ApiError::Internal(e)
+    }
+
     /// Sets or clears an agent's problem; a new problem raises an alert.
     pub fn set_problem(self: &Arc<Self>, agent: &str, problem: Option<String>) {
         if let Err(e) = lock(&self.db).set_problem(agent, problem.as_deref()) {
@@ -505,22 +521,24 @@ pub async fn run(
     let app = api::router(api::AppState {
         server: Arc::clone(&server),
     });
-    let stop = shutdown.clone();
-    let drain = async move { stop.cancelled().await };
-    match &server.cfg.config.tls {
-        Some(tls) => {
-            let acceptor = tls::acceptor(&tls.cert_file, &tls.key_file)?;
-            let listener = tls::TlsListener::new(listener, acceptor).context("tls listener")?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(drain)
-                .await
-                .context("https server")?;
-        }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(drain)
-            .await
-            .context("http server")?,
-    }
+    let tls = match &server.cfg.config.tls {
+        Some(tls) => Some(tls::acceptor(&tls.cert_file, &tls.key_file)?),
+        None => None,
+    };
+    let limits = serve::Limits {
+        max_connections: serve::fit_connections(server.cfg.config.max_connections),
+        header_timeout: Duration::from_secs(server.cfg.config.header_timeout_secs),
+    };
+    serve::serve(
+        listener,
+        tls,
+        app,
+        limits,
+        shutdown.clone(),
+        Duration::from_secs(30),
+    )
+    .await
+    .context("api server")?;
     tracing::info!("mxsync-server stop requested; draining");
     let _ = watcher.await;
     server.tracker.close();

@@ -111,9 +111,7 @@ fn serve(cfg: Loaded) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let listen = cfg.listen;
         let server = Server::open(cfg)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
+        let listener = server::serve::bind(listen).with_context(|| format!("binding {listen}"))?;
         let token = tokio_util::sync::CancellationToken::new();
         tokio::spawn(signals(token.clone()));
         server::run(server, listener, token).await

@@ -6,8 +6,6 @@
 //! 200 kills by default; `MXSYNC_CRASH_KILLS=1000` is the soak mode.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn content(version: u64) -> proto::Content {
@@ -47,60 +45,6 @@ fn expected(version: u64) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A signed POST over a raw socket; the status, or `None` if the connection died.
-fn post(port: u16, body: &[u8], seq: u64) -> Option<u16> {
-    let auth = proto::sign::header(
-        tests::KEY.as_bytes(),
-        "mx1",
-        "POST",
-        "/v1/snapshots",
-        seq,
-        body,
-    );
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(
-        s,
-        "POST /v1/snapshots HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(body).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn start(config: &std::path::Path, port: u16) -> Child {
-    let text = std::fs::read_to_string(config).unwrap();
-    let fixed = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("listen") {
-                format!("listen = \"127.0.0.1:{port}\"")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(config, fixed + "\n").unwrap();
-    let child = Command::new(tests::bin("mxsync-server"))
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = tests::wait_for(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "server did not come up");
-    child
-}
-
 #[test]
 fn sigkill_during_apply_never_leaves_a_mixed_or_partial_set() {
     let kills: u64 = std::env::var("MXSYNC_CRASH_KILLS")
@@ -125,12 +69,12 @@ fn sigkill_during_apply_never_leaves_a_mixed_or_partial_set() {
     // version the database had recorded when a kill fell between the switch and the record.
     let mut last_live = 0u64;
     for v in 1..=kills {
-        let mut child = start(&config, port);
+        let mut child = tests::server_process(&config, port);
         let b = body(v);
         sets.entry(v).or_insert_with(|| expected(v));
         seq += 1;
         let s = seq;
-        let sender = std::thread::spawn(move || post(port, &b, s));
+        let sender = std::thread::spawn(move || tests::raw_post(port, &b, s));
         // Kill at a random point within the first 40 ms of the request.
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -178,9 +122,9 @@ fn sigkill_during_apply_never_leaves_a_mixed_or_partial_set() {
         sets.retain(|k, _| *k >= acked.min(last_live));
     }
     // Restarted, the server converges to the agent's latest version once the agent pushes again.
-    let mut child = start(&config, port);
+    let mut child = tests::server_process(&config, port);
     seq += 1;
-    assert_eq!(post(port, &body(kills), seq), Some(200));
+    assert_eq!(tests::raw_post(port, &body(kills), seq), Some(200));
     assert_eq!(tests::live_maps(&maps), expected(kills));
     child.kill().unwrap();
     child.wait().unwrap();

@@ -3,9 +3,11 @@
 //! - `tls`: agent to server over rustls with certificates made in the test.
 //! - `tidy`: house rules that can be checked by reading the tree (STYLE.md habit 23).
 //! - `agent`: `mxsync-agent run` against a real server: every kind of edit, none lost.
+//! - `connections`: 10,000 idle connections: status still answers, the time limit closes them.
 //! - `crash`: SIGKILL during applies never leaves a mixed or partial map set.
 //! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
 //! - `exim`: the proof in a real Exim (`exim4 -bt` with the shipped routers).
+//! - `disk`: a really full disk (a tmpfs filled up): the apply fails cleanly, the next succeeds.
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
 //! - `partition`: a cut between agent and receiver: stale, then fresh again after the heal.
 //! - `postfix`: the proof in a real Postfix, driven by swaks.
@@ -17,8 +19,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent;
+mod connections;
 mod crash;
 mod demo;
+mod disk;
 mod examples;
 mod exim;
 mod partition;

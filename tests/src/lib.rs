@@ -36,6 +36,79 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (for processes that must bind it themselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Starts the `mxsync-server` binary on `config`, rewritten to listen on 127.0.0.1:`port`, and
+/// waits until it accepts connections. Its log goes to `server.log` beside the config.
+pub fn server_process(config: &Path, port: u16) -> std::process::Child {
+    let text = std::fs::read_to_string(config).expect("read server config");
+    let fixed: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("listen") {
+                format!("listen = \"127.0.0.1:{port}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(config, fixed.join("\n") + "\n").expect("write server config");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("server.log"))
+        .expect("open server.log");
+    let child = Command::new(bin("mxsync-server"))
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn mxsync-server");
+    let up = wait_for(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "mxsync-server did not come up on port {port}");
+    child
+}
+
+/// A request over a raw socket with `Connection: close`: the status and the body, or `None` if
+/// the connection failed or died.
+pub fn raw_request(port: u16, head: &str, body: &[u8]) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "{head}\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(body).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A signed snapshot POST over a raw socket; the status, or `None` if the connection died.
+pub fn raw_post(port: u16, body: &[u8], seq: u64) -> Option<u16> {
+    let auth = proto::sign::header(KEY.as_bytes(), "mx1", "POST", "/v1/snapshots", seq, body);
+    let head = format!(
+        "POST /v1/snapshots HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Type: application/json"
+    );
+    raw_request(port, &head, body).map(|(status, _)| status)
+}
+
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -159,9 +232,7 @@ impl RunningServer {
             .config
             .tls
             .is_some();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = server::serve::bind(([127, 0, 0, 1], 0).into()).expect("bind");
         let running = Self::spawn(config, listener).await;
         // The server answers only once its start-up work (rendering maps) is done. Over TLS the
         // caller checks that itself, with a client that trusts the server's CA.
@@ -238,9 +309,7 @@ pub fn client() -> reqwest::Client {
 impl RunningServer {
     /// Like [`RunningServer::start`] on a given address (to come back on the same port).
     pub async fn start_on(config: &Path, addr: std::net::SocketAddr) -> RunningServer {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind again");
+        let listener = server::serve::bind(addr).expect("bind again");
         Self::spawn(config, listener).await
     }
 }

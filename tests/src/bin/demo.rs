@@ -51,7 +51,7 @@ fn demo() -> Result<(), String> {
         let read = secret();
         tests::write_key(&dir.join("keys/mx1.key"), &key);
         tests::write_key(&dir.join("keys/read.token"), &read);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let listener = server::serve::bind(([127, 0, 0, 1], 0).into()).map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let server_toml = dir.join("server.toml");
         std::fs::write(
