@@ -11,6 +11,7 @@
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
 //! - `partition`: a cut between agent and receiver: stale, then fresh again after the heal.
 //! - `postfix`: the proof in a real Postfix, driven by swaks.
+//! - `truncate`: an aliases file cut in half on the primary is held; the whole one is applied.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
 //!
 //! Helpers (binaries, temporary directories, waiting with deadlines) are in the crate's `src/lib.rs`.
@@ -30,3 +31,4 @@ mod postfix;
 mod server;
 mod tidy;
 mod tls;
+mod truncate;
