@@ -16,15 +16,52 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::Counters;
 
-/// The snapshot to deliver: version, hash and the zstd-compressed JSON body.
+/// The snapshot to deliver: version, hash, the zstd-compressed JSON body, and the content (to
+/// compute deltas against it once a receiver holds it).
 #[derive(Debug)]
 pub struct Current {
     /// Version.
     pub version: u64,
     /// Content hash.
     pub hash: String,
+    /// When it was collected, Unix seconds.
+    pub created_at: u64,
     /// The request body (zstd).
     pub body: Vec<u8>,
+    /// The normalized content.
+    pub content: Arc<proto::Content>,
+}
+
+/// A delta is sent only while it carries fewer entries than this share (in percent) of the
+/// full content; past that the full snapshot is about as large and simpler for the receiver.
+const DELTA_MAX_PERCENT: usize = 50;
+
+/// The zstd body of a delta from `base` to `cur`, or `None` when the full snapshot is as good.
+pub fn encode_delta(agent: &str, base: &Current, cur: &Current) -> Option<Vec<u8>> {
+    let changes = proto::delta::diff(&base.content, &cur.content);
+    let c = &cur.content;
+    let entries = c.aliases.len()
+        + c.includes.len()
+        + c.virtuals.len()
+        + c.recipients.len()
+        + c.users.len()
+        + c.diagnostics.len()
+        + c.files.len()
+        + c.domains.len();
+    if changes.len() * 100 >= entries * DELTA_MAX_PERCENT {
+        return None;
+    }
+    let delta = proto::delta::Delta {
+        format: proto::snapshot::FORMAT,
+        agent: agent.to_string(),
+        version: cur.version,
+        base_hash: base.hash.clone(),
+        hash: cur.hash.clone(),
+        created_at: cur.created_at,
+        changes,
+    };
+    let json = serde_json::to_vec(&delta).ok()?;
+    zstd::stream::encode_all(&json[..], 3).ok()
 }
 
 /// What a receiver loop asks of the core.
@@ -114,34 +151,41 @@ impl Target {
         Ok((status, text))
     }
 
-    /// Pushes `cur` once.
-    pub async fn push(&self, cur: &Current, counters: &Arc<Mutex<Counters>>) -> Outcome {
-        let (status, text) = match self
+    /// Pushes `cur` once: as a delta against `base` (what this receiver last accepted) when
+    /// that is smaller, falling back to the full snapshot when the receiver does not hold the
+    /// base or the delta does not give the content it claims.
+    pub async fn push(
+        &self,
+        cur: &Arc<Current>,
+        base: Option<&Arc<Current>>,
+        counters: &Arc<Mutex<Counters>>,
+    ) -> Outcome {
+        if let Some(base) = base.filter(|b| b.hash != cur.hash) {
+            let (agent, b, c) = (self.agent.clone(), Arc::clone(base), Arc::clone(cur));
+            let body = tokio::task::spawn_blocking(move || encode_delta(&agent, &b, &c))
+                .await
+                .ok()
+                .flatten();
+            if let Some(body) = body {
+                match self.post("/v1/deltas", body, true, counters).await {
+                    Ok((status, text)) if matches!(status.as_u16(), 404 | 405 | 412 | 422) => {
+                        tracing::debug!(
+                            receiver = self.url,
+                            reply = describe(status, &text).0,
+                            "delta not taken; sending the full snapshot"
+                        );
+                    }
+                    Ok((status, text)) => return outcome(cur, status, &text),
+                    Err(e) => return Outcome::Retry(e),
+                }
+            }
+        }
+        match self
             .post("/v1/snapshots", cur.body.clone(), true, counters)
             .await
         {
-            Ok(r) => r,
-            Err(e) => return Outcome::Retry(e),
-        };
-        let (msg, err) = describe(status, &text);
-        match status.as_u16() {
-            200 => match serde_json::from_str::<SnapshotReply>(&text) {
-                Ok(r) if r.hash == cur.hash => Outcome::Accepted,
-                Ok(r) => Outcome::Retry(format!(
-                    "receiver answered with hash {} for {}",
-                    r.hash, cur.hash
-                )),
-                Err(e) => Outcome::Retry(format!("unreadable reply: {e}")),
-            },
-            409 => match err.and_then(|e| e.applied_version) {
-                Some(v) => Outcome::Conflict(v),
-                None => Outcome::Refused(msg),
-            },
-            423 => Outcome::Held(msg),
-            // A replay (our sequence number behind) or a bad signature may clear: retry slowly.
-            401 | 408 | 429 => Outcome::Retry(msg),
-            s if s >= 500 => Outcome::Retry(msg),
-            _ => Outcome::Refused(msg),
+            Ok((status, text)) => outcome(cur, status, &text),
+            Err(e) => Outcome::Retry(e),
         }
     }
 
@@ -163,6 +207,30 @@ impl Target {
         let r: HeartbeatReply =
             serde_json::from_str(&text).map_err(|e| format!("unreadable heartbeat reply: {e}"))?;
         Ok(r.need_snapshot)
+    }
+}
+
+/// What a reply to a snapshot or delta push means for `cur`.
+fn outcome(cur: &Current, status: reqwest::StatusCode, text: &str) -> Outcome {
+    let (msg, err) = describe(status, text);
+    match status.as_u16() {
+        200 => match serde_json::from_str::<SnapshotReply>(text) {
+            Ok(r) if r.hash == cur.hash => Outcome::Accepted,
+            Ok(r) => Outcome::Retry(format!(
+                "receiver answered with hash {} for {}",
+                r.hash, cur.hash
+            )),
+            Err(e) => Outcome::Retry(format!("unreadable reply: {e}")),
+        },
+        409 => match err.and_then(|e| e.applied_version) {
+            Some(v) => Outcome::Conflict(v),
+            None => Outcome::Refused(msg),
+        },
+        423 => Outcome::Held(msg),
+        // A replay (our sequence number behind) or a bad signature may clear: retry slowly.
+        401 | 408 | 429 => Outcome::Retry(msg),
+        s if s >= 500 => Outcome::Retry(msg),
+        _ => Outcome::Refused(msg),
     }
 }
 
@@ -214,6 +282,8 @@ pub async fn receiver_loop(
 ) {
     let url = target.url.clone();
     let mut delivered: Option<String> = None;
+    // What this receiver last accepted: the base of the next delta.
+    let mut base: Option<Arc<Current>> = None;
     let mut given_up: Option<String> = None;
     // A receiver that is down is tried again at least once a heartbeat interval, so it has the
     // latest state within one heartbeat of coming back.
@@ -234,8 +304,9 @@ pub async fn receiver_loop(
         };
         let wait =
             if delivered.as_deref() != Some(&cur.hash) && given_up.as_deref() != Some(&cur.hash) {
-                match target.push(&cur, &counters).await {
+                match target.push(&cur, base.as_ref(), &counters).await {
                     Outcome::Accepted => {
+                        base = Some(Arc::clone(&cur));
                         if failing {
                             tracing::info!(
                                 receiver = url,

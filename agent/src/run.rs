@@ -56,24 +56,47 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Serializes and compresses a snapshot of `content` at `version`.
-pub fn encode(agent: &str, version: u64, content: &proto::Content) -> anyhow::Result<Current> {
+/// Serializes and compresses a snapshot of `content` at `version` (CPU-heavy for large
+/// primaries: call it off the async threads).
+pub fn encode(agent: &str, version: u64, content: Arc<proto::Content>) -> anyhow::Result<Current> {
+    /// The wire shape of [`proto::Snapshot`], borrowing the content instead of copying it.
+    #[derive(serde::Serialize)]
+    struct Borrowed<'a> {
+        format: u32,
+        agent: &'a str,
+        version: u64,
+        hash: &'a str,
+        created_at: u64,
+        content: &'a proto::Content,
+    }
     let hash = content.hash();
-    let snap = proto::Snapshot {
+    let created_at = now_secs();
+    let json = serde_json::to_vec(&Borrowed {
         format: proto::snapshot::FORMAT,
-        agent: agent.to_string(),
+        agent,
         version,
-        hash: hash.clone(),
-        created_at: now_secs(),
-        content: content.clone(),
-    };
-    let json = serde_json::to_vec(&snap)?;
+        hash: &hash,
+        created_at,
+        content: &content,
+    })?;
     let body = zstd::stream::encode_all(&json[..], 3)?;
     Ok(Current {
         version,
         hash,
+        created_at,
         body,
+        content,
     })
+}
+
+/// [`encode`] on a blocking thread.
+async fn encode_async(
+    agent: &str,
+    version: u64,
+    content: &Arc<proto::Content>,
+) -> anyhow::Result<Current> {
+    let (agent, content) = (agent.to_string(), Arc::clone(content));
+    tokio::task::spawn_blocking(move || encode(&agent, version, content)).await?
 }
 
 async fn collect_async(cfg: &Arc<Config>) -> anyhow::Result<Collected> {
@@ -197,7 +220,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         "mxsync-agent started"
     );
 
-    let mut content: Option<Arc<proto::Content>> = None;
     let mut paths = BTreeSet::new();
     let mut dirty = true;
     let mut next_rescan = tokio::time::Instant::now() + rescan;
@@ -207,8 +229,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             let c = collect_async(&cfg).await?;
             watches.update(&c.paths);
             paths = c.paths;
-            let hash = c.content.hash();
-            let same = content.as_ref().is_some_and(|old| old.hash() == hash);
+            let fresh = Arc::new(c.content);
+            let hash = {
+                let f = Arc::clone(&fresh);
+                tokio::task::spawn_blocking(move || f.hash()).await?
+            };
+            let same = cur_tx.borrow().as_ref().is_some_and(|cur| cur.hash == hash);
             if !same {
                 let version = {
                     let counters = Arc::clone(&counters);
@@ -221,14 +247,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     })
                     .await??
                 };
-                let cur = encode(&cfg.agent_id, version, &c.content)?;
+                let cur = encode_async(&cfg.agent_id, version, &fresh).await?;
                 tracing::info!(
                     version,
                     hash = &hash[..16],
-                    diagnostics = c.content.diagnostics.len(),
+                    diagnostics = fresh.diagnostics.len(),
                     "new snapshot"
                 );
-                content = Some(Arc::new(c.content));
                 cur_tx.send_replace(Some(Arc::new(cur)));
             }
         }
@@ -252,13 +277,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 dirty = true;
             }
             Some(Control::RaiseAbove(v)) = ctl_rx.recv() => {
+                let content = cur_tx.borrow().as_ref().map(|c| Arc::clone(&c.content));
                 if let Some(c) = &content {
                     let counters2 = Arc::clone(&counters);
                     let version = tokio::task::spawn_blocking(move || counters2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).raise_above(v)).await??;
                     let cur_version = cur_tx.borrow().as_ref().map_or(0, |c| c.version);
                     if version != cur_version {
                         tracing::info!(version, "version moved above the receiver's");
-                        cur_tx.send_replace(Some(Arc::new(encode(&cfg.agent_id, version, c)?)));
+                        cur_tx.send_replace(Some(Arc::new(encode_async(&cfg.agent_id, version, c).await?)));
                     }
                 }
             }
@@ -281,7 +307,8 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
     let cfg = Arc::new(cfg);
     let counters = Arc::new(Mutex::new(Counters::load(&cfg.state_dir)?));
     let c = collect_async(&cfg).await?;
-    let hash = c.content.hash();
+    let content = Arc::new(c.content);
+    let hash = content.hash();
     let mut version = counters
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -292,8 +319,8 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
         let mut backoff = crate::push::Backoff::new(7, Duration::from_secs(2));
         loop {
             attempts += 1;
-            let cur = encode(&cfg.agent_id, version, &c.content)?;
-            match t.push(&cur, &counters).await {
+            let cur = Arc::new(encode_async(&cfg.agent_id, version, &content).await?);
+            match t.push(&cur, None, &counters).await {
                 Outcome::Accepted => {
                     println!("{}: accepted version {version}", t.url);
                     break;

@@ -2,7 +2,7 @@
 //!
 //! - [`parse`]: every alias source from bytes to entries and diagnostics;
 //! - [`build`]: assembling parsed sources into a snapshot's [`Content`];
-//! - [`snapshot`]: the model and its canonical SHA-256 hash;
+//! - [`snapshot`]: the model and its canonical SHA-256 hash; [`delta`]: changes between two;
 //! - [`plan`]: forward / split / punt for every valid address;
 //! - [`sign`]: HMAC request signing; [`wire`]: the other HTTP bodies;
 //! - [`addr`]: what may be written into a map.
@@ -11,6 +11,7 @@
 
 pub mod addr;
 pub mod build;
+pub mod delta;
 pub mod fxhash;
 pub mod parse;
 pub mod plan;

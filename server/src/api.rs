@@ -55,6 +55,9 @@ pub enum ApiError {
     /// The snapshot is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A delta against content this receiver does not hold applied.
+    #[error("{0}")]
+    UnknownBase(String),
     /// The shrink guard holds the snapshot.
     #[error("{0}")]
     Held(String),
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "version_conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Invalid(_) => "invalid_snapshot",
+            ApiError::UnknownBase(_) => "unknown_base",
             ApiError::Held(_) => "held",
             ApiError::ApplyFailed => "apply_failed",
             ApiError::Internal(_) => "internal",
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnknownBase(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Held(_) => StatusCode::LOCKED,
             ApiError::ApplyFailed | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -122,6 +127,7 @@ pub fn router(state: AppState) -> Router {
     let limit = usize::try_from(state.server.cfg.config.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/v1/snapshots", post(post_snapshot).get(get_history))
+        .route("/v1/deltas", post(post_delta))
         .route("/v1/heartbeat", post(post_heartbeat))
         .route("/v1/status", get(get_status))
         .route("/v1/plan/{address}", get(get_plan))
@@ -191,19 +197,42 @@ async fn post_snapshot(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<proto::wire::SnapshotReply>, ApiError> {
+    ingest_request(app, headers, body, "/v1/snapshots", crate::ingest::snapshot).await
+}
+
+#[tracing::instrument(skip_all, fields(agent))]
+async fn post_delta(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<proto::wire::SnapshotReply>, ApiError> {
+    ingest_request(app, headers, body, "/v1/deltas", crate::ingest::delta).await
+}
+
+/// `ingest::snapshot` or `ingest::delta`.
+type IngestFn =
+    fn(&Arc<Server>, &str, &[u8], Option<&str>) -> Result<proto::wire::SnapshotReply, ApiError>;
+
+/// A signed snapshot or delta: authenticated, then handed to `ingest` off the async threads.
+async fn ingest_request(
+    app: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    path: &str,
+    ingest: IngestFn,
+) -> Result<Json<proto::wire::SnapshotReply>, ApiError> {
     let body = body_or_error(body)?;
-    let agent = authenticate(&app.server, &headers, "POST", "/v1/snapshots", &body).await?;
+    let agent = authenticate(&app.server, &headers, "POST", path, &body).await?;
     tracing::Span::current().record("agent", agent.as_str());
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let server = Arc::clone(&app.server);
-    let reply = tokio::task::spawn_blocking(move || {
-        crate::ingest::snapshot(&server, &agent, &body, encoding.as_deref())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))??;
+    let reply =
+        tokio::task::spawn_blocking(move || ingest(&server, &agent, &body, encoding.as_deref()))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))??;
     Ok(Json(reply))
 }
 

@@ -68,6 +68,16 @@ fn refuse(server: &Server, agent: &str, snap: Option<&Snapshot>, err: ApiError) 
     err
 }
 
+/// How to keep a snapshot's body for a later restart or release.
+enum Body<'a> {
+    /// The zstd body as the agent sent it.
+    Zstd(&'a [u8]),
+    /// The JSON, to be compressed.
+    Json(Vec<u8>),
+    /// Nothing sent as is (a delta): encode the resulting snapshot.
+    Rebuild,
+}
+
 /// Handles `POST /v1/snapshots` after the signature and sequence number were verified.
 pub fn snapshot(
     server: &Arc<Server>,
@@ -78,7 +88,7 @@ pub fn snapshot(
     let started = StdInstant::now();
     let limit = server.cfg.config.max_body_bytes;
     let json = inflate(body, encoding, limit).map_err(|e| refuse(server, agent, None, e))?;
-    let mut snap: Snapshot = serde_json::from_slice(&json).map_err(|e| {
+    let snap: Snapshot = serde_json::from_slice(&json).map_err(|e| {
         refuse(
             server,
             agent,
@@ -86,6 +96,70 @@ pub fn snapshot(
             ApiError::BadRequest(format!("malformed snapshot json: {e}")),
         )
     })?;
+    let keep = match encoding.map(str::trim) {
+        Some("zstd") => Body::Zstd(body),
+        _ => Body::Json(json),
+    };
+    ingest(server, agent, snap, keep, started)
+}
+
+/// Handles `POST /v1/deltas` after the signature and sequence number were verified: the changes
+/// are applied to the content this receiver holds applied, and the result goes through exactly
+/// the checks of a full snapshot (its hash must be the one the delta claims).
+pub fn delta(
+    server: &Arc<Server>,
+    agent: &str,
+    body: &[u8],
+    encoding: Option<&str>,
+) -> Result<SnapshotReply, ApiError> {
+    let started = StdInstant::now();
+    let limit = server.cfg.config.max_body_bytes;
+    let json = inflate(body, encoding, limit).map_err(|e| refuse(server, agent, None, e))?;
+    let d: proto::delta::Delta = serde_json::from_slice(&json).map_err(|e| {
+        refuse(
+            server,
+            agent,
+            None,
+            ApiError::BadRequest(format!("malformed delta json: {e}")),
+        )
+    })?;
+    drop(json);
+    let base = lock(&server.live)
+        .get(agent)
+        .and_then(|l| l.applied.clone())
+        .filter(|a| a.hash == d.base_hash);
+    let Some(base) = base else {
+        // The agent's ordinary fallback, not a refusal: it sends the full snapshot next.
+        server.metrics.reject(agent, "unknown_base");
+        return Err(ApiError::UnknownBase(format!(
+            "this receiver does not hold {} applied; send the full snapshot",
+            d.base_hash
+        )));
+    };
+    let content = proto::delta::apply(&base.content, &d.changes).map_err(|e| {
+        let what = ApiError::Invalid(format!("the delta does not apply to {}: {e}", d.base_hash));
+        refuse(server, agent, None, what)
+    })?;
+    drop(base);
+    let snap = Snapshot {
+        format: d.format,
+        agent: d.agent,
+        version: d.version,
+        hash: d.hash,
+        created_at: d.created_at,
+        content,
+    };
+    ingest(server, agent, snap, Body::Rebuild, started)
+}
+
+/// The checks, storage and apply shared by full snapshots and deltas.
+fn ingest(
+    server: &Arc<Server>,
+    agent: &str,
+    mut snap: Snapshot,
+    keep: Body<'_>,
+    started: StdInstant,
+) -> Result<SnapshotReply, ApiError> {
     if snap.agent != agent {
         let e = ApiError::Invalid(format!(
             "snapshot is from agent {:?} but signed by {agent:?}",
@@ -161,11 +235,20 @@ pub fn snapshot(
         return Err(ApiError::Held(h.why.clone()));
     }
     // Kept compressed for a later restart or release: a zstd body as it came, else compressed here.
-    let stored = match encoding.map(str::trim) {
-        Some("zstd") => body.to_vec(),
-        _ => zstd::stream::encode_all(&json[..], 3).map_err(|e| ApiError::Internal(e.into()))?,
+    let compress =
+        |json: &[u8]| zstd::stream::encode_all(json, 3).map_err(|e| ApiError::Internal(e.into()));
+    let kind = if matches!(keep, Body::Rebuild) {
+        "delta"
+    } else {
+        "full"
     };
-    drop(json);
+    let stored = match keep {
+        Body::Zstd(body) => body.to_vec(),
+        Body::Json(json) => compress(&json)?,
+        Body::Rebuild => {
+            compress(&serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.into()))?)?
+        }
+    };
     let addresses = proto::plan::address_count(&snap.content) as u64;
     if let Some(a) = &applied {
         let pct = u64::from(server.cfg.config.guard.max_shrink_percent);
@@ -195,6 +278,14 @@ pub fn snapshot(
         .insert_snapshot(&row)
         .map_err(|e| server.storage_failed(agent, &format!("version {}", snap.version), e))?;
     let reply = apply(server, agent, snap, id)?;
+    server
+        .metrics
+        .applied
+        .get_or_create(&crate::metrics::KindLabel {
+            agent: agent.to_string(),
+            kind: kind.to_string(),
+        })
+        .inc();
     server
         .metrics
         .apply_duration

@@ -42,6 +42,15 @@ pub struct RejectLabel {
     pub reason: String,
 }
 
+/// `{agent, kind}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Agent id.
+    pub agent: String,
+    /// `full` or `delta`.
+    pub kind: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the server exports.
@@ -61,6 +70,8 @@ pub struct Metrics {
     pub apply_duration: Histogram,
     /// Refused requests.
     pub rejected: Family<RejectLabel, Counter>,
+    /// Applied snapshots, by how they came.
+    pub applied: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +84,7 @@ impl Default for Metrics {
         let addresses = Family::<ClassLabel, Gauge>::default();
         let apply_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let rejected = Family::<RejectLabel, Counter>::default();
+        let applied = Family::<KindLabel, Counter>::default();
         registry.register(
             "mxsync_snapshot_version",
             "Applied snapshot version",
@@ -108,6 +120,11 @@ impl Default for Metrics {
             "Refused agent requests",
             rejected.clone(),
         );
+        registry.register(
+            "mxsync_applied",
+            "Snapshots applied, by kind (full or delta)",
+            applied.clone(),
+        );
         Metrics {
             registry,
             version,
@@ -117,6 +134,7 @@ impl Default for Metrics {
             addresses,
             apply_duration,
             rejected,
+            applied,
         }
     }
 }

@@ -286,3 +286,64 @@ async fn an_agent_that_lost_its_state_dir_recovers_by_itself() {
     agent.stop().await;
     server.stop().await;
 }
+
+/// `mxsync_applied_total{agent="mx1",kind=KIND}` on the server at `url`.
+async fn applied(url: &str, kind: &str) -> u64 {
+    let text = tests::client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("mxsync_applied_total{{agent=\"mx1\",kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_travel_as_deltas_and_a_receiver_that_lost_its_state_gets_the_full_snapshot() {
+    let s = setup();
+    let server = tests::RunningServer::start(&s.server_config).await;
+    let agent =
+        tests::RunningAgent::start(s.primary.agent_config(&s.state, &[(&server.url, &s.key)]));
+    expect(&s, "first push", "a@example.org r1@remote.net\n", true).await;
+    let aliases = std::fs::read_to_string(s.primary.path("aliases")).unwrap();
+    for i in 2..5 {
+        s.primary.write(
+            "aliases",
+            &aliases.replace("r1@remote.net", &format!("r{i}@remote.net")),
+        );
+        let needle = format!("a@example.org r{i}@remote.net\n");
+        expect(&s, "edit", &needle, true).await;
+    }
+    assert_eq!(applied(&server.url, "full").await, 1);
+    assert_eq!(applied(&server.url, "delta").await, 3);
+
+    // The receiver comes back with nothing (a new disk): the agent's delta has no base there,
+    // so it sends the full snapshot; later edits are deltas again.
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    server.stop().await;
+    let sdir = s.server_config.parent().unwrap();
+    std::fs::remove_dir_all(sdir.join("state")).unwrap();
+    std::fs::remove_dir_all(&s.maps).unwrap();
+    let server = tests::RunningServer::start_on(&s.server_config, addr).await;
+    expect(&s, "after the loss", "a@example.org r4@remote.net\n", true).await;
+    s.primary.write(
+        "aliases",
+        &aliases.replace("r1@remote.net", "r9@remote.net"),
+    );
+    expect(
+        &s,
+        "edit after the loss",
+        "a@example.org r9@remote.net\n",
+        true,
+    )
+    .await;
+    assert_eq!(applied(&server.url, "full").await, 1);
+    assert_eq!(applied(&server.url, "delta").await, 1);
+    agent.stop().await;
+    server.stop().await;
+}

@@ -690,3 +690,136 @@ async fn a_later_complete_snapshot_replaces_a_held_one_without_the_operator() {
         1
     );
 }
+
+fn delta_between(old: &str, new: &str, version: u64) -> proto::delta::Delta {
+    let (a, b) = (crate::testkit::content(old), crate::testkit::content(new));
+    proto::delta::Delta {
+        format: proto::snapshot::FORMAT,
+        agent: "mx1".into(),
+        version,
+        base_hash: a.hash(),
+        hash: b.hash(),
+        created_at: 0,
+        changes: proto::delta::diff(&a, &b),
+    }
+}
+
+async fn push_delta(h: &mut Harness, d: &proto::delta::Delta) -> Reply {
+    let body = serde_json::to_vec(d).unwrap();
+    let seq = h.next_seq();
+    send(h, signed("/v1/deltas", body, seq, KEY, None)).await
+}
+
+#[tokio::test]
+async fn a_delta_gives_the_maps_the_full_snapshot_gives() {
+    let (mut by_delta, mut by_full) = (Harness::new(""), Harness::new(""));
+    applied(&mut by_delta).await;
+    applied(&mut by_full).await;
+    let r = push_delta(&mut by_delta, &delta_between(ALIASES, CHANGED, 2)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["version"], 2);
+    let r = push(&mut by_full, &snapshot(CHANGED, 2)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(by_delta.maps(), by_full.maps());
+    assert!(
+        by_delta
+            .map("postfix/virtual")
+            .contains("a@example.org other@remote.net")
+    );
+    // Stored as a whole snapshot: history and a restart need no chain of deltas.
+    let row = &history(&by_delta)[0];
+    assert_eq!((row.version, row.outcome.as_str()), (2, "applied"));
+    let stored = {
+        let db = lock(&by_delta.server.db);
+        let id = db
+            .find_with_body("mx1", 2, &row.hash)
+            .unwrap()
+            .expect("stored row");
+        db.body(id).unwrap().expect("stored body")
+    };
+    let snap: proto::Snapshot =
+        serde_json::from_slice(&zstd::stream::decode_all(&stored[..]).unwrap()).unwrap();
+    assert_eq!(snap.content, crate::testkit::content(CHANGED));
+}
+
+#[tokio::test]
+async fn deltas_that_do_not_fit_are_refused_and_change_nothing() {
+    let mut h = Harness::new("");
+    // Before anything is applied, every delta has an unknown base.
+    let r = push_delta(&mut h, &delta_between(ALIASES, CHANGED, 2)).await;
+    check_refused(
+        &h,
+        &Default::default(),
+        &r,
+        StatusCode::PRECONDITION_FAILED,
+        "unknown_base",
+        None,
+    );
+    let before = applied(&mut h).await;
+    let rows = history(&h).len();
+    // Against a base this receiver does not hold: the agent falls back to the full snapshot.
+    let other = "a: x@remote.net\n";
+    let r = push_delta(&mut h, &delta_between(other, CHANGED, 2)).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::PRECONDITION_FAILED,
+        "unknown_base",
+        None,
+    );
+    assert_eq!(history(&h).len(), rows, "a fallback is not a refusal");
+    // Claiming a hash the changes do not give.
+    let mut d = delta_between(ALIASES, CHANGED, 2);
+    d.hash = crate::testkit::content(other).hash();
+    let r = push_delta(&mut h, &d).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_snapshot",
+        Some("content hash"),
+    );
+    // Changes that name what the base does not have.
+    let mut d = delta_between(ALIASES, CHANGED, 2);
+    d.changes.aliases.remove = vec!["nobody-here".into()];
+    let r = push_delta(&mut h, &d).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_snapshot",
+        Some("nobody-here"),
+    );
+    // A delta may not smuggle in what a full snapshot may not carry.
+    let mut d = delta_between(ALIASES, CHANGED, 2);
+    d.changes.aliases.upsert[0].targets[0].value = "a@x\nroot@y OK".into();
+    let r = push_delta(&mut h, &d).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_snapshot",
+        Some("not a valid address"),
+    );
+    // Signed for the other endpoint.
+    let body = serde_json::to_vec(&delta_between(ALIASES, CHANGED, 2)).unwrap();
+    let seq = h.next_seq();
+    let mut req = signed("/v1/snapshots", body, seq, KEY, None);
+    *req.uri_mut() = "/v1/deltas".parse().unwrap();
+    let r = send(&h, req).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        None,
+    );
+    // And the right one still applies.
+    let r = push_delta(&mut h, &delta_between(ALIASES, CHANGED, 2)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}

@@ -1,0 +1,299 @@
+//! Incremental snapshots: the changes from one normalized [`Content`] to another.
+//!
+//! An agent that knows which hash a receiver holds sends a [`Delta`] against it instead of the
+//! whole content (`POST /v1/deltas`). The receiver applies it to the content it holds and must
+//! get exactly the content, and so the hash, that the full snapshot would have given: [`apply`]
+//! of [`diff`] is the identity on normalized content (property-tested below), and the receiver
+//! checks the resulting hash against the one the delta claims before it does anything else.
+//!
+//! Keyed lists (aliases, includes, virtual entries, recipients, users) travel as removed keys and
+//! upserted entries; the small lists (domains, file table, diagnostics) are sent whole when they
+//! changed. File indices in upserted entries refer to the new file table; when the file table
+//! changes, every entry whose index moved is an upsert, so a delta is never wrong, only larger.
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::{Alias, Content, Diagnostic, Include, Recipient, User, VirtualEntry};
+
+/// A delta as pushed by an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// [`crate::snapshot::FORMAT`].
+    pub format: u32,
+    /// The agent's id.
+    pub agent: String,
+    /// The version the result has.
+    pub version: u64,
+    /// The hash of the content the changes apply to.
+    pub base_hash: String,
+    /// The hash of the result.
+    pub hash: String,
+    /// When the agent collected the new content, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// The changes.
+    pub changes: Changes,
+}
+
+/// Changes to one keyed list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+pub struct Section<T> {
+    /// Keys of the entries that are gone, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Entries that are new or changed, sorted by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upsert: Vec<T>,
+}
+
+impl<T> Default for Section<T> {
+    fn default() -> Self {
+        Section {
+            remove: Vec::new(),
+            upsert: Vec::new(),
+        }
+    }
+}
+
+impl<T> Section<T> {
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.upsert.is_empty()
+    }
+}
+
+/// Everything that differs between two contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// The new domains, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<Vec<String>>,
+    /// The new file table, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+    /// Aliases, by name.
+    #[serde(default, skip_serializing_if = "Section::is_empty")]
+    pub aliases: Section<Alias>,
+    /// Include files, by path.
+    #[serde(default, skip_serializing_if = "Section::is_empty")]
+    pub includes: Section<Include>,
+    /// Virtual entries, by key.
+    #[serde(default, rename = "virtual", skip_serializing_if = "Section::is_empty")]
+    pub virtuals: Section<VirtualEntry>,
+    /// Recipient-list entries, by address.
+    #[serde(default, skip_serializing_if = "Section::is_empty")]
+    pub recipients: Section<Recipient>,
+    /// Local users, by name.
+    #[serde(default, skip_serializing_if = "Section::is_empty")]
+    pub users: Section<User>,
+    /// The new diagnostics, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<Diagnostic>>,
+}
+
+impl Changes {
+    /// How many entries the changes carry (removed keys, upserts and whole lists' items).
+    pub fn len(&self) -> usize {
+        self.domains.as_ref().map_or(0, Vec::len)
+            + self.files.as_ref().map_or(0, Vec::len)
+            + self.diagnostics.as_ref().map_or(0, Vec::len)
+            + self.aliases.remove.len()
+            + self.aliases.upsert.len()
+            + self.includes.remove.len()
+            + self.includes.upsert.len()
+            + self.virtuals.remove.len()
+            + self.virtuals.upsert.len()
+            + self.recipients.remove.len()
+            + self.recipients.upsert.len()
+            + self.users.remove.len()
+            + self.users.upsert.len()
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_none()
+            && self.files.is_none()
+            && self.diagnostics.is_none()
+            && self.aliases.is_empty()
+            && self.includes.is_empty()
+            && self.virtuals.is_empty()
+            && self.recipients.is_empty()
+            && self.users.is_empty()
+    }
+}
+
+/// Why a delta does not apply to the content it names.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeltaError {
+    /// A list is not sorted by key, or has a key twice.
+    #[error("{0}: keys not sorted and unique")]
+    Unsorted(&'static str),
+    /// A key is removed that the base does not have.
+    #[error("{what}: cannot remove {key:?}, the base does not have it")]
+    Missing {
+        /// Which list.
+        what: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// A key is both removed and upserted.
+    #[error("{what}: {key:?} is both removed and upserted")]
+    Both {
+        /// Which list.
+        what: &'static str,
+        /// The key.
+        key: String,
+    },
+}
+
+/// An entry of a keyed list.
+trait Keyed: Clone + PartialEq {
+    const WHAT: &'static str;
+    fn key(&self) -> &str;
+}
+
+macro_rules! keyed {
+    ($t:ty, $what:literal, $field:ident) => {
+        impl Keyed for $t {
+            const WHAT: &'static str = $what;
+            fn key(&self) -> &str {
+                &self.$field
+            }
+        }
+    };
+}
+keyed!(Alias, "aliases", name);
+keyed!(Include, "includes", path);
+keyed!(VirtualEntry, "virtual", key);
+keyed!(Recipient, "recipients", address);
+keyed!(User, "users", name);
+
+/// The changes that turn `old` into `new`. Both must be normalized (sorted, unique keys).
+pub fn diff(old: &Content, new: &Content) -> Changes {
+    Changes {
+        domains: (old.domains != new.domains).then(|| new.domains.clone()),
+        files: (old.files != new.files).then(|| new.files.clone()),
+        aliases: diff_section(&old.aliases, &new.aliases),
+        includes: diff_section(&old.includes, &new.includes),
+        virtuals: diff_section(&old.virtuals, &new.virtuals),
+        recipients: diff_section(&old.recipients, &new.recipients),
+        users: diff_section(&old.users, &new.users),
+        diagnostics: (old.diagnostics != new.diagnostics).then(|| new.diagnostics.clone()),
+    }
+}
+
+fn diff_section<T: Keyed>(old: &[T], new: &[T]) -> Section<T> {
+    let mut s = Section::default();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) => match o.key().cmp(n.key()) {
+                std::cmp::Ordering::Less => {
+                    s.remove.push(o.key().to_string());
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    s.upsert.push(n.clone());
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    if o != n {
+                        s.upsert.push(n.clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            },
+            (Some(o), None) => {
+                s.remove.push(o.key().to_string());
+                i += 1;
+            }
+            (None, Some(n)) => {
+                s.upsert.push(n.clone());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    s
+}
+
+/// `base` with `changes` applied. `base` must be normalized; the result then is too. Fails if
+/// the changes are not sorted or name keys the base does not have.
+pub fn apply(base: &Content, changes: &Changes) -> Result<Content, DeltaError> {
+    Ok(Content {
+        domains: changes
+            .domains
+            .clone()
+            .unwrap_or_else(|| base.domains.clone()),
+        files: changes.files.clone().unwrap_or_else(|| base.files.clone()),
+        aliases: apply_section(&base.aliases, &changes.aliases)?,
+        includes: apply_section(&base.includes, &changes.includes)?,
+        virtuals: apply_section(&base.virtuals, &changes.virtuals)?,
+        recipients: apply_section(&base.recipients, &changes.recipients)?,
+        users: apply_section(&base.users, &changes.users)?,
+        diagnostics: changes
+            .diagnostics
+            .clone()
+            .unwrap_or_else(|| base.diagnostics.clone()),
+    })
+}
+
+fn apply_section<T: Keyed>(base: &[T], s: &Section<T>) -> Result<Vec<T>, DeltaError> {
+    if s.is_empty() {
+        return Ok(base.to_vec());
+    }
+    if !strictly_sorted(s.remove.iter().map(String::as_str))
+        || !strictly_sorted(s.upsert.iter().map(Keyed::key))
+    {
+        return Err(DeltaError::Unsorted(T::WHAT));
+    }
+    let mut out = Vec::with_capacity(base.len() + s.upsert.len());
+    let (mut removes, mut upserts) = (s.remove.iter().peekable(), s.upsert.iter().peekable());
+    for item in base {
+        let key = item.key();
+        while let Some(u) = upserts.next_if(|u| u.key() < key) {
+            out.push(u.clone());
+        }
+        if let Some(r) = removes.next_if(|r| r.as_str() < key) {
+            return Err(DeltaError::Missing {
+                what: T::WHAT,
+                key: r.clone(),
+            });
+        }
+        let removed = removes.next_if(|r| r.as_str() == key).is_some();
+        let upserted = upserts.next_if(|u| u.key() == key);
+        match (removed, upserted) {
+            (true, Some(_)) => {
+                return Err(DeltaError::Both {
+                    what: T::WHAT,
+                    key: key.to_string(),
+                });
+            }
+            (true, None) => {}
+            (false, Some(u)) => out.push(u.clone()),
+            (false, None) => out.push(item.clone()),
+        }
+    }
+    if let Some(r) = removes.next() {
+        return Err(DeltaError::Missing {
+            what: T::WHAT,
+            key: r.clone(),
+        });
+    }
+    out.extend(upserts.cloned());
+    Ok(out)
+}
+
+fn strictly_sorted<'a>(keys: impl Iterator<Item = &'a str>) -> bool {
+    let mut prev: Option<&str> = None;
+    for k in keys {
+        if prev.is_some_and(|p| p >= k) {
+            return false;
+        }
+        prev = Some(k);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;

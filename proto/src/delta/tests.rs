@@ -1,0 +1,338 @@
+//! Deltas: what `diff` sends for small edits, what `apply` refuses, and the property that the
+//! receiver's content and hash after any sequence of deltas equal those of the full snapshot.
+
+use super::*;
+use crate::testkit::content;
+
+/// A one-line picture of the changes: keyed lists as `name: -removed +upserted`, whole lists
+/// by name.
+fn summary(c: &Changes) -> String {
+    fn sec<T: Keyed>(out: &mut Vec<String>, s: &Section<T>) {
+        if !s.is_empty() {
+            let mut parts: Vec<String> = s.remove.iter().map(|k| format!("-{k}")).collect();
+            parts.extend(s.upsert.iter().map(|u| format!("+{}", u.key())));
+            out.push(format!("{}: {}", T::WHAT, parts.join(" ")));
+        }
+    }
+    let mut out = Vec::new();
+    if c.domains.is_some() {
+        out.push("domains".to_string());
+    }
+    if c.files.is_some() {
+        out.push("files".to_string());
+    }
+    sec(&mut out, &c.aliases);
+    sec(&mut out, &c.includes);
+    sec(&mut out, &c.virtuals);
+    sec(&mut out, &c.recipients);
+    sec(&mut out, &c.users);
+    if c.diagnostics.is_some() {
+        out.push("diagnostics".to_string());
+    }
+    if out.is_empty() {
+        "-".to_string()
+    } else {
+        out.join("; ")
+    }
+}
+
+fn check(old: &str, new: &str, expected: &str) {
+    let (a, b) = (content(old), content(new));
+    let changes = diff(&a, &b);
+    assert_eq!(summary(&changes), expected, "{old:?} -> {new:?}");
+    let got = apply(&a, &changes).expect("applies to its base");
+    assert_eq!(got, b, "{old:?} -> {new:?}");
+    assert_eq!(got.hash(), b.hash());
+}
+
+#[test]
+fn diff_sends_only_what_changed() {
+    let base = "== aliases\na: r@remote.net\nb: s@remote.net\nc: a, b\n";
+    let rows: &[(&str, &str)] = &[
+        (base, "-"),
+        (
+            "== aliases\na: r@remote.net\nb: t@remote.net\nc: a, b\n",
+            "aliases: +b",
+        ),
+        (
+            "== aliases\na: r@remote.net\nb: s@remote.net\nc: a, b\nd: x@remote.net\n",
+            "aliases: +d",
+        ),
+        (
+            "== aliases\na: r@remote.net\nb: s@remote.net\n",
+            "aliases: -c",
+        ),
+        (
+            "== aliases\naa: r@remote.net\nb: s@remote.net\nc: aa, b\n",
+            "aliases: -a +aa +c",
+        ),
+        // A line moved: its origin changed, so it is sent again.
+        (
+            "== aliases\nb: s@remote.net\na: r@remote.net\nc: a, b\n",
+            "aliases: +a +b",
+        ),
+        (
+            "== aliases\na: r@remote.net\nb: s@remote.net\nc: a, b, :include:/l/x\n== /l/x\nq@remote.net\n",
+            "files; aliases: +c; includes: +/l/x",
+        ),
+        (
+            "== aliases\na: r@remote.net\nb: s@remote.net\nc: a, b\n== virtual\nv@example.org r@remote.net\n",
+            "files; virtual: +v@example.org",
+        ),
+        (
+            "== aliases\na: r@remote.net\nb: s@remote.net\nc: a, b\nd e\n",
+            "diagnostics",
+        ),
+        (
+            "== aliases\na: r@remote.net\nb: s@remote.net\nc: a, b\n== /home/bob/.forward\nbob@remote.net\n",
+            "files; users: +bob",
+        ),
+    ];
+    for (new, expected) in rows {
+        check(base, new, expected);
+    }
+}
+
+#[test]
+fn apply_refuses_changes_that_do_not_fit_the_base() {
+    let base = content("== aliases\na: r@remote.net\nb: s@remote.net\n");
+    let alias = |name: &str| base.aliases[0].clone().tap_name(name);
+    let cases: Vec<(Changes, DeltaError)> = vec![
+        (
+            Changes {
+                aliases: Section {
+                    remove: vec!["zz".into()],
+                    upsert: vec![],
+                },
+                ..Changes::default()
+            },
+            DeltaError::Missing {
+                what: "aliases",
+                key: "zz".into(),
+            },
+        ),
+        (
+            Changes {
+                aliases: Section {
+                    remove: vec!["0".into()],
+                    upsert: vec![],
+                },
+                ..Changes::default()
+            },
+            DeltaError::Missing {
+                what: "aliases",
+                key: "0".into(),
+            },
+        ),
+        (
+            Changes {
+                aliases: Section {
+                    remove: vec!["b".into(), "a".into()],
+                    upsert: vec![],
+                },
+                ..Changes::default()
+            },
+            DeltaError::Unsorted("aliases"),
+        ),
+        (
+            Changes {
+                aliases: Section {
+                    remove: vec![],
+                    upsert: vec![alias("c"), alias("c")],
+                },
+                ..Changes::default()
+            },
+            DeltaError::Unsorted("aliases"),
+        ),
+        (
+            Changes {
+                aliases: Section {
+                    remove: vec!["a".into()],
+                    upsert: vec![alias("a")],
+                },
+                ..Changes::default()
+            },
+            DeltaError::Both {
+                what: "aliases",
+                key: "a".into(),
+            },
+        ),
+    ];
+    for (changes, expected) in cases {
+        assert_eq!(apply(&base, &changes), Err(expected), "{changes:?}");
+    }
+}
+
+trait TapName {
+    fn tap_name(self, name: &str) -> Self;
+}
+
+impl TapName for Alias {
+    fn tap_name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+}
+
+#[test]
+fn a_delta_survives_the_wire() {
+    let a = content("== aliases\na: r@remote.net\nb: s@remote.net\n");
+    let b = content("== aliases\nb: t@remote.net, \"|/bin/x\"\n== virtual\nv@example.org b\n");
+    let d = Delta {
+        format: crate::snapshot::FORMAT,
+        agent: "mx1".into(),
+        version: 2,
+        base_hash: a.hash(),
+        hash: b.hash(),
+        created_at: 0,
+        changes: diff(&a, &b),
+    };
+    let json = serde_json::to_vec(&d).expect("encode");
+    let back: Delta = serde_json::from_slice(&json).expect("decode");
+    assert_eq!(back, d);
+    assert_eq!(apply(&a, &back.changes).expect("applies"), b);
+}
+
+mod properties {
+    //! A primary edited at random, one line at a time: the receiver that only ever gets deltas
+    //! holds exactly what the full snapshot would give, at every step.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The editable files of the model primary.
+    const FILES: [&str; 6] = [
+        "aliases",
+        "virtual",
+        "recipients",
+        "/lists/x",
+        "/lists/y",
+        "/home/bob/.forward",
+    ];
+
+    fn line(file: usize) -> BoxedStrategy<String> {
+        let name = (0..12u8).prop_map(|i| format!("n{i}"));
+        let target = prop_oneof![
+            3 => (0..5u8).prop_map(|i| format!("r{i}@remote.net")),
+            2 => (0..12u8).prop_map(|i| format!("n{i}")),
+            1 => prop_oneof![
+                Just(":include:/lists/x"), Just(":include:/lists/y"), Just("\"|/bin/prog\""),
+                Just("/var/file"), Just("alice"), Just("bob"), Just(":blackhole:"),
+            ].prop_map(String::from),
+        ];
+        let targets = prop::collection::vec(target, 1..4).prop_map(|t| t.join(", "));
+        match file {
+            0 => prop_oneof![
+                8 => (name, targets).prop_map(|(n, t)| format!("{n}: {t}")),
+                1 => Just("# a comment".to_string()),
+                1 => Just("broken line".to_string()),
+            ]
+            .boxed(),
+            1 => ((0..6u8), targets)
+                .prop_map(|(i, t)| format!("v{i}@example.org {t}"))
+                .boxed(),
+            2 => (0..6u8).prop_map(|i| format!("box{i}@example.org")).boxed(),
+            _ => targets.boxed(),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Insert(usize, usize, String),
+        Remove(usize, usize),
+        Replace(usize, usize, String),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        (0..FILES.len()).prop_flat_map(|f| {
+            prop_oneof![
+                3 => (any::<usize>(), line(f)).prop_map(move |(at, l)| Edit::Insert(f, at, l)),
+                1 => any::<usize>().prop_map(move |at| Edit::Remove(f, at)),
+                2 => (any::<usize>(), line(f)).prop_map(move |(at, l)| Edit::Replace(f, at, l)),
+            ]
+        })
+    }
+
+    fn fixture(files: &[Vec<String>]) -> String {
+        let mut out = String::new();
+        for (name, lines) in FILES.iter().zip(files) {
+            if !lines.is_empty() {
+                out.push_str(&format!("== {name}\n"));
+                for l in lines {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    fn edit_files(files: &mut [Vec<String>], e: &Edit) {
+        match e {
+            Edit::Insert(f, at, l) => {
+                let at = at % (files[*f].len() + 1);
+                files[*f].insert(at, l.clone());
+            }
+            Edit::Remove(f, at) if !files[*f].is_empty() => {
+                let at = at % files[*f].len();
+                files[*f].remove(at);
+            }
+            Edit::Replace(f, at, l) if !files[*f].is_empty() => {
+                let at = at % files[*f].len();
+                files[*f][at] = l.clone();
+            }
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn deltas_give_what_full_snapshots_give(
+            start in prop::collection::vec(edit(), 0..20),
+            edits in prop::collection::vec(edit(), 1..16),
+        ) {
+            let mut files = vec![Vec::new(); FILES.len()];
+            for e in &start {
+                edit_files(&mut files, e);
+            }
+            let mut full = content(&fixture(&files));
+            let mut receiver = full.clone();
+            for e in &edits {
+                edit_files(&mut files, e);
+                let next = content(&fixture(&files));
+                let changes = diff(&full, &next);
+                // Over the wire, as the agent sends it.
+                let json = serde_json::to_vec(&changes).expect("encode");
+                let changes: Changes = serde_json::from_slice(&json).expect("decode");
+                receiver = apply(&receiver, &changes).expect("a delta applies to its base");
+                prop_assert_eq!(&receiver, &next);
+                prop_assert_eq!(receiver.hash(), next.hash());
+                prop_assert_eq!(changes.is_empty(), full == next);
+                full = next;
+            }
+        }
+
+        #[test]
+        fn a_delta_for_another_base_never_passes_for_the_right_result(
+            a in prop::collection::vec(edit(), 1..12),
+            b in prop::collection::vec(edit(), 1..12),
+            c in prop::collection::vec(edit(), 1..12),
+        ) {
+            // The receiver holds `other`, the agent diffs from `base`: either apply refuses, or
+            // the result's hash differs from the claimed one (the server checks it) unless the
+            // contents happen to be equal.
+            let build = |es: &[Edit]| {
+                let mut files = vec![Vec::new(); FILES.len()];
+                es.iter().for_each(|e| edit_files(&mut files, e));
+                content(&fixture(&files))
+            };
+            let (base, other, next) = (build(&a), build(&b), build(&c));
+            let changes = diff(&base, &next);
+            if let Ok(got) = apply(&other, &changes) {
+                prop_assert!(got.hash() != next.hash() || got == next);
+            }
+        }
+    }
+}
