@@ -14,7 +14,7 @@ use proto::Snapshot;
 use proto::wire::SnapshotReply;
 
 use crate::api::ApiError;
-use crate::render::{AgentMaps, Rendered, render};
+use crate::render::{AgentMaps, AgentPart, Rendered, assemble, render_agent};
 use crate::store::{Counts, NewSnapshot};
 use crate::{Applied, Held, Server, lock, maps, now_secs};
 
@@ -249,7 +249,21 @@ fn ingest(
             compress(&serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.into()))?)?
         }
     };
-    let addresses = proto::plan::address_count(&snap.content) as u64;
+    // Planned once: the part gives the shrink guard its count and then goes into the maps.
+    let part = render_agent(
+        &AgentMaps {
+            id: agent,
+            version: snap.version,
+            hash: &hash,
+            primary: primary_of(server, agent),
+            content: &snap.content,
+        },
+        &server.cfg.config.output.formats,
+    );
+    let addresses = match &part {
+        Ok(p) => p.counts.addresses,
+        Err(_) => proto::plan::address_count(&snap.content) as u64,
+    };
     if let Some(a) = &applied {
         let pct = u64::from(server.cfg.config.guard.max_shrink_percent);
         let before = a.counts.addresses;
@@ -277,7 +291,7 @@ fn ingest(
     let id = lock(&server.db)
         .insert_snapshot(&row)
         .map_err(|e| server.storage_failed(agent, &format!("version {}", snap.version), e))?;
-    let reply = apply(server, agent, snap, id)?;
+    let reply = apply(server, agent, snap, id, part.ok())?;
     server
         .metrics
         .applied
@@ -346,11 +360,31 @@ fn apply(
     agent: &str,
     snap: Snapshot,
     id: i64,
+    part: Option<AgentPart>,
 ) -> Result<SnapshotReply, ApiError> {
     let _apply = lock(&server.apply_lock);
-    let result = render_and_install(server, Some((agent, &snap)));
-    let counts = match result {
-        Ok(counts) => counts,
+    let formats = &server.cfg.config.output.formats;
+    let result = match part {
+        Some(p) => Ok(p),
+        None => render_agent(
+            &AgentMaps {
+                id: agent,
+                version: snap.version,
+                hash: &snap.hash,
+                primary: primary_of(server, agent),
+                content: &snap.content,
+            },
+            formats,
+        ),
+    }
+    .map_err(anyhow::Error::from)
+    .and_then(|part| {
+        let rendered = render_all(server, Some((agent, &snap, &part)))?;
+        install(server, &rendered)?;
+        Ok((part, rendered.counts))
+    });
+    let (part, counts) = match result {
+        Ok(r) => r,
         Err(e) => {
             let detail = format!("{e:#}");
             tracing::error!(
@@ -401,6 +435,7 @@ fn apply(
                 hash: hash.clone(),
                 applied_at,
                 content: snap.content,
+                part: Arc::new(part).into(),
                 counts: c,
             }));
         }
@@ -429,32 +464,71 @@ fn apply(
     })
 }
 
-/// Renders all agents' maps, with `replace` standing for its agent's applied snapshot.
-fn render_all(server: &Server, replace: Option<(&str, &Snapshot)>) -> anyhow::Result<Rendered> {
+fn primary_of<'a>(server: &'a Server, agent: &str) -> &'a str {
+    server
+        .cfg
+        .config
+        .agent(agent)
+        .map_or("", |a| a.primary.as_str())
+}
+
+/// Renders all agents' maps, with `replace` (snapshot and its rendered part) standing for its
+/// agent's applied snapshot. Other agents' parts are planned once and kept.
+fn render_all(
+    server: &Server,
+    replace: Option<(&str, &Snapshot, &AgentPart)>,
+) -> anyhow::Result<Rendered> {
     let applied: Vec<(String, Option<Arc<Applied>>)> = {
         let live = lock(&server.live);
         live.iter()
             .map(|(id, l)| (id.clone(), l.applied.clone()))
             .collect()
     };
-    let cfg = &server.cfg.config;
+    let formats = &server.cfg.config.output.formats;
     let mut agents = Vec::new();
+    let mut kept: Vec<Arc<AgentPart>> = Vec::new();
     for (id, applied) in &applied {
-        let primary = cfg.agent(id).map(|a| a.primary.as_str()).unwrap_or("");
-        let (version, hash, content) = match (replace, applied) {
-            (Some((agent, snap)), _) if agent == id => (snap.version, &snap.hash, &snap.content),
-            (_, Some(a)) => (a.version, &a.hash, &a.content),
-            (_, None) => continue,
-        };
-        agents.push(AgentMaps {
-            id,
-            version,
-            hash,
-            primary,
-            content,
-        });
+        let primary = primary_of(server, id);
+        match (replace, applied) {
+            (Some((agent, snap, _)), _) if agent == id => agents.push(AgentMaps {
+                id,
+                version: snap.version,
+                hash: &snap.hash,
+                primary,
+                content: &snap.content,
+            }),
+            (_, Some(a)) => {
+                let maps = AgentMaps {
+                    id,
+                    version: a.version,
+                    hash: &a.hash,
+                    primary,
+                    content: &a.content,
+                };
+                let part = match a.part.get() {
+                    Some(p) => Arc::clone(p),
+                    None => {
+                        let p = Arc::new(render_agent(&maps, formats)?);
+                        let _ = a.part.set(Arc::clone(&p));
+                        p
+                    }
+                };
+                kept.push(part);
+                agents.push(maps);
+            }
+            (_, None) => {}
+        }
     }
-    Ok(render(&agents, &cfg.output.formats)?)
+    let mut kept = kept.iter();
+    let mut with = Vec::with_capacity(agents.len());
+    for a in &agents {
+        let part: &AgentPart = match replace {
+            Some((agent, _, part)) if agent == a.id => part,
+            _ => kept.next().context("a kept part per applied agent")?,
+        };
+        with.push((a, part));
+    }
+    Ok(assemble(&with, formats))
 }
 
 /// Installs `rendered` as the live maps, running `prepare` in the new generation first.
@@ -465,17 +539,6 @@ fn install(server: &Server, rendered: &Rendered) -> anyhow::Result<()> {
         crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
     })?;
     Ok(())
-}
-
-/// Renders all agents (with `replace` standing for its agent's applied snapshot) and installs
-/// the result. Returns the counts per agent.
-fn render_and_install(
-    server: &Server,
-    replace: Option<(&str, &Snapshot)>,
-) -> anyhow::Result<std::collections::BTreeMap<String, Counts>> {
-    let rendered = render_all(server, replace)?;
-    install(server, &rendered)?;
-    Ok(rendered.counts)
 }
 
 /// At start: renders every agent's applied snapshot and installs the maps if they are missing or
@@ -527,7 +590,7 @@ pub fn release(server: &Arc<Server>, agent: &str) -> anyhow::Result<()> {
         version = snap.version,
         "operator released the held snapshot"
     );
-    apply(server, agent, snap, h.snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    apply(server, agent, snap, h.snapshot, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     lock(&server.db).set_outcome(h.snapshot, "released", Some(&h.why), None)?;
     Ok(())
 }

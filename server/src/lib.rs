@@ -51,6 +51,8 @@ pub struct Applied {
     pub applied_at: u64,
     /// The content (normalized, validated).
     pub content: proto::Content,
+    /// Its rendered lines, once planned (kept so other agents' applies need not plan it).
+    pub part: std::sync::OnceLock<Arc<render::AgentPart>>,
     /// Plan counts.
     pub counts: Counts,
 }
@@ -204,6 +206,7 @@ impl Server {
                     hash: snap.hash,
                     applied_at: row.applied_at.unwrap_or(0),
                     content: snap.content,
+                    part: std::sync::OnceLock::new(),
                     counts,
                 }));
             }

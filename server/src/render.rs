@@ -79,110 +79,148 @@ fn exim_route(primary: &str) -> String {
     }
 }
 
+/// One agent's lines of each file (no header) and its plan counts: what [`render_agent`] plans
+/// once and the server keeps, so that another agent's apply does not plan this one again.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AgentPart {
+    /// File name to lines.
+    pub files: BTreeMap<&'static str, String>,
+    /// Plan counts.
+    pub counts: Counts,
+}
+
 /// Renders the maps of all `agents` in the requested `formats` (`postfix`, `exim`).
 pub fn render(agents: &[AgentMaps<'_>], formats: &[String]) -> Result<Rendered, RenderError> {
-    let postfix = formats.iter().any(|f| f == "postfix");
-    let exim = formats.iter().any(|f| f == "exim");
+    let parts = agents
+        .iter()
+        .map(|a| render_agent(a, formats))
+        .collect::<Result<Vec<_>, _>>()?;
+    let with: Vec<(&AgentMaps<'_>, &AgentPart)> = agents.iter().zip(&parts).collect();
+    Ok(assemble(&with, formats))
+}
+
+/// The file set of `agents`, each with its part rendered for the same `formats`.
+pub fn assemble(agents: &[(&AgentMaps<'_>, &AgentPart)], formats: &[String]) -> Rendered {
     let mut header = String::from("# mxsync: generated file, do not edit\n");
-    for a in agents {
+    for (a, _) in agents {
         let _ = writeln!(
             header,
             "# agent {} version {} hash {}",
             a.id, a.version, a.hash
         );
     }
-    let mut bufs: BTreeMap<&'static str, String> = BTreeMap::new();
-    let names = POSTFIX
-        .iter()
-        .filter(|_| postfix)
-        .chain(EXIM.iter().filter(|_| exim));
-    for name in names {
-        bufs.insert(name, header.clone());
-    }
+    let mut files = BTreeMap::new();
     let mut counts = BTreeMap::new();
-    for a in agents {
-        let bad = |what, value: &str| RenderError::Invalid {
-            agent: a.id.to_string(),
-            what,
-            value: value.to_string(),
-        };
-        for d in &a.content.domains {
-            if !addr::valid_domain(d) {
-                return Err(bad("domain", d));
-            }
-            if let Some(b) = bufs.get_mut("postfix/transport") {
-                let _ = writeln!(b, "{d} relay:{}", a.primary);
-            }
-            if let Some(b) = bufs.get_mut("exim/routes") {
-                let _ = writeln!(b, "{d}: {}", exim_route(a.primary));
-            }
-            for f in ["postfix/relay_domains", "exim/domains"] {
-                if let Some(b) = bufs.get_mut(f) {
-                    let _ = writeln!(b, "{d}");
-                }
+    for name in file_names(formats) {
+        let len = header.len()
+            + agents
+                .iter()
+                .map(|(_, p)| p.files.get(name).map_or(0, String::len))
+                .sum::<usize>();
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(header.as_bytes());
+        for (_, p) in agents {
+            if let Some(lines) = p.files.get(name) {
+                bytes.extend_from_slice(lines.as_bytes());
             }
         }
-        let mut c = Counts::default();
-        let mut error = None;
-        Planner::new(a.content).plan_each(|p| {
-            if error.is_some() {
-                return;
-            }
-            if !addr::valid_address(&p.address) {
-                error = Some(bad("address", &p.address));
-                return;
-            }
-            c.addresses += 1;
-            for f in ["postfix/relay_recipients"] {
-                if let Some(b) = bufs.get_mut(f) {
-                    let _ = writeln!(b, "{} OK", p.address);
-                }
-            }
-            if let Some(b) = bufs.get_mut("exim/recipients") {
-                let _ = writeln!(b, "{}", p.address);
-            }
-            match p.class {
-                Class::Punt => c.punt += 1,
-                Class::Forward | Class::Split => {
-                    if p.class == Class::Forward {
-                        c.forward += 1;
-                    } else {
-                        c.split += 1;
-                    }
-                    let mut targets: Vec<&str> = p
-                        .forward
-                        .iter()
-                        .chain(p.punt.iter())
-                        .map(String::as_str)
-                        .collect();
-                    targets.sort_unstable();
-                    targets.dedup();
-                    if let Some(t) = targets.iter().find(|t| !addr::valid_address(t)) {
-                        error = Some(bad("target", t));
-                        return;
-                    }
-                    let list = targets.join(", ");
-                    if let Some(b) = bufs.get_mut("postfix/virtual") {
-                        let _ = writeln!(b, "{} {list}", p.address);
-                    }
-                    if let Some(b) = bufs.get_mut("exim/forward") {
-                        let _ = writeln!(b, "{}: {list}", p.address);
-                    }
-                }
-            }
-        });
-        if let Some(e) = error {
-            return Err(e);
-        }
-        counts.insert(a.id.to_string(), c);
+        files.insert(name.to_string(), bytes);
     }
-    Ok(Rendered {
-        files: bufs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into_bytes()))
-            .collect(),
-        counts,
-    })
+    for (a, p) in agents {
+        counts.insert(a.id.to_string(), p.counts);
+    }
+    Rendered { files, counts }
+}
+
+fn file_names(formats: &[String]) -> impl Iterator<Item = &'static str> + '_ {
+    let postfix = formats.iter().any(|f| f == "postfix");
+    let exim = formats.iter().any(|f| f == "exim");
+    POSTFIX
+        .iter()
+        .filter(move |_| postfix)
+        .chain(EXIM.iter().filter(move |_| exim))
+        .copied()
+}
+
+/// Plans one agent and renders its lines of every file of `formats`.
+pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, RenderError> {
+    let mut bufs: BTreeMap<&'static str, String> =
+        file_names(formats).map(|n| (n, String::new())).collect();
+    let bad = |what, value: &str| RenderError::Invalid {
+        agent: a.id.to_string(),
+        what,
+        value: value.to_string(),
+    };
+    for d in &a.content.domains {
+        if !addr::valid_domain(d) {
+            return Err(bad("domain", d));
+        }
+        if let Some(b) = bufs.get_mut("postfix/transport") {
+            let _ = writeln!(b, "{d} relay:{}", a.primary);
+        }
+        if let Some(b) = bufs.get_mut("exim/routes") {
+            let _ = writeln!(b, "{d}: {}", exim_route(a.primary));
+        }
+        for f in ["postfix/relay_domains", "exim/domains"] {
+            if let Some(b) = bufs.get_mut(f) {
+                let _ = writeln!(b, "{d}");
+            }
+        }
+    }
+    let mut c = Counts::default();
+    let mut error = None;
+    Planner::new(a.content).plan_each(|p| {
+        if error.is_some() {
+            return;
+        }
+        if !addr::valid_address(&p.address) {
+            error = Some(bad("address", &p.address));
+            return;
+        }
+        c.addresses += 1;
+        if let Some(b) = bufs.get_mut("postfix/relay_recipients") {
+            let _ = writeln!(b, "{} OK", p.address);
+        }
+        if let Some(b) = bufs.get_mut("exim/recipients") {
+            let _ = writeln!(b, "{}", p.address);
+        }
+        match p.class {
+            Class::Punt => c.punt += 1,
+            Class::Forward | Class::Split => {
+                if p.class == Class::Forward {
+                    c.forward += 1;
+                } else {
+                    c.split += 1;
+                }
+                let mut targets: Vec<&str> = p
+                    .forward
+                    .iter()
+                    .chain(p.punt.iter())
+                    .map(String::as_str)
+                    .collect();
+                targets.sort_unstable();
+                targets.dedup();
+                if let Some(t) = targets.iter().find(|t| !addr::valid_address(t)) {
+                    error = Some(bad("target", t));
+                    return;
+                }
+                let list = targets.join(", ");
+                if let Some(b) = bufs.get_mut("postfix/virtual") {
+                    let _ = writeln!(b, "{} {list}", p.address);
+                }
+                if let Some(b) = bufs.get_mut("exim/forward") {
+                    let _ = writeln!(b, "{}: {list}", p.address);
+                }
+            }
+        }
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(AgentPart {
+            files: bufs,
+            counts: c,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -823,3 +823,84 @@ async fn deltas_that_do_not_fit_are_refused_and_change_nothing() {
     let r = push_delta(&mut h, &delta_between(ALIASES, CHANGED, 2)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
 }
+
+#[tokio::test]
+async fn another_agents_apply_keeps_this_agents_lines_as_a_fresh_render_gives_them() {
+    let extra = "[[agents]]\nid = \"mx2\"\nkey_file = \"mx2.key\"\ndomains = [\"example.net\"]\n\
+                 primary = \"[127.0.0.2]:25\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    crate::testkit::write_secret(&dir.path().join("mx2.key"), &format!("{KEY}-2"));
+    let cfg = crate::testkit::load(dir.path(), extra);
+    let mut h = Harness {
+        server: Server::with_store(cfg, crate::store::Store::open_in_memory().unwrap()).unwrap(),
+        dir,
+        seq: 0,
+    };
+    let two = |aliases: &str, version: u64| {
+        let mut b = proto::Builder::new(&["example.net".to_string()]);
+        b.aliases("/etc/aliases", aliases.as_bytes());
+        let content = b.finish();
+        let snap = proto::Snapshot {
+            format: proto::snapshot::FORMAT,
+            agent: "mx2".into(),
+            version,
+            hash: content.hash(),
+            created_at: 0,
+            content,
+        };
+        serde_json::to_vec(&snap).unwrap()
+    };
+    let key2 = format!("{KEY}-2");
+    let sign2 = |body: Vec<u8>, seq: u64| {
+        let auth = proto::sign::header(key2.as_bytes(), "mx2", "POST", "/v1/snapshots", seq, &body);
+        Request::post("/v1/snapshots")
+            .header("authorization", auth)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    assert_eq!(
+        push(&mut h, &snapshot(ALIASES, 1)).await.status,
+        StatusCode::OK
+    );
+    let r = send(&h, sign2(two("n: x@remote.net\n", 1), 1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        push(&mut h, &snapshot(CHANGED, 2)).await.status,
+        StatusCode::OK
+    );
+    let r = send(&h, sign2(two("n: y@remote.net\nm: n\n", 2), 2)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // Every file equals what rendering both applied snapshots from scratch gives.
+    let (c1, c2) = (
+        crate::testkit::content(CHANGED),
+        serde_json::from_slice::<proto::Snapshot>(&two("n: y@remote.net\nm: n\n", 2))
+            .unwrap()
+            .content,
+    );
+    let (h1, h2) = (c1.hash(), c2.hash());
+    let fresh = crate::render::render(
+        &[
+            crate::render::AgentMaps {
+                id: "mx1",
+                version: 2,
+                hash: &h1,
+                primary: "[127.0.0.1]:2525",
+                content: &c1,
+            },
+            crate::render::AgentMaps {
+                id: "mx2",
+                version: 2,
+                hash: &h2,
+                primary: "[127.0.0.2]:25",
+                content: &c2,
+            },
+        ],
+        &["postfix".to_string(), "exim".to_string()],
+    )
+    .unwrap();
+    assert_eq!(h.maps(), fresh.files);
+    assert!(
+        h.map("postfix/virtual")
+            .contains("m@example.net y@remote.net\n")
+    );
+}
