@@ -24,12 +24,44 @@ pub struct Current {
     pub version: u64,
     /// Content hash.
     pub hash: String,
+    /// The agent's id.
+    pub agent: String,
     /// When it was collected, Unix seconds.
     pub created_at: u64,
-    /// The request body (zstd).
-    pub body: Vec<u8>,
+    /// The full snapshot's request body (zstd), made when a receiver first needs it: while
+    /// every receiver takes deltas, a large primary is never serialized whole again.
+    pub body: std::sync::OnceLock<Vec<u8>>,
     /// The normalized content.
     pub content: Arc<proto::Content>,
+}
+
+impl Current {
+    /// The full snapshot's zstd body, encoded on first use.
+    pub fn full_body(&self) -> anyhow::Result<Vec<u8>> {
+        /// The wire shape of [`proto::Snapshot`], borrowing the content instead of copying it.
+        #[derive(serde::Serialize)]
+        struct Borrowed<'a> {
+            format: u32,
+            agent: &'a str,
+            version: u64,
+            hash: &'a str,
+            created_at: u64,
+            content: &'a proto::Content,
+        }
+        if let Some(b) = self.body.get() {
+            return Ok(b.clone());
+        }
+        let json = serde_json::to_vec(&Borrowed {
+            format: proto::snapshot::FORMAT,
+            agent: &self.agent,
+            version: self.version,
+            hash: &self.hash,
+            created_at: self.created_at,
+            content: &self.content,
+        })?;
+        let body = zstd::stream::encode_all(&json[..], 3)?;
+        Ok(self.body.get_or_init(|| body).clone())
+    }
 }
 
 /// A delta is sent only while it carries fewer entries than this share (in percent) of the
@@ -180,10 +212,13 @@ impl Target {
                 }
             }
         }
-        match self
-            .post("/v1/snapshots", cur.body.clone(), true, counters)
-            .await
-        {
+        let c = Arc::clone(cur);
+        let body = match tokio::task::spawn_blocking(move || c.full_body()).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return Outcome::Refused(format!("cannot encode the snapshot: {e:#}")),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        match self.post("/v1/snapshots", body, true, counters).await {
             Ok((status, text)) => outcome(cur, status, &text),
             Err(e) => Outcome::Retry(e),
         }

@@ -56,47 +56,17 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Serializes and compresses a snapshot of `content` at `version` (CPU-heavy for large
-/// primaries: call it off the async threads).
-pub fn encode(agent: &str, version: u64, content: Arc<proto::Content>) -> anyhow::Result<Current> {
-    /// The wire shape of [`proto::Snapshot`], borrowing the content instead of copying it.
-    #[derive(serde::Serialize)]
-    struct Borrowed<'a> {
-        format: u32,
-        agent: &'a str,
-        version: u64,
-        hash: &'a str,
-        created_at: u64,
-        content: &'a proto::Content,
-    }
-    let hash = content.hash();
-    let created_at = now_secs();
-    let json = serde_json::to_vec(&Borrowed {
-        format: proto::snapshot::FORMAT,
-        agent,
-        version,
-        hash: &hash,
-        created_at,
-        content: &content,
-    })?;
-    let body = zstd::stream::encode_all(&json[..], 3)?;
-    Ok(Current {
+/// The snapshot of `content` (whose hash is `hash`) at `version`. Its full body is encoded
+/// when a receiver first needs it.
+pub fn current(agent: &str, version: u64, content: Arc<proto::Content>, hash: String) -> Current {
+    Current {
         version,
         hash,
-        created_at,
-        body,
+        agent: agent.to_string(),
+        created_at: now_secs(),
+        body: std::sync::OnceLock::new(),
         content,
-    })
-}
-
-/// [`encode`] on a blocking thread.
-async fn encode_async(
-    agent: &str,
-    version: u64,
-    content: &Arc<proto::Content>,
-) -> anyhow::Result<Current> {
-    let (agent, content) = (agent.to_string(), Arc::clone(content));
-    tokio::task::spawn_blocking(move || encode(&agent, version, content)).await?
+    }
 }
 
 async fn collect_async(cfg: &Arc<Config>) -> anyhow::Result<Collected> {
@@ -247,7 +217,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     })
                     .await??
                 };
-                let cur = encode_async(&cfg.agent_id, version, &fresh).await?;
+                let cur = current(&cfg.agent_id, version, Arc::clone(&fresh), hash.clone());
                 tracing::info!(
                     version,
                     hash = &hash[..16],
@@ -277,14 +247,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 dirty = true;
             }
             Some(Control::RaiseAbove(v)) = ctl_rx.recv() => {
-                let content = cur_tx.borrow().as_ref().map(|c| Arc::clone(&c.content));
-                if let Some(c) = &content {
+                let content = cur_tx.borrow().as_ref().map(|c| (Arc::clone(&c.content), c.hash.clone()));
+                if let Some((c, hash)) = content {
                     let counters2 = Arc::clone(&counters);
                     let version = tokio::task::spawn_blocking(move || counters2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).raise_above(v)).await??;
                     let cur_version = cur_tx.borrow().as_ref().map_or(0, |c| c.version);
                     if version != cur_version {
                         tracing::info!(version, "version moved above the receiver's");
-                        cur_tx.send_replace(Some(Arc::new(encode_async(&cfg.agent_id, version, c).await?)));
+                        cur_tx.send_replace(Some(Arc::new(current(&cfg.agent_id, version, c, hash))));
                     }
                 }
             }
@@ -319,7 +289,12 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
         let mut backoff = crate::push::Backoff::new(7, Duration::from_secs(2));
         loop {
             attempts += 1;
-            let cur = Arc::new(encode_async(&cfg.agent_id, version, &content).await?);
+            let cur = Arc::new(current(
+                &cfg.agent_id,
+                version,
+                Arc::clone(&content),
+                hash.clone(),
+            ));
             match t.push(&cur, None, &counters).await {
                 Outcome::Accepted => {
                     println!("{}: accepted version {version}", t.url);

@@ -8,11 +8,28 @@
 //! - `bench latency [EDITS]`: edit-to-rendered-map latency through `mxsync-agent` and
 //!   `mxsync-server` child processes on loopback, and same-size bursts within a second.
 //! - `bench idle`: the agent's and server's RSS at rest and CPU per heartbeat.
+//! - `bench cold [N]`: `mxsync-agent once` on a generated N-alias primary on disk until the
+//!   server's 200; wall time and peak RSS of both processes; `postalias` on the same file.
+//! - `bench edit [N] [EDITS]`: one changed line in that primary with `mxsync-agent run`
+//!   watching, edit to live maps.
+//! - `bench load [AGENTS] [ALIASES] [ROUNDS]`: many agents pushing at once, status latency.
+//! - `bench all`: every scenario at its default size, then one table of every figure.
 //!
 //! Build the binaries first: `cargo build --release --bins`.
 
+mod big;
 mod data;
 mod procs;
+
+/// Rows of the closing table of `bench all`: scenario, measure, ours, peer, ratio.
+static SUMMARY: std::sync::Mutex<Vec<[String; 5]>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds a row to the closing table.
+pub(crate) fn summary(scenario: &str, measure: &str, ours: String, peer: String, ratio: String) {
+    if let Ok(mut rows) = SUMMARY.lock() {
+        rows.push([scenario.into(), measure.into(), ours, peer, ratio]);
+    }
+}
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -67,6 +84,13 @@ fn proto_scenario(n: usize) {
     println!("| canonical hash | {hash_s:.3} |");
     println!("| plan every address ({plans} plans, {targets} targets) | {plan_s:.3} |");
     println!("| parse + plan | {:.3} |", parse_s + plan_s);
+    summary(
+        "proto 1M",
+        "parse + plan (in process)",
+        format!("{:.2} s", parse_s + plan_s),
+        "-".into(),
+        "-".into(),
+    );
     println!(
         "plans: {} forward, {} split, {} punt",
         classes[0], classes[1], classes[2]
@@ -147,10 +171,19 @@ fn apply_scenario(n: usize) -> anyhow::Result<()> {
     println!("| measure | mxsync-server | postalias | ratio |");
     println!("|---|---|---|---|");
     match postalias(&root.join("aliases")) {
-        Ok(secs) => println!(
-            "| request to 200 (verify, inflate, plan, store, render, fsync, switch) | {ours:.2} s | {secs:.2} s | {:.2} |",
-            ours / secs
-        ),
+        Ok(secs) => {
+            println!(
+                "| request to 200 (verify, inflate, plan, store, render, fsync, switch) | {ours:.2} s | {secs:.2} s | {:.2} |",
+                ours / secs
+            );
+            summary(
+                "apply 1M",
+                "request to live maps (server only)",
+                format!("{ours:.2} s"),
+                format!("postalias {secs:.2} s"),
+                format!("{:.2}", ours / secs),
+            );
+        }
         Err(e) => println!("| request to 200 | {ours:.2} s | not run: {e} | - |"),
     }
     println!("| peak RSS of the server process | {peak:.0} MiB (idle {rss_idle:.0} MiB) | - | - |");
@@ -371,6 +404,41 @@ fn latency_scenario(edits: usize) -> anyhow::Result<()> {
         ),
         Err(e) => println!("| {name} | {:.1} {unit} | not run: {e} | - |", f(&ours)),
     };
+    let peer_fig = |f: &dyn Fn(&Propagation) -> f64| match &peer {
+        Ok(p) => (
+            format!("lsyncd {:.1} ms", f(p)),
+            format!("{:.2}", f(&ours) / f(p)),
+        ),
+        Err(_) => ("lsyncd missing".to_string(), "-".to_string()),
+    };
+    for (name, f) in [
+        (
+            "propagation p50",
+            &(|p: &Propagation| percentile(&p.lat, 0.5)) as &dyn Fn(&Propagation) -> f64,
+        ),
+        ("propagation p99", &|p: &Propagation| {
+            percentile(&p.lat, 0.99)
+        }),
+    ] {
+        let (peer_s, ratio) = peer_fig(f);
+        summary(
+            "propagation",
+            name,
+            format!("{:.1} ms", f(&ours)),
+            peer_s,
+            ratio,
+        );
+    }
+    summary(
+        "propagation",
+        "lost edits / lost bursts",
+        format!("{} of {edits} / {} of 20", ours.lost, ours.burst_lost),
+        match &peer {
+            Ok(p) => format!("lsyncd {} of {edits} / {} of 20", p.lost, p.burst_lost),
+            Err(_) => "lsyncd missing".into(),
+        },
+        "-".into(),
+    );
     row("p50", &|p| percentile(&p.lat, 0.5), "ms");
     row("p99", &|p| percentile(&p.lat, 0.99), "ms");
     row("max", &|p| p.lat.last().copied().unwrap_or(f64::NAN), "ms");
@@ -417,6 +485,17 @@ fn idle_scenario() -> anyhow::Result<()> {
         (a1 - a0) * 1000.0 / secs as f64,
         (s1 - s0) * 1000.0 / secs as f64
     );
+    summary(
+        "idle",
+        "RSS agent / server",
+        format!(
+            "{:.1} / {:.1} MiB",
+            procs::status_mib(a, "VmRSS:"),
+            procs::status_mib(s, "VmRSS:")
+        ),
+        "-".into(),
+        "-".into(),
+    );
     Ok(())
 }
 
@@ -424,6 +503,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n = |d: usize| -> anyhow::Result<usize> {
         Ok(args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(d))
+    };
+    let arg = |i: usize, d: usize| -> anyhow::Result<usize> {
+        Ok(args.get(i).map(|s| s.parse()).transpose()?.unwrap_or(d))
     };
     match args.first().map(String::as_str) {
         Some("proto") => {
@@ -433,6 +515,49 @@ fn main() -> anyhow::Result<()> {
         Some("apply") => apply_scenario(n(1_000_000)?),
         Some("latency") => latency_scenario(n(1000)?),
         Some("idle") => idle_scenario(),
-        _ => anyhow::bail!("usage: bench proto [N] | apply [N] | latency [EDITS] | idle"),
+        Some("cold") => big::cold_scenario(n(1_000_000)?),
+        Some("edit") => big::edit_scenario(n(1_000_000)?, arg(2, 5)?),
+        Some("load") => big::load_scenario(arg(1, 100)?, arg(2, 10_000)?, arg(3, 2)?),
+        Some("all") => all(),
+        _ => anyhow::bail!(
+            "usage: bench proto [N] | apply [N] | latency [EDITS] | idle | cold [N] | \
+             edit [N] [EDITS] | load [AGENTS] [ALIASES] [ROUNDS] | all"
+        ),
     }
+}
+
+/// Every scenario at its default size, each printing its own table, then the summary.
+fn all() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let scenarios: [(&str, &dyn Fn() -> anyhow::Result<()>); 7] = [
+        ("proto", &|| {
+            proto_scenario(1_000_000);
+            Ok(())
+        }),
+        ("apply", &|| apply_scenario(1_000_000)),
+        ("cold", &|| big::cold_scenario(1_000_000)),
+        ("edit", &|| big::edit_scenario(1_000_000, 5)),
+        ("latency", &|| latency_scenario(1000)),
+        ("idle", &idle_scenario),
+        ("load", &|| big::load_scenario(100, 10_000, 2)),
+    ];
+    for (name, run) in scenarios {
+        println!();
+        if let Err(e) = run() {
+            println!("scenario {name} failed: {e:#}");
+            summary(name, "failed", format!("{e:#}"), "-".into(), "-".into());
+        }
+    }
+    println!();
+    println!(
+        "summary ({:.0} min, {} cores):",
+        started.elapsed().as_secs_f64() / 60.0,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| scenario | measure | mxsync | peer (same run) | ratio |");
+    println!("|---|---|---|---|---|");
+    for r in SUMMARY.lock().map(|r| r.clone()).unwrap_or_default() {
+        println!("| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
+    }
+    Ok(())
 }

@@ -96,8 +96,13 @@ pub fn snapshot(
             ApiError::BadRequest(format!("malformed snapshot json: {e}")),
         )
     })?;
+    // The inflated JSON can be as large as the content itself: keep it only if it is what will
+    // be stored (compressed).
     let keep = match encoding.map(str::trim) {
-        Some("zstd") => Body::Zstd(body),
+        Some("zstd") => {
+            drop(json);
+            Body::Zstd(body)
+        }
         _ => Body::Json(json),
     };
     ingest(server, agent, snap, keep, started)
@@ -291,7 +296,7 @@ fn ingest(
     let id = lock(&server.db)
         .insert_snapshot(&row)
         .map_err(|e| server.storage_failed(agent, &format!("version {}", snap.version), e))?;
-    let reply = apply(server, agent, snap, id, part.ok())?;
+    let reply = apply(server, agent, snap, id, part.ok().map(Arc::new))?;
     server
         .metrics
         .applied
@@ -360,7 +365,7 @@ fn apply(
     agent: &str,
     snap: Snapshot,
     id: i64,
-    part: Option<AgentPart>,
+    part: Option<Arc<AgentPart>>,
 ) -> Result<SnapshotReply, ApiError> {
     let _apply = lock(&server.apply_lock);
     let formats = &server.cfg.config.output.formats;
@@ -375,7 +380,8 @@ fn apply(
                 content: &snap.content,
             },
             formats,
-        ),
+        )
+        .map(Arc::new),
     }
     .map_err(anyhow::Error::from)
     .and_then(|part| {
@@ -435,7 +441,7 @@ fn apply(
                 hash: hash.clone(),
                 applied_at,
                 content: snap.content,
-                part: Arc::new(part).into(),
+                part: part.into(),
                 counts: c,
             }));
         }
@@ -476,7 +482,7 @@ fn primary_of<'a>(server: &'a Server, agent: &str) -> &'a str {
 /// agent's applied snapshot. Other agents' parts are planned once and kept.
 fn render_all(
     server: &Server,
-    replace: Option<(&str, &Snapshot, &AgentPart)>,
+    replace: Option<(&str, &Snapshot, &Arc<AgentPart>)>,
 ) -> anyhow::Result<Rendered> {
     let applied: Vec<(String, Option<Arc<Applied>>)> = {
         let live = lock(&server.live);
@@ -522,11 +528,11 @@ fn render_all(
     let mut kept = kept.iter();
     let mut with = Vec::with_capacity(agents.len());
     for a in &agents {
-        let part: &AgentPart = match replace {
+        let part = match replace {
             Some((agent, _, part)) if agent == a.id => part,
             _ => kept.next().context("a kept part per applied agent")?,
         };
-        with.push((a, part));
+        with.push((a, Arc::clone(part)));
     }
     Ok(assemble(&with, formats))
 }

@@ -8,7 +8,6 @@
 //! have its files open); older ones are removed.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
@@ -80,9 +79,9 @@ pub fn is_current(dir: &Path, rendered: &Rendered) -> bool {
         return false;
     };
     rendered
-        .files
+        .names
         .iter()
-        .all(|(name, bytes)| fs::read(cur.join(name)).is_ok_and(|b| &b == bytes))
+        .all(|name| fs::read(cur.join(name)).is_ok_and(|b| b == rendered.file(name)))
 }
 
 /// Writes `rendered` as a new generation and makes it live. `prepare` runs in the new
@@ -117,7 +116,7 @@ pub fn install(
 
 fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError> {
     let mut dirs = vec![new.to_path_buf()];
-    for (name, bytes) in &rendered.files {
+    for name in &rendered.names {
         let path = new.join(name);
         if let Some(parent) = path.parent()
             && !dirs.iter().any(|d| d == parent)
@@ -125,8 +124,14 @@ fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError>
             fs::create_dir_all(parent).map_err(io("create directory", parent))?;
             dirs.push(parent.to_path_buf());
         }
-        let mut f = File::create(&path).map_err(io("create", &path))?;
-        f.write_all(bytes).map_err(io("write", &path))?;
+        let f = File::create(&path).map_err(io("create", &path))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        rendered
+            .write_file(name, &mut w)
+            .map_err(io("write", &path))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| io("write", &path)(e.into_error()))?;
         f.sync_all().map_err(io("fsync", &path))?;
     }
     for d in dirs.iter().rev() {

@@ -27,13 +27,46 @@ pub struct AgentMaps<'a> {
     pub content: &'a Content,
 }
 
-/// The rendered file set: path below the output directory, and bytes.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// The rendered file set: each file is the header, then every agent's part of it, in order.
+/// The parts are shared with the server's memory, not copied into one buffer per file.
+#[derive(Debug, Default)]
 pub struct Rendered {
-    /// Files, sorted by path.
-    pub files: BTreeMap<String, Vec<u8>>,
+    /// File names (below the output directory), sorted.
+    pub names: Vec<&'static str>,
+    /// The header of every file: one comment line per agent with its version and hash.
+    pub header: String,
+    /// Every agent's part, in file order.
+    pub parts: Vec<std::sync::Arc<AgentPart>>,
     /// Per agent, the plan counts.
     pub counts: BTreeMap<String, Counts>,
+}
+
+impl Rendered {
+    /// Writes file `name` to `w`.
+    pub fn write_file(&self, name: &str, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        w.write_all(self.header.as_bytes())?;
+        for p in &self.parts {
+            if let Some(lines) = p.files.get(name) {
+                w.write_all(lines.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// File `name` in one buffer.
+    pub fn file(&self, name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.write_file(name, &mut out);
+        out
+    }
+
+    /// Every file in one buffer each, by name.
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        self.names
+            .iter()
+            .map(|n| (n.to_string(), self.file(n)))
+            .collect()
+    }
 }
 
 /// Why a render failed.
@@ -93,14 +126,17 @@ pub struct AgentPart {
 pub fn render(agents: &[AgentMaps<'_>], formats: &[String]) -> Result<Rendered, RenderError> {
     let parts = agents
         .iter()
-        .map(|a| render_agent(a, formats))
+        .map(|a| render_agent(a, formats).map(std::sync::Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
-    let with: Vec<(&AgentMaps<'_>, &AgentPart)> = agents.iter().zip(&parts).collect();
+    let with: Vec<(&AgentMaps<'_>, std::sync::Arc<AgentPart>)> = agents.iter().zip(parts).collect();
     Ok(assemble(&with, formats))
 }
 
 /// The file set of `agents`, each with its part rendered for the same `formats`.
-pub fn assemble(agents: &[(&AgentMaps<'_>, &AgentPart)], formats: &[String]) -> Rendered {
+pub fn assemble(
+    agents: &[(&AgentMaps<'_>, std::sync::Arc<AgentPart>)],
+    formats: &[String],
+) -> Rendered {
     let mut header = String::from("# mxsync: generated file, do not edit\n");
     for (a, _) in agents {
         let _ = writeln!(
@@ -109,27 +145,20 @@ pub fn assemble(agents: &[(&AgentMaps<'_>, &AgentPart)], formats: &[String]) -> 
             a.id, a.version, a.hash
         );
     }
-    let mut files = BTreeMap::new();
-    let mut counts = BTreeMap::new();
-    for name in file_names(formats) {
-        let len = header.len()
-            + agents
-                .iter()
-                .map(|(_, p)| p.files.get(name).map_or(0, String::len))
-                .sum::<usize>();
-        let mut bytes = Vec::with_capacity(len);
-        bytes.extend_from_slice(header.as_bytes());
-        for (_, p) in agents {
-            if let Some(lines) = p.files.get(name) {
-                bytes.extend_from_slice(lines.as_bytes());
-            }
-        }
-        files.insert(name.to_string(), bytes);
+    let mut names: Vec<&'static str> = file_names(formats).collect();
+    names.sort_unstable();
+    Rendered {
+        names,
+        header,
+        parts: agents
+            .iter()
+            .map(|(_, p)| std::sync::Arc::clone(p))
+            .collect(),
+        counts: agents
+            .iter()
+            .map(|(a, p)| (a.id.to_string(), p.counts))
+            .collect(),
     }
-    for (a, p) in agents {
-        counts.insert(a.id.to_string(), p.counts);
-    }
-    Rendered { files, counts }
 }
 
 fn file_names(formats: &[String]) -> impl Iterator<Item = &'static str> + '_ {

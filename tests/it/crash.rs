@@ -39,7 +39,7 @@ fn expected(version: u64) -> BTreeMap<String, String> {
         content: &c,
     }];
     let r = server::render::render(&agents, &["postfix".into(), "exim".into()]).unwrap();
-    r.files
+    r.files()
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
         .collect()

@@ -898,7 +898,7 @@ async fn another_agents_apply_keeps_this_agents_lines_as_a_fresh_render_gives_th
         &["postfix".to_string(), "exim".to_string()],
     )
     .unwrap();
-    assert_eq!(h.maps(), fresh.files);
+    assert_eq!(h.maps(), fresh.files());
     assert!(
         h.map("postfix/virtual")
             .contains("m@example.net y@remote.net\n")

@@ -5,15 +5,20 @@ use super::*;
 use std::collections::BTreeMap;
 
 fn set(tag: &str) -> Rendered {
-    let mut files = BTreeMap::new();
+    let mut part = crate::render::AgentPart::default();
+    let mut names = Vec::new();
     for f in crate::render::POSTFIX
         .iter()
         .chain(crate::render::EXIM.iter())
     {
-        files.insert(f.to_string(), format!("# {tag}\n{f} {tag}\n").into_bytes());
+        part.files.insert(f, format!("{f} {tag}\n"));
+        names.push(*f);
     }
+    names.sort_unstable();
     Rendered {
-        files,
+        names,
+        header: format!("# {tag}\n"),
+        parts: vec![std::sync::Arc::new(part)],
         counts: BTreeMap::new(),
     }
 }

@@ -60,15 +60,15 @@ fn every_format_is_pinned() {
         },
     ];
     let r = render(&agents, &["postfix".into(), "exim".into()]).unwrap();
-    assert_eq!(r.files.len(), 8);
-    for (name, bytes) in &r.files {
+    assert_eq!(r.files().len(), 8);
+    for (name, bytes) in &r.files() {
         golden(name, bytes);
     }
     let c1 = r.counts["mx1"];
     assert_eq!((c1.addresses, c1.forward, c1.split, c1.punt), (8, 2, 2, 4));
     let only = render(&agents[..1], &["exim".into()]).unwrap();
     assert_eq!(
-        only.files.keys().collect::<Vec<_>>(),
+        only.files().keys().collect::<Vec<_>>(),
         [
             "exim/domains",
             "exim/forward",
@@ -154,7 +154,7 @@ proptest! {
         let hash = c.hash();
         let agents = [AgentMaps { id: "mx1", version: 1, hash: &hash, primary: "[mx1.example.org]:25", content: &c }];
         let r = render(&agents, &["postfix".into(), "exim".into()]).unwrap();
-        for (name, bytes) in &r.files {
+        for (name, bytes) in &r.files() {
             let text = std::str::from_utf8(bytes).unwrap();
             for line in text.lines() {
                 prop_assert!(line_ok(name, line), "{}: {:?}", name, line);
