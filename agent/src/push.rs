@@ -51,15 +51,23 @@ impl Current {
         if let Some(b) = self.body.get() {
             return Ok(b.clone());
         }
-        let json = serde_json::to_vec(&Borrowed {
-            format: proto::snapshot::FORMAT,
-            agent: &self.agent,
-            version: self.version,
-            hash: &self.hash,
-            created_at: self.created_at,
-            content: &self.content,
-        })?;
-        let body = zstd::stream::encode_all(&json[..], 3)?;
+        // Streamed into the encoder: no copy of the whole content as JSON in memory.
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
+        serde_json::to_writer(
+            &mut w,
+            &Borrowed {
+                format: proto::snapshot::FORMAT,
+                agent: &self.agent,
+                version: self.version,
+                hash: &self.hash,
+                created_at: self.created_at,
+                content: &self.content,
+            },
+        )?;
+        std::io::Write::flush(&mut w)?;
+        drop(w);
+        let body = enc.finish()?;
         Ok(self.body.get_or_init(|| body).clone())
     }
 }

@@ -250,8 +250,15 @@ fn ingest(
     let stored = match keep {
         Body::Zstd(body) => body.to_vec(),
         Body::Json(json) => compress(&json)?,
+        // Streamed into the encoder: no second copy of the content as JSON.
         Body::Rebuild => {
-            compress(&serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.into()))?)?
+            let internal = |e: std::io::Error| ApiError::Internal(e.into());
+            let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(internal)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
+            serde_json::to_writer(&mut w, &snap).map_err(|e| ApiError::Internal(e.into()))?;
+            std::io::Write::flush(&mut w).map_err(internal)?;
+            drop(w);
+            enc.finish().map_err(internal)?
         }
     };
     // Planned once: the part gives the shrink guard its count and then goes into the maps.
