@@ -13,6 +13,7 @@
 //! - `bench edit [N] [EDITS]`: one changed line in that primary with `mxsync-agent run`
 //!   watching, edit to live maps.
 //! - `bench load [AGENTS] [ALIASES] [ROUNDS]`: many agents pushing at once, status latency.
+//! - `bench delta [N]`: the server's delta path for one changed alias, step by step.
 //! - `bench all`: every scenario at its default size, then one table of every figure.
 //!
 //! Build the binaries first: `cargo build --release --bins`.
@@ -99,6 +100,79 @@ fn proto_scenario(n: usize) {
         "peak RSS: {:.0} MiB (of which {rss_before:.0} MiB before parsing: generator and input)",
         peak_rss_mib()
     );
+}
+
+/// Where one changed alias in an N-alias primary costs time on the server's delta path, step by
+/// step, in process.
+fn delta_scenario(n: usize) -> anyhow::Result<()> {
+    let root = "/srv/primary";
+    let p = data::primary(n, root);
+    let base = p.content(root);
+    let mut new = base.clone();
+    let k = new
+        .aliases
+        .iter()
+        .position(|a| a.targets.len() == 1 && a.targets[0].kind == proto::Kind::Address)
+        .ok_or_else(|| anyhow::anyhow!("no simple alias"))?;
+    new.aliases[k].targets[0].value = "changed@remote.example".into();
+    let hash = new.hash();
+    let mut steps: Vec<(&str, f64)> = Vec::new();
+    let mut time = |name: &'static str, t: Instant| steps.push((name, t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    let changes = proto::delta::diff(&base, &new);
+    time("agent: diff against the receiver's base", t);
+    let t = Instant::now();
+    let mut got = proto::delta::apply(&base, &changes)?;
+    time("server: apply the delta (copies the content)", t);
+    let t = Instant::now();
+    got.normalize();
+    time("server: normalize", t);
+    let t = Instant::now();
+    got.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    time("server: validate", t);
+    let t = Instant::now();
+    anyhow::ensure!(got.hash() == hash, "delta result differs");
+    time("server: hash", t);
+    let t = Instant::now();
+    let maps = server::render::AgentMaps {
+        id: "mx1",
+        version: 2,
+        hash: &hash,
+        primary: "[127.0.0.1]:25",
+        content: &got,
+    };
+    let part = server::render::render_agent(&maps, &["postfix".into(), "exim".into()])?;
+    time("server: plan and render the agent's lines", t);
+    let t = Instant::now();
+    let snap = proto::Snapshot {
+        format: proto::snapshot::FORMAT,
+        agent: "mx1".into(),
+        version: 2,
+        hash: hash.clone(),
+        created_at: 0,
+        content: got,
+    };
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3)?;
+    serde_json::to_writer(std::io::BufWriter::new(&mut enc), &snap)?;
+    let stored = enc.finish()?;
+    time(
+        "server: encode the whole snapshot for history (JSON + zstd)",
+        t,
+    );
+    let total: f64 = steps.iter().map(|(_, s)| s).sum();
+    println!(
+        "scenario: delta path, one changed alias in {n} aliases ({} changes, {} addresses, {:.1} MiB stored)",
+        changes.len(),
+        part.counts.addresses,
+        stored.len() as f64 / 1048576.0
+    );
+    println!("| step | seconds |");
+    println!("|---|---|");
+    for (name, secs) in &steps {
+        println!("| {name} | {secs:.3} |");
+    }
+    println!("| total (without collecting on the agent, SQLite, files and fsync) | {total:.3} |");
+    Ok(())
 }
 
 fn post_snapshot(port: u16, body: Vec<u8>, seq: u64) -> anyhow::Result<(u16, String)> {
@@ -515,12 +589,13 @@ fn main() -> anyhow::Result<()> {
         Some("apply") => apply_scenario(n(1_000_000)?),
         Some("latency") => latency_scenario(n(1000)?),
         Some("idle") => idle_scenario(),
+        Some("delta") => delta_scenario(n(1_000_000)?),
         Some("cold") => big::cold_scenario(n(1_000_000)?),
         Some("edit") => big::edit_scenario(n(1_000_000)?, arg(2, 5)?),
         Some("load") => big::load_scenario(arg(1, 100)?, arg(2, 10_000)?, arg(3, 2)?),
         Some("all") => all(),
         _ => anyhow::bail!(
-            "usage: bench proto [N] | apply [N] | latency [EDITS] | idle | cold [N] | \
+            "usage: bench proto [N] | apply [N] | latency [EDITS] | idle | delta [N] | cold [N] | \
              edit [N] [EDITS] | load [AGENTS] [ALIASES] [ROUNDS] | all"
         ),
     }

@@ -223,6 +223,41 @@ pub struct Snapshot {
     pub content: Content,
 }
 
+/// Finds repeated keys in one list, in order: by comparing neighbours when the list is sorted
+/// (normalized content, the usual case: no hashing at all), else with a set.
+struct Dups<'a> {
+    sorted: bool,
+    prev: Option<&'a str>,
+    seen: HashSet<&'a str>,
+}
+
+impl<'a> Dups<'a> {
+    fn new(keys: impl Iterator<Item = &'a str> + Clone) -> Self {
+        let mut prev: Option<&str> = None;
+        let sorted = keys.clone().all(|k| {
+            let ok = prev.is_none_or(|p| p <= k);
+            prev = Some(k);
+            ok
+        });
+        Dups {
+            sorted,
+            prev: None,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Whether `key` came before (call once per item, in list order).
+    fn repeated(&mut self, key: &'a str) -> bool {
+        if self.sorted {
+            let again = self.prev == Some(key);
+            self.prev = Some(key);
+            again
+        } else {
+            !self.seen.insert(key)
+        }
+    }
+}
+
 /// Why a content is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid snapshot content: {}", .problems.join("; "))]
@@ -383,28 +418,28 @@ impl Content {
                 p.push(format!("{}: file index {f} out of range", what()));
             }
         };
-        let mut seen = HashSet::new();
+        let mut seen = Dups::new(self.aliases.iter().map(|a| a.name.as_str()));
         for a in &self.aliases {
             let what = || format!("alias {:?}", a.name);
             if !addr::valid_local_part(&a.name) || !addr::is_folded(&a.name) {
                 p.push(format!("{} is not a valid lowercase name", what()));
             }
-            if !seen.insert(a.name.as_str()) {
+            if seen.repeated(&a.name) {
                 p.push(format!("{} is duplicated", what()));
             }
             check_file(&mut p, &what, a.file);
             check_targets(&mut p, &what, &a.targets);
         }
-        seen.clear();
+        let mut seen = Dups::new(self.includes.iter().map(|i| i.path.as_str()));
         for i in &self.includes {
             let what = || format!("include {:?}", i.path);
-            if !seen.insert(i.path.as_str()) {
+            if seen.repeated(&i.path) {
                 p.push(format!("{} is duplicated", what()));
             }
             check_file(&mut p, &what, i.file);
             check_targets(&mut p, &what, &i.targets);
         }
-        seen.clear();
+        let mut seen = Dups::new(self.virtuals.iter().map(|v| v.key.as_str()));
         for v in &self.virtuals {
             let what = || format!("virtual key {:?}", v.key);
             let ok = if v.key.contains('@') {
@@ -415,30 +450,30 @@ impl Content {
             if !ok || !addr::is_folded(&v.key) {
                 p.push(format!("{} is not a valid lowercase address", what()));
             }
-            if !seen.insert(v.key.as_str()) {
+            if seen.repeated(&v.key) {
                 p.push(format!("{} is duplicated", what()));
             }
             check_file(&mut p, &what, v.file);
             check_targets(&mut p, &what, &v.targets);
         }
-        seen.clear();
+        let mut seen = Dups::new(self.recipients.iter().map(|r| r.address.as_str()));
         for r in &self.recipients {
             let what = || format!("recipient {:?}", r.address);
             if !addr::valid_address(&r.address) || !addr::is_folded(&r.address) {
                 p.push(format!("{} is not a valid lowercase address", what()));
             }
-            if !seen.insert(r.address.as_str()) {
+            if seen.repeated(&r.address) {
                 p.push(format!("{} is duplicated", what()));
             }
             check_file(&mut p, &what, r.file);
         }
-        seen.clear();
+        let mut seen = Dups::new(self.users.iter().map(|u| u.name.as_str()));
         for u in &self.users {
             let what = || format!("user {:?}", u.name);
             if !addr::valid_local_part(&u.name) || !addr::is_folded(&u.name) {
                 p.push(format!("{} is not a valid lowercase name", what()));
             }
-            if !seen.insert(u.name.as_str()) {
+            if seen.repeated(&u.name) {
                 p.push(format!("{} is duplicated", what()));
             }
             check_file(&mut p, &what, u.file);

@@ -161,6 +161,12 @@ pub fn assemble(
     }
 }
 
+fn push(b: &mut String, parts: &[&str]) {
+    for p in parts {
+        b.push_str(p);
+    }
+}
+
 fn file_names(formats: &[String]) -> impl Iterator<Item = &'static str> + '_ {
     let postfix = formats.iter().any(|f| f == "postfix");
     let exim = formats.iter().any(|f| f == "exim");
@@ -196,8 +202,17 @@ pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, 
             }
         }
     }
+    // One buffer per file taken out of the map, so the per-address loop does no lookups.
+    let mut take = |name| bufs.remove(name);
+    let (mut relay, mut recipients, mut virt, mut forward) = (
+        take("postfix/relay_recipients"),
+        take("exim/recipients"),
+        take("postfix/virtual"),
+        take("exim/forward"),
+    );
     let mut c = Counts::default();
     let mut error = None;
+    let mut order: Vec<(bool, usize)> = Vec::new();
     Planner::new(a.content).plan_each(|p| {
         if error.is_some() {
             return;
@@ -207,11 +222,12 @@ pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, 
             return;
         }
         c.addresses += 1;
-        if let Some(b) = bufs.get_mut("postfix/relay_recipients") {
-            let _ = writeln!(b, "{} OK", p.address);
+        let a = p.address.as_str();
+        if let Some(b) = relay.as_mut() {
+            push(b, &[a, " OK\n"]);
         }
-        if let Some(b) = bufs.get_mut("exim/recipients") {
-            let _ = writeln!(b, "{}", p.address);
+        if let Some(b) = recipients.as_mut() {
+            push(b, &[a, "\n"]);
         }
         match p.class {
             Class::Punt => c.punt += 1,
@@ -221,28 +237,44 @@ pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, 
                 } else {
                     c.split += 1;
                 }
-                let mut targets: Vec<&str> = p
-                    .forward
-                    .iter()
-                    .chain(p.punt.iter())
-                    .map(String::as_str)
-                    .collect();
-                targets.sort_unstable();
-                targets.dedup();
-                if let Some(t) = targets.iter().find(|t| !addr::valid_address(t)) {
+                // Sorted and unique, through a reused index buffer (no allocation per address).
+                let get = |&(punt, i): &(bool, usize)| -> &str {
+                    if punt { &p.punt[i] } else { &p.forward[i] }
+                };
+                order.clear();
+                order.extend((0..p.forward.len()).map(|i| (false, i)));
+                order.extend((0..p.punt.len()).map(|i| (true, i)));
+                order.sort_unstable_by(|x, y| get(x).cmp(get(y)));
+                order.dedup_by(|x, y| get(x) == get(y));
+                if let Some(t) = order.iter().map(get).find(|t| !addr::valid_address(t)) {
                     error = Some(bad("target", t));
                     return;
                 }
-                let list = targets.join(", ");
-                if let Some(b) = bufs.get_mut("postfix/virtual") {
-                    let _ = writeln!(b, "{} {list}", p.address);
-                }
-                if let Some(b) = bufs.get_mut("exim/forward") {
-                    let _ = writeln!(b, "{}: {list}", p.address);
+                for (b, sep) in [(&mut virt, " "), (&mut forward, ": ")] {
+                    if let Some(b) = b.as_mut() {
+                        push(b, &[a, sep]);
+                        for (i, t) in order.iter().map(get).enumerate() {
+                            if i > 0 {
+                                b.push_str(", ");
+                            }
+                            b.push_str(t);
+                        }
+                        b.push('\n');
+                    }
                 }
             }
         }
     });
+    for (name, b) in [
+        ("postfix/relay_recipients", relay),
+        ("exim/recipients", recipients),
+        ("postfix/virtual", virt),
+        ("exim/forward", forward),
+    ] {
+        if let Some(b) = b {
+            bufs.insert(name, b);
+        }
+    }
     match error {
         Some(e) => Err(e),
         None => Ok(AgentPart {

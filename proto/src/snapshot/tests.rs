@@ -179,3 +179,40 @@ fn validate_names_every_problem() {
         assert!(text.contains(needle), "{needle} missing from {text}");
     }
 }
+
+#[test]
+fn duplicates_are_found_sorted_or_not() {
+    let check = |names: &[&str], expected: &[&str]| {
+        let mut c = content("== aliases\nx: r@remote.net\n");
+        let a = c.aliases[0].clone();
+        c.aliases = names
+            .iter()
+            .map(|n| {
+                let mut a = a.clone();
+                a.name = n.to_string();
+                a
+            })
+            .collect();
+        let text = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        for n in expected {
+            assert!(
+                text.contains(&format!("alias \"{n}\" is duplicated")),
+                "{names:?}: {text}"
+            );
+        }
+        assert_eq!(
+            text.matches("duplicated").count(),
+            expected.len(),
+            "{names:?}: {text}"
+        );
+    };
+    check(&["a", "b", "c"], &[]);
+    check(&["a", "b", "b", "c"], &["b"]);
+    check(&["a", "a", "a"], &["a", "a"]);
+    check(&["b", "a", "b"], &["b"]);
+    check(&["c", "a", "c", "a"], &["c", "a"]);
+}
