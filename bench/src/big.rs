@@ -12,13 +12,12 @@ use crate::{data, percentile, postalias, procs, summary};
 
 /// A generated primary on disk with a receiver running for it.
 struct Site {
-    tmp: tempfile::TempDir,
+    /// Holds the primary and the secondary's directories.
+    _tmp: tempfile::TempDir,
     root: PathBuf,
-    port: u16,
     server: procs::Proc,
     agent_config: PathBuf,
     virt: PathBuf,
-    n: usize,
 }
 
 /// The marker alias appended to generated primaries; its target changes with `i`, same size.
@@ -55,12 +54,10 @@ fn site(n: usize) -> anyhow::Result<Site> {
     )?;
     Ok(Site {
         virt: sdir.join("maps/postfix/virtual"),
-        tmp,
+        _tmp: tmp,
         root,
-        port,
         server,
         agent_config,
-        n,
     })
 }
 
@@ -104,7 +101,7 @@ pub(crate) fn cold_scenario(n: usize) -> anyhow::Result<()> {
     );
     println!("| measure | mxsync | postalias | ratio |");
     println!("|---|---|---|---|");
-    let ratio = match &peer {
+    match &peer {
         Ok(p) => {
             println!("| wall time | {secs:.2} s | {p:.2} s | {:.2} |", secs / p);
             summary(
@@ -114,7 +111,6 @@ pub(crate) fn cold_scenario(n: usize) -> anyhow::Result<()> {
                 format!("postalias {p:.2} s"),
                 format!("{:.2}", secs / p),
             );
-            secs / p
         }
         Err(e) => {
             println!("| wall time | {secs:.2} s | not run: {e} | - |");
@@ -125,10 +121,8 @@ pub(crate) fn cold_scenario(n: usize) -> anyhow::Result<()> {
                 "postalias missing".into(),
                 "-".into(),
             );
-            f64::NAN
         }
-    };
-    let _ = ratio;
+    }
     println!("| peak RSS, agent | {agent_peak:.0} MiB | - | - |");
     println!("| peak RSS, server | {server_peak:.0} MiB | - | - |");
     summary(
@@ -138,7 +132,6 @@ pub(crate) fn cold_scenario(n: usize) -> anyhow::Result<()> {
         "-".into(),
         "-".into(),
     );
-    let _ = s.tmp.path();
     Ok(())
 }
 
@@ -203,7 +196,6 @@ pub(crate) fn edit_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
     println!("| max | {max:.2} s | - | - |");
     println!("| lost | {lost} of {edits} | - | - |");
     println!("| peak RSS agent / server | {agent_rss:.0} / {server_rss:.0} MiB | - | - |");
-    let _ = (s.port, s.n);
     drop(agent);
     Ok(())
 }
@@ -227,22 +219,14 @@ fn wait_map(virt: &Path, needle: &str, limit: Duration) -> Option<Duration> {
     })
 }
 
-/// A signed snapshot POST over a plain socket: status and time taken.
-fn post(port: u16, agent: &str, seq: u64, body: &[u8]) -> anyhow::Result<u16> {
-    let auth = proto::sign::header(
-        procs::KEY.as_bytes(),
-        agent,
-        "POST",
-        "/v1/snapshots",
-        seq,
-        body,
-    );
+/// One request over a plain socket with `Connection: close`: `head` is the request line and any
+/// headers (without the final blank line); returns the status code (0 if unreadable).
+fn request(port: u16, head: &str, body: &[u8], limit: Duration) -> anyhow::Result<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(600)))?;
+    s.set_read_timeout(Some(limit))?;
     write!(
         s,
-        "POST /v1/snapshots HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Encoding: zstd\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{head}\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     s.write_all(body)?;
@@ -255,20 +239,24 @@ fn post(port: u16, agent: &str, seq: u64, body: &[u8]) -> anyhow::Result<u16> {
         .unwrap_or(0))
 }
 
+/// A signed, zstd-compressed snapshot POST; the status.
+fn post(port: u16, agent: &str, seq: u64, body: &[u8]) -> anyhow::Result<u16> {
+    let path = "/v1/snapshots";
+    let auth = proto::sign::header(procs::KEY.as_bytes(), agent, "POST", path, seq, body);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Encoding: zstd\r\n\
+         Content-Type: application/json"
+    );
+    request(port, &head, body, Duration::from_secs(600))
+}
+
 fn get_status(port: u16) -> anyhow::Result<u16> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        s,
-        "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
+    request(
+        port,
+        "GET /v1/status HTTP/1.1",
+        b"",
+        Duration::from_secs(60),
+    )
 }
 
 /// `agents` agents with `aliases` aliases each push `rounds` versions at once, while status is
@@ -417,6 +405,5 @@ pub(crate) fn load_scenario(agents: usize, aliases: usize, rounds: usize) -> any
         "-".into(),
     );
     drop(server);
-    let _: &Path = tmp.path();
     Ok(())
 }

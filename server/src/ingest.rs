@@ -78,6 +78,24 @@ enum Body<'a> {
     Rebuild,
 }
 
+/// Inflates `body` within the size limit and parses it as a `what`; returns it with the JSON.
+/// Either failure is a recorded refusal.
+fn decode<T: serde::de::DeserializeOwned>(
+    server: &Server,
+    agent: &str,
+    body: &[u8],
+    encoding: Option<&str>,
+    what: &str,
+) -> Result<(T, Vec<u8>), ApiError> {
+    let limit = server.cfg.config.max_body_bytes;
+    let json = inflate(body, encoding, limit).map_err(|e| refuse(server, agent, None, e))?;
+    let value = serde_json::from_slice(&json).map_err(|e| {
+        let e = ApiError::BadRequest(format!("malformed {what} json: {e}"));
+        refuse(server, agent, None, e)
+    })?;
+    Ok((value, json))
+}
+
 /// Handles `POST /v1/snapshots` after the signature and sequence number were verified.
 pub fn snapshot(
     server: &Arc<Server>,
@@ -86,16 +104,7 @@ pub fn snapshot(
     encoding: Option<&str>,
 ) -> Result<SnapshotReply, ApiError> {
     let started = StdInstant::now();
-    let limit = server.cfg.config.max_body_bytes;
-    let json = inflate(body, encoding, limit).map_err(|e| refuse(server, agent, None, e))?;
-    let snap: Snapshot = serde_json::from_slice(&json).map_err(|e| {
-        refuse(
-            server,
-            agent,
-            None,
-            ApiError::BadRequest(format!("malformed snapshot json: {e}")),
-        )
-    })?;
+    let (snap, json): (Snapshot, _) = decode(server, agent, body, encoding, "snapshot")?;
     // The inflated JSON can be as large as the content itself: keep it only if it is what will
     // be stored (compressed).
     let keep = match encoding.map(str::trim) {
@@ -118,17 +127,7 @@ pub fn delta(
     encoding: Option<&str>,
 ) -> Result<SnapshotReply, ApiError> {
     let started = StdInstant::now();
-    let limit = server.cfg.config.max_body_bytes;
-    let json = inflate(body, encoding, limit).map_err(|e| refuse(server, agent, None, e))?;
-    let d: proto::delta::Delta = serde_json::from_slice(&json).map_err(|e| {
-        refuse(
-            server,
-            agent,
-            None,
-            ApiError::BadRequest(format!("malformed delta json: {e}")),
-        )
-    })?;
-    drop(json);
+    let (d, _): (proto::delta::Delta, _) = decode(server, agent, body, encoding, "delta")?;
     let base = lock(&server.live)
         .get(agent)
         .and_then(|l| l.applied.clone())

@@ -542,7 +542,7 @@ pub async fn run(
     )
     .await
     .context("api server")?;
-    tracing::info!("mxsync-server stop requested; draining");
+    tracing::info!("mxsync-server stop requested; API closed, finishing hook and alert tasks");
     let _ = watcher.await;
     server.tracker.close();
     if tokio::time::timeout(Duration::from_secs(30), server.tracker.wait())

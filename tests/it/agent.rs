@@ -289,14 +289,7 @@ async fn an_agent_that_lost_its_state_dir_recovers_by_itself() {
 
 /// `mxsync_applied_total{agent="mx1",kind=KIND}` on the server at `url`.
 async fn applied(url: &str, kind: &str) -> u64 {
-    let text = tests::client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = tests::get_text(&format!("{url}/metrics")).await;
     let prefix = format!("mxsync_applied_total{{agent=\"mx1\",kind=\"{kind}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

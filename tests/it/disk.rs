@@ -66,10 +66,6 @@ fn fill(path: &Path) -> u64 {
     }
 }
 
-fn status(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_the_apply_cleanly_and_the_next_push_succeeds() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,16 +106,7 @@ async fn a_full_disk_fails_the_apply_cleanly_and_the_next_push_succeeds() {
     eprintln!("refused on a full disk: {reply}");
     assert_eq!(tests::live_maps(&maps_dir), before, "the old maps stay");
 
-    let st = status(
-        &client
-            .get(format!("{}/v1/status", s.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let st = tests::status(&s.url).await;
     let problem = st["agents"][0]["problem"]
         .as_str()
         .unwrap_or("")
@@ -146,16 +133,7 @@ async fn a_full_disk_fails_the_apply_cleanly_and_the_next_push_succeeds() {
         after["postfix/virtual"].contains("a1999@example.org r1999@remote.net, s1999@other.net"),
         "{after:?}"
     );
-    let st = status(
-        &client
-            .get(format!("{}/v1/status", s.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let st = tests::status(&s.url).await;
     assert_eq!(st["agents"][0]["version"], 2, "{st}");
     assert!(st["agents"][0]["problem"].is_null(), "{st}");
     s.stop().await;

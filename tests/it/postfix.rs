@@ -371,14 +371,7 @@ async fn postfix_routes_every_address_as_planned() {
         v.contains("f0@example.org")
     })
     .await;
-    let status = tests::client()
-        .get(format!("{}/v1/status", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = tests::get_text(&format!("{}/v1/status", server.url)).await;
     assert!(applied, "the maps were never rendered: {status}");
     let pf = Postfix::start(&pfdir, pf_port);
     let plans_now = || {

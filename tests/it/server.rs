@@ -28,17 +28,7 @@ async fn maps_status_and_replay_protection_survive_a_restart() {
 
     // Restart on the same state directory: status and maps as before.
     let s = tests::RunningServer::start(&config).await;
-    let st: serde_json::Value = serde_json::from_str(
-        &client
-            .get(format!("{}/v1/status", s.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let st = tests::status(&s.url).await;
     assert_eq!(st["agents"][0]["version"], 1, "{st}");
     assert_eq!(st["state"], "fresh", "{st}");
     assert_eq!(tests::live_maps(&maps_dir), maps);

@@ -11,18 +11,6 @@ fn aliases(n: usize, tag: &str) -> String {
         .collect()
 }
 
-async fn status(url: &str) -> serde_json::Value {
-    let text = tests::client()
-        .get(format!("{url}/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_aliases_file_is_held_and_the_complete_one_applied() {
     let (hook, got) = tests::webhook_receiver();
@@ -64,7 +52,7 @@ async fn a_truncated_aliases_file_is_held_and_the_complete_one_applied() {
         "no stale alert for the hold: {:?}",
         got.lock().unwrap()
     );
-    let st = status(&server.url).await;
+    let st = tests::status(&server.url).await;
     assert_eq!(st["state"], "stale", "{st}");
     assert!(
         st["agents"][0]["problem"]
@@ -108,7 +96,7 @@ async fn a_truncated_aliases_file_is_held_and_the_complete_one_applied() {
         tests::live_maps(&maps)["postfix/virtual"]
             .contains("user199@example.org archive199@other.net, user199.v1@")
     );
-    let st = status(&server.url).await;
+    let st = tests::status(&server.url).await;
     assert_eq!(st["state"], "fresh", "{st}");
     assert!(st["agents"][0]["problem"].is_null(), "{st}");
     agent.stop().await;

@@ -209,6 +209,24 @@ pub mod anyhow_free {
     pub type Result = std::result::Result<(), String>;
 }
 
+/// `GET url` without a token; the body as text, whatever the status (503 is a status too).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("GET body")
+}
+
+/// `GET base/v1/status`, parsed.
+pub async fn status(base: &str) -> serde_json::Value {
+    let text = get_text(&format!("{base}/v1/status")).await;
+    serde_json::from_str(&text).expect("status JSON")
+}
+
 impl RunningServer {
     /// Loads `config` and serves it on `listener` until stopped.
     async fn spawn(config: &Path, listener: tokio::net::TcpListener) -> RunningServer {
