@@ -19,8 +19,9 @@ pub mod sign;
 pub mod snapshot;
 pub mod wire;
 
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod testkit;
 
 pub use build::Builder;
 pub use plan::{Class, Code, Plan, Planner, Reason};

@@ -899,6 +899,24 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Like [`Planner::plan_each`], for only the valid addresses whose local part is in
+    /// `affected`.
+    pub fn plan_affected(&mut self, affected: &Affected, mut f: impl FnMut(&Plan)) {
+        let c = self.c;
+        let mut keys: Vec<(&'a str, &'a str)> = Vec::new();
+        for name in &affected.names {
+            keys.extend(c.domains.iter().filter_map(|d| self.key_of(name, d)));
+        }
+        keys.sort_unstable_by(|a, b| cmp_addr(*a, *b));
+        keys.dedup();
+        let mut plan = Plan::empty();
+        let mut scratch = Exp::default();
+        for key in keys {
+            self.fill(key, &mut plan, &mut scratch);
+            f(&plan);
+        }
+    }
+
     /// The plan for one address, or `None` when it is not a valid recipient at a served domain.
     pub fn plan(&mut self, address: &str) -> Option<Plan> {
         let (local, domain) = addr::split(address)?;
@@ -923,6 +941,122 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|&(n, at)| (n.to_string(), self.origin(at)))
             .collect()
+    }
+}
+
+/// The names whose plans a change can alter, for re-planning only those after a delta.
+///
+/// A plan of `local@domain` is made only from lookups of names (a local part, folded, in the
+/// alias, user, virtual and recipient tables; an `:include:` path) starting at `local` and
+/// following the items of what each lookup found. So when the entries of a set of names change,
+/// exactly the plans whose walk looks one of them up can change: the names themselves, and every
+/// alias, virtual entry and include file whose items name an affected name, again and again
+/// until nothing is added ([`Affected::close_over`]). Every other address plans the same before
+/// and after, with the same lines in the maps (reasons carry file names, which lines do not).
+/// The served domains decide which items are looked up at all: when they change, there is no
+/// `Affected` ([`Affected::of`] says `None`) and everything is planned again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Affected {
+    /// Folded local parts (alias and user names, virtual keys' and recipients' local parts).
+    names: FxHashSet<String>,
+    /// `:include:` paths.
+    includes: FxHashSet<String>,
+}
+
+/// The folded local part of a key (`local@domain`, or a bare name).
+fn local_of(key: &str) -> Cow<'_, str> {
+    lower(addr::split(key).map_or(key, |(l, _)| l))
+}
+
+impl Affected {
+    /// The names whose entries `changes` removes or replaces; `None` when the changes replace
+    /// the served domains.
+    pub fn of(changes: &crate::delta::Changes) -> Option<Affected> {
+        if changes.domains.is_some() {
+            return None;
+        }
+        let mut a = Affected::default();
+        let mut add = |k: &str| {
+            a.names.insert(local_of(k).into_owned());
+        };
+        let s = changes;
+        s.aliases.remove.iter().for_each(|k| add(k));
+        s.aliases.upsert.iter().for_each(|e| add(&e.name));
+        s.virtuals.remove.iter().for_each(|k| add(k));
+        s.virtuals.upsert.iter().for_each(|e| add(&e.key));
+        s.recipients.remove.iter().for_each(|k| add(k));
+        s.recipients.upsert.iter().for_each(|e| add(&e.address));
+        s.users.remove.iter().for_each(|k| add(k));
+        s.users.upsert.iter().for_each(|e| add(&e.name));
+        a.includes.extend(s.includes.remove.iter().cloned());
+        a.includes
+            .extend(s.includes.upsert.iter().map(|i| i.path.clone()));
+        Some(a)
+    }
+
+    /// Adds every alias, virtual entry and include file of `c` whose items reach an affected
+    /// name or include, until a pass over `c` adds nothing. `c` is the content after the change:
+    /// a walk reaches a changed name through unchanged entries only, which are the same before
+    /// and after.
+    pub fn close_over(&mut self, c: &Content) {
+        if self.is_empty() {
+            return;
+        }
+        let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+        let reaches = |a: &Affected, targets: &[Target]| {
+            targets.iter().any(|t| match t.kind {
+                Kind::Local => a.names.contains(lower(&t.value).as_ref()),
+                Kind::Address => addr::split(&t.value).is_some_and(|(l, d)| {
+                    domains.contains(d) && a.names.contains(lower(l).as_ref())
+                }),
+                Kind::Include => a.includes.contains(t.value.as_str()),
+                _ => false,
+            })
+        };
+        loop {
+            let before = self.len();
+            for i in &c.includes {
+                if !self.includes.contains(&i.path) && reaches(self, &i.targets) {
+                    self.includes.insert(i.path.clone());
+                }
+            }
+            for a in &c.aliases {
+                if !self.names.contains(&a.name) && reaches(self, &a.targets) {
+                    self.names.insert(a.name.clone());
+                }
+            }
+            for v in &c.virtuals {
+                let local = local_of(&v.key);
+                if !self.names.contains(local.as_ref()) && reaches(self, &v.targets) {
+                    self.names.insert(local.into_owned());
+                }
+            }
+            if self.len() == before {
+                break;
+            }
+        }
+    }
+
+    /// Whether plans of addresses with this (folded) local part can have changed.
+    pub fn contains(&self, local: &str) -> bool {
+        self.names.contains(local)
+    }
+
+    /// The affected names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// How many names and include paths are affected.
+    pub fn len(&self) -> usize {
+        self.names.len() + self.includes.len()
+    }
+
+    /// Whether nothing is affected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -12,7 +12,7 @@ use crate::build::Builder;
 use crate::plan::{Class, Plan};
 use crate::snapshot::Content;
 
-pub(crate) const DOMAINS: [&str; 2] = ["example.org", "example.com"];
+pub const DOMAINS: [&str; 2] = ["example.org", "example.com"];
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
 alice:x:1000:1000:Alice:/home/alice:/bin/sh\n\
@@ -20,7 +20,7 @@ bob:x:1001:1001:Bob:/home/bob:/bin/sh\n\
 carol:x:1002:1002:Carol:/home/carol:/bin/sh\n";
 
 /// Files of a fixture: path -> Ok(body) or Err(read error).
-pub(crate) fn files(fixture: &str) -> BTreeMap<String, Result<String, String>> {
+pub fn files(fixture: &str) -> BTreeMap<String, Result<String, String>> {
     let mut out = BTreeMap::new();
     let mut cur: Option<(String, bool)> = None;
     let mut body = String::new();
@@ -52,7 +52,7 @@ pub(crate) fn files(fixture: &str) -> BTreeMap<String, Result<String, String>> {
 }
 
 /// Builds content from a fixture as the agent does from disk.
-pub(crate) fn content(fixture: &str) -> Content {
+pub fn content(fixture: &str) -> Content {
     let f = files(fixture);
     let domains: Vec<String> = DOMAINS.iter().map(|d| d.to_string()).collect();
     let mut b = Builder::new(&domains);
@@ -98,7 +98,7 @@ pub(crate) fn content(fixture: &str) -> Content {
 }
 
 /// A plan in one line: `forward: T..`, `split: T.. | U..`, `punt: CODE..` or `-` for none.
-pub(crate) fn summarize(plan: Option<&Plan>) -> String {
+pub fn summarize(plan: Option<&Plan>) -> String {
     let Some(p) = plan else {
         return "-".to_string();
     };
@@ -119,6 +119,106 @@ pub(crate) fn summarize(plan: Option<&Plan>) -> String {
             codes.sort();
             codes.dedup();
             format!("punt: {}", codes.join(" "))
+        }
+    }
+}
+
+/// A model primary edited at random, one line at a time (for property tests here and in the
+/// server's).
+pub mod model {
+    use proptest::prelude::*;
+
+    /// The editable files of the model primary.
+    pub const FILES: [&str; 7] = [
+        "aliases",
+        "virtual",
+        "recipients",
+        "/lists/x",
+        "/lists/y",
+        "/home/bob/.forward",
+        "/home/carol/.procmailrc",
+    ];
+
+    /// A random line of file `file` (an index into [`FILES`]).
+    pub fn line(file: usize) -> BoxedStrategy<String> {
+        let name = (0..12u8).prop_map(|i| format!("n{i}"));
+        let target = prop_oneof![
+            3 => (0..5u8).prop_map(|i| format!("r{i}@remote.net")),
+            2 => (0..12u8).prop_map(|i| format!("n{i}")),
+            1 => prop_oneof![
+                Just(":include:/lists/x"), Just(":include:/lists/y"), Just("\"|/bin/prog\""),
+                Just("/var/file"), Just("alice"), Just("bob"), Just(":blackhole:"),
+            ].prop_map(String::from),
+        ];
+        let targets = prop::collection::vec(target, 1..4).prop_map(|t| t.join(", "));
+        match file {
+            0 => prop_oneof![
+                8 => (name, targets).prop_map(|(n, t)| format!("{n}: {t}")),
+                1 => Just("# a comment".to_string()),
+                1 => Just("broken line".to_string()),
+            ]
+            .boxed(),
+            1 => ((0..6u8), targets)
+                .prop_map(|(i, t)| format!("v{i}@example.org {t}"))
+                .boxed(),
+            2 => (0..6u8).prop_map(|i| format!("box{i}@example.org")).boxed(),
+            _ => targets.boxed(),
+        }
+    }
+
+    /// One edit: insert, remove or replace a line of a file (positions taken modulo length).
+    #[derive(Debug, Clone)]
+    pub enum Edit {
+        /// Insert line (file, position, text).
+        Insert(usize, usize, String),
+        /// Remove line (file, position).
+        Remove(usize, usize),
+        /// Replace line (file, position, text).
+        Replace(usize, usize, String),
+    }
+
+    /// A random edit.
+    pub fn edit() -> impl Strategy<Value = Edit> {
+        (0..FILES.len()).prop_flat_map(|f| {
+            prop_oneof![
+                3 => (any::<usize>(), line(f)).prop_map(move |(at, l)| Edit::Insert(f, at, l)),
+                1 => any::<usize>().prop_map(move |at| Edit::Remove(f, at)),
+                2 => (any::<usize>(), line(f)).prop_map(move |(at, l)| Edit::Replace(f, at, l)),
+            ]
+        })
+    }
+
+    /// The fixture text of the files.
+    pub fn fixture(files: &[Vec<String>]) -> String {
+        let mut out = String::new();
+        for (name, lines) in FILES.iter().zip(files) {
+            if !lines.is_empty() {
+                out.push_str(&format!("== {name}\n"));
+                for l in lines {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies `e` to `files`.
+    pub fn edit_files(files: &mut [Vec<String>], e: &Edit) {
+        match e {
+            Edit::Insert(f, at, l) => {
+                let at = at % (files[*f].len() + 1);
+                files[*f].insert(at, l.clone());
+            }
+            Edit::Remove(f, at) if !files[*f].is_empty() => {
+                let at = at % files[*f].len();
+                files[*f].remove(at);
+            }
+            Edit::Replace(f, at, l) if !files[*f].is_empty() => {
+                let at = at % files[*f].len();
+                files[*f][at] = l.clone();
+            }
+            _ => {}
         }
     }
 }

@@ -11,10 +11,13 @@ use std::time::Instant as StdInstant;
 
 use anyhow::Context;
 use proto::Snapshot;
+use proto::plan::Affected;
 use proto::wire::SnapshotReply;
 
 use crate::api::ApiError;
-use crate::render::{AgentMaps, AgentPart, Rendered, assemble, render_agent};
+use crate::render::{
+    AgentMaps, AgentPart, Rendered, assemble, render_agent, render_agent_affected,
+};
 use crate::store::{Counts, NewSnapshot};
 use crate::{Applied, Held, Server, lock, maps, now_secs};
 
@@ -114,7 +117,7 @@ pub fn snapshot(
         }
         _ => Body::Json(json),
     };
-    ingest(server, agent, snap, keep, started)
+    ingest(server, agent, snap, keep, None, started)
 }
 
 /// Handles `POST /v1/deltas` after the signature and sequence number were verified: the changes
@@ -144,6 +147,9 @@ pub fn delta(
         let what = ApiError::Invalid(format!("the delta does not apply to {}: {e}", d.base_hash));
         refuse(server, agent, None, what)
     })?;
+    // The base's rendered lines and the names the changes touch: only what reaches those is
+    // planned again.
+    let since = base.part.get().cloned().zip(Affected::of(&d.changes));
     drop(base);
     let snap = Snapshot {
         format: d.format,
@@ -153,15 +159,17 @@ pub fn delta(
         created_at: d.created_at,
         content,
     };
-    ingest(server, agent, snap, Body::Rebuild, started)
+    ingest(server, agent, snap, Body::Rebuild, since, started)
 }
 
-/// The checks, storage and apply shared by full snapshots and deltas.
+/// The checks, storage and apply shared by full snapshots and deltas. `since` is, for a delta,
+/// the base's rendered part and the names the changes touch.
 fn ingest(
     server: &Arc<Server>,
     agent: &str,
     mut snap: Snapshot,
     keep: Body<'_>,
+    since: Option<(Arc<AgentPart>, Affected)>,
     started: StdInstant,
 ) -> Result<SnapshotReply, ApiError> {
     if snap.agent != agent {
@@ -261,16 +269,21 @@ fn ingest(
         }
     };
     // Planned once: the part gives the shrink guard its count and then goes into the maps.
-    let part = render_agent(
-        &AgentMaps {
-            id: agent,
-            version: snap.version,
-            hash: &hash,
-            primary: primary_of(server, agent),
-            content: &snap.content,
-        },
-        &server.cfg.config.output.formats,
-    );
+    let maps = AgentMaps {
+        id: agent,
+        version: snap.version,
+        hash: &hash,
+        primary: primary_of(server, agent),
+        content: &snap.content,
+    };
+    let formats = &server.cfg.config.output.formats;
+    let part = match since {
+        Some((old, mut affected)) => {
+            affected.close_over(&snap.content);
+            render_agent_affected(&maps, formats, &old, &affected)
+        }
+        None => render_agent(&maps, formats),
+    };
     let addresses = match &part {
         Ok(p) => p.counts.addresses,
         Err(_) => proto::plan::address_count(&snap.content) as u64,

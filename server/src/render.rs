@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use proto::plan::Affected;
 use proto::{Class, Content, Planner, addr};
 
 use crate::store::Counts;
@@ -177,52 +178,58 @@ fn file_names(formats: &[String]) -> impl Iterator<Item = &'static str> + '_ {
         .copied()
 }
 
-/// Plans one agent and renders its lines of every file of `formats`.
-pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, RenderError> {
-    let mut bufs: BTreeMap<&'static str, String> =
-        file_names(formats).map(|n| (n, String::new())).collect();
-    let bad = |what, value: &str| RenderError::Invalid {
-        agent: a.id.to_string(),
-        what,
-        value: value.to_string(),
-    };
-    for d in &a.content.domains {
-        if !addr::valid_domain(d) {
-            return Err(bad("domain", d));
-        }
-        if let Some(b) = bufs.get_mut("postfix/transport") {
-            let _ = writeln!(b, "{d} relay:{}", a.primary);
-        }
-        if let Some(b) = bufs.get_mut("exim/routes") {
-            let _ = writeln!(b, "{d}: {}", exim_route(a.primary));
-        }
-        for f in ["postfix/relay_domains", "exim/domains"] {
-            if let Some(b) = bufs.get_mut(f) {
-                let _ = writeln!(b, "{d}");
-            }
+/// The files with one line per address, in the order of [`Lines`]' buffers.
+const ADDRESS_FILES: [&str; 4] = [
+    "postfix/relay_recipients",
+    "exim/recipients",
+    "postfix/virtual",
+    "exim/forward",
+];
+
+/// One agent's address lines of each file being built, from plans in address order.
+struct Lines<'x> {
+    agent: &'x str,
+    /// `relay_recipients`, exim `recipients`, `virtual`, exim `forward`, when rendered.
+    bufs: [Option<String>; 4],
+    counts: Counts,
+    error: Option<RenderError>,
+    /// Reused per plan: the targets of a line, sorted and unique.
+    order: Vec<(bool, usize)>,
+}
+
+impl<'x> Lines<'x> {
+    fn new(agent: &'x str, formats: &[String]) -> Self {
+        let names: Vec<&str> = file_names(formats).collect();
+        Lines {
+            agent,
+            bufs: ADDRESS_FILES.map(|n| names.contains(&n).then(String::new)),
+            counts: Counts::default(),
+            error: None,
+            order: Vec::new(),
         }
     }
-    // One buffer per file taken out of the map, so the per-address loop does no lookups.
-    let mut take = |name| bufs.remove(name);
-    let (mut relay, mut recipients, mut virt, mut forward) = (
-        take("postfix/relay_recipients"),
-        take("exim/recipients"),
-        take("postfix/virtual"),
-        take("exim/forward"),
-    );
-    let mut c = Counts::default();
-    let mut error = None;
-    let mut order: Vec<(bool, usize)> = Vec::new();
-    Planner::new(a.content).plan_each(|p| {
-        if error.is_some() {
+
+    fn bad(&self, what: &'static str, value: &str) -> RenderError {
+        RenderError::Invalid {
+            agent: self.agent.to_string(),
+            what,
+            value: value.to_string(),
+        }
+    }
+
+    /// Adds the lines of `p` (the next address in order).
+    fn add(&mut self, p: &proto::Plan) {
+        if self.error.is_some() {
             return;
         }
         if !addr::valid_address(&p.address) {
-            error = Some(bad("address", &p.address));
+            self.error = Some(self.bad("address", &p.address));
             return;
         }
+        let c = &mut self.counts;
         c.addresses += 1;
         let a = p.address.as_str();
+        let [relay, recipients, virt, forward] = &mut self.bufs;
         if let Some(b) = relay.as_mut() {
             push(b, &[a, " OK\n"]);
         }
@@ -241,16 +248,17 @@ pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, 
                 let get = |&(punt, i): &(bool, usize)| -> &str {
                     if punt { &p.punt[i] } else { &p.forward[i] }
                 };
+                let order = &mut self.order;
                 order.clear();
                 order.extend((0..p.forward.len()).map(|i| (false, i)));
                 order.extend((0..p.punt.len()).map(|i| (true, i)));
                 order.sort_unstable_by(|x, y| get(x).cmp(get(y)));
                 order.dedup_by(|x, y| get(x) == get(y));
                 if let Some(t) = order.iter().map(get).find(|t| !addr::valid_address(t)) {
-                    error = Some(bad("target", t));
+                    self.error = Some(self.bad("target", t));
                     return;
                 }
-                for (b, sep) in [(&mut virt, " "), (&mut forward, ": ")] {
+                for (b, sep) in [(virt, " "), (forward, ": ")] {
                     if let Some(b) = b.as_mut() {
                         push(b, &[a, sep]);
                         for (i, t) in order.iter().map(get).enumerate() {
@@ -264,24 +272,166 @@ pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, 
                 }
             }
         }
-    });
-    for (name, b) in [
-        ("postfix/relay_recipients", relay),
-        ("exim/recipients", recipients),
-        ("postfix/virtual", virt),
-        ("exim/forward", forward),
-    ] {
-        if let Some(b) = b {
-            bufs.insert(name, b);
+    }
+}
+
+/// Checks the domains of `a` and renders the files with one line per domain.
+fn domain_files(
+    a: &AgentMaps<'_>,
+    formats: &[String],
+) -> Result<BTreeMap<&'static str, String>, RenderError> {
+    let mut bufs: BTreeMap<&'static str, String> = file_names(formats)
+        .filter(|n| !ADDRESS_FILES.contains(n))
+        .map(|n| (n, String::new()))
+        .collect();
+    for d in &a.content.domains {
+        if !addr::valid_domain(d) {
+            return Err(RenderError::Invalid {
+                agent: a.id.to_string(),
+                what: "domain",
+                value: d.to_string(),
+            });
+        }
+        if let Some(b) = bufs.get_mut("postfix/transport") {
+            let _ = writeln!(b, "{d} relay:{}", a.primary);
+        }
+        if let Some(b) = bufs.get_mut("exim/routes") {
+            let _ = writeln!(b, "{d}: {}", exim_route(a.primary));
+        }
+        for f in ["postfix/relay_domains", "exim/domains"] {
+            if let Some(b) = bufs.get_mut(f) {
+                let _ = writeln!(b, "{d}");
+            }
         }
     }
-    match error {
-        Some(e) => Err(e),
-        None => Ok(AgentPart {
-            files: bufs,
-            counts: c,
-        }),
+    Ok(bufs)
+}
+
+/// Plans one agent and renders its lines of every file of `formats`.
+pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, RenderError> {
+    let mut files = domain_files(a, formats)?;
+    let mut lines = Lines::new(a.id, formats);
+    Planner::new(a.content).plan_each(|p| lines.add(p));
+    if let Some(e) = lines.error {
+        return Err(e);
     }
+    for (name, b) in ADDRESS_FILES.into_iter().zip(lines.bufs) {
+        if let Some(b) = b {
+            files.insert(name, b);
+        }
+    }
+    Ok(AgentPart {
+        files,
+        counts: lines.counts,
+    })
+}
+
+/// The address a map line is for: up to the first space, `:` or end of line (none of which a
+/// valid address holds).
+fn line_address(line: &str) -> &str {
+    let end = line
+        .bytes()
+        .position(|b| matches!(b, b' ' | b':' | b'\n'))
+        .unwrap_or(line.len());
+    &line[..end]
+}
+
+/// `old` (one agent's lines of one file, sorted by address) without the lines of affected
+/// addresses, merged with `new` (the affected addresses' lines now, sorted). `gone` is called
+/// with each line left out.
+fn merge(old: &str, new: &str, affected: &Affected, mut gone: impl FnMut(&str, &str)) -> String {
+    let mut out = String::with_capacity(old.len() + new.len());
+    let mut fresh = new.split_inclusive('\n').peekable();
+    for line in old.split_inclusive('\n') {
+        let address = line_address(line);
+        let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+        if affected.contains(local) {
+            gone(address, line);
+            continue;
+        }
+        while let Some(n) = fresh.next_if(|n| line_address(n) < address) {
+            out.push_str(n);
+        }
+        out.push_str(line);
+    }
+    fresh.for_each(|n| out.push_str(n));
+    out
+}
+
+/// Like [`render_agent`], after a delta: `old` is this agent's part for the content the delta
+/// was applied to, and `affected` (closed over `a.content`) names every address whose plan can
+/// have changed. Only those are planned; their old lines are replaced in a copy of `old`. The
+/// result equals what [`render_agent`] gives (property-tested); when `old` was rendered without
+/// a file that tells the classes apart, everything is planned.
+pub fn render_agent_affected(
+    a: &AgentMaps<'_>,
+    formats: &[String],
+    old: &AgentPart,
+    affected: &Affected,
+) -> Result<AgentPart, RenderError> {
+    // The counts of the old lines that go: every address has a line in a recipients file, and
+    // a forward or split one a line in a forward file, whose targets at served domains (units
+    // on the primary) tell a split from a forward.
+    let recipients = ["postfix/relay_recipients", "exim/recipients"]
+        .into_iter()
+        .find(|n| old.files.contains_key(n));
+    let forwards = ["postfix/virtual", "exim/forward"]
+        .into_iter()
+        .find(|n| old.files.contains_key(n));
+    let (Some(recipients), Some(forwards)) = (recipients, forwards) else {
+        return render_agent(a, formats);
+    };
+    let mut lines = Lines::new(a.id, formats);
+    Planner::new(a.content).plan_affected(affected, |p| lines.add(p));
+    if let Some(e) = lines.error {
+        return Err(e);
+    }
+    let served = |t: &str| {
+        addr::split(t).is_some_and(|(_, d)| {
+            a.content
+                .domains
+                .binary_search_by(|x| x.as_str().cmp(d))
+                .is_ok()
+        })
+    };
+    // What the lines that go counted: addresses, forwards, splits.
+    let mut gone = [0u64; 3];
+    let mut files: BTreeMap<&'static str, String> = old
+        .files
+        .iter()
+        .filter(|(n, _)| !ADDRESS_FILES.contains(n))
+        .map(|(n, b)| (*n, b.clone()))
+        .collect();
+    for (name, new) in ADDRESS_FILES.into_iter().zip(&lines.bufs) {
+        let (Some(new), Some(old)) = (new, old.files.get(name)) else {
+            continue;
+        };
+        let merged = merge(old, new, affected, |address, line| {
+            if name == recipients {
+                gone[0] += 1;
+            } else if name == forwards {
+                let targets = line[address.len()..].trim_start_matches(':');
+                let split = targets.split(',').any(|t| served(t.trim()));
+                gone[if split { 2 } else { 1 }] += 1;
+            }
+        });
+        files.insert(name, merged);
+    }
+    let (o, n) = (old.counts, lines.counts);
+    let counts = (|| {
+        let punt_gone = gone[0].checked_sub(gone[1] + gone[2])?;
+        Some(Counts {
+            addresses: o.addresses.checked_sub(gone[0])? + n.addresses,
+            forward: o.forward.checked_sub(gone[1])? + n.forward,
+            split: o.split.checked_sub(gone[2])? + n.split,
+            punt: o.punt.checked_sub(punt_gone)? + n.punt,
+        })
+    })();
+    // Counts that do not add up mean `old` is not what this content's base rendered to.
+    let Some(counts) = counts else {
+        return render_agent(a, formats);
+    };
+    Ok(AgentPart { files, counts })
 }
 
 #[cfg(test)]

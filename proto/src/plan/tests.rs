@@ -806,3 +806,130 @@ mod properties {
         );
     }
 }
+
+mod affected {
+    //! Re-planning after a delta: which names a change reaches, and that every other address
+    //! plans exactly as before.
+
+    use super::*;
+    use crate::delta::diff;
+    use crate::testkit::model::{FILES, edit, edit_files, fixture};
+    use proptest::prelude::*;
+
+    /// The names `old` to `new` affects, comma-separated.
+    fn check(old: &str, new: &str, expected: &str) {
+        let (old, new) = (content(old), content(new));
+        let mut a = Affected::of(&diff(&old, &new)).expect("domains unchanged");
+        a.close_over(&new);
+        assert_eq!(a.names().join(","), expected);
+    }
+
+    #[test]
+    fn a_change_reaches_what_names_it() {
+        let base = "== aliases\nx: r@remote.net\nl: x, s@remote.net\ntop: l\nother: o@remote.net\n";
+        // The changed alias, the list naming it, and the alias naming the list.
+        check(
+            base,
+            "== aliases\nx: q@remote.net\nl: x, s@remote.net\ntop: l\nother: o@remote.net\n",
+            "l,top,x",
+        );
+        // Nothing changed, nothing affected.
+        check(base, base, "");
+        // A new user named by no alias: only itself.
+        check(
+            base,
+            &format!("{base}== passwd\ndave:x:1003:1003::/home/dave:/bin/sh\n"),
+            "alice,bob,carol,dave",
+        );
+        // Through an address at a served domain, and through an include file.
+        check(
+            "== aliases\nx: a@remote.net\nv: x@example.com\ni: :include:/l\n== /l\nx\n",
+            "== aliases\nx: b@remote.net\nv: x@example.com\ni: :include:/l\n== /l\nx\n",
+            "i,v,x",
+        );
+        // An include file's own change reaches the aliases that include it.
+        check(
+            "== aliases\ni: :include:/l\nj: i\n== /l\na@remote.net\n",
+            "== aliases\ni: :include:/l\nj: i\n== /l\nb@remote.net\n",
+            "i,j",
+        );
+        // A remote address with the same local part is not a reference.
+        check(
+            "== aliases\nx: a@remote.net\ny: x@remote.net\n",
+            "== aliases\nx: b@remote.net\ny: x@remote.net\n",
+            "x",
+        );
+        // A removed alias still affects what named it (it now bounces or is a user).
+        check(
+            "== aliases\nx: a@remote.net\ny: x\n",
+            "== aliases\ny: x\n",
+            "x,y",
+        );
+        // A loop joined by a change: every member.
+        check(
+            "== aliases\na: b\nb: c\nc: r@remote.net\n",
+            "== aliases\na: b\nb: c\nc: a\n",
+            "a,b,c",
+        );
+    }
+
+    #[test]
+    fn a_change_of_domains_plans_everything() {
+        let old = content("== aliases\nx: r@remote.net\n");
+        let mut new = old.clone();
+        new.domains.push("example.net".into());
+        assert_eq!(Affected::of(&diff(&old, &new)), None);
+    }
+
+    /// What a map line of `p` says.
+    fn line(p: &Plan) -> (Class, &[String], &[String]) {
+        (p.class, &p.forward, &p.punt)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn only_affected_addresses_plan_differently(
+            start in prop::collection::vec(edit(), 0..24),
+            edits in prop::collection::vec(edit(), 1..12),
+        ) {
+            let mut files = vec![Vec::new(); FILES.len()];
+            for e in &start {
+                edit_files(&mut files, e);
+            }
+            let mut old = content(&fixture(&files));
+            for e in &edits {
+                edit_files(&mut files, e);
+                let new = content(&fixture(&files));
+                let mut a = Affected::of(&diff(&old, &new)).expect("domains unchanged");
+                a.close_over(&new);
+                let before = plan_all(&old);
+                let after = plan_all(&new);
+                let local = |p: &Plan| addr::split(&p.address).map(|(l, _)| l.to_string());
+                let kept = |ps: &[Plan]| -> Vec<Plan> {
+                    ps.iter()
+                        .filter(|p| !a.contains(&local(p).unwrap_or_default()))
+                        .cloned()
+                        .collect()
+                };
+                // Outside the affected names: the same addresses with the same lines.
+                let (kb, ka) = (kept(&before), kept(&after));
+                prop_assert_eq!(
+                    kb.iter().map(|p| (&p.address, line(p))).collect::<Vec<_>>(),
+                    ka.iter().map(|p| (&p.address, line(p))).collect::<Vec<_>>()
+                );
+                // Inside: plan_affected gives exactly the full plans, in order.
+                let mut got = Vec::new();
+                Planner::new(&new).plan_affected(&a, |p| got.push(p.clone()));
+                let want: Vec<Plan> = after
+                    .iter()
+                    .filter(|p| a.contains(&local(p).unwrap_or_default()))
+                    .cloned()
+                    .collect();
+                prop_assert_eq!(got, want);
+                old = new;
+            }
+        }
+    }
+}

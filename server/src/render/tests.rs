@@ -169,3 +169,95 @@ proptest! {
         }
     }
 }
+
+mod after_a_delta {
+    //! The incremental render after a delta equals the full render of the result, lines and
+    //! counts, over random edit sequences of a model primary.
+
+    use super::*;
+    use proto::delta::diff;
+    use proto::testkit::content;
+    use proto::testkit::model::{FILES, edit, edit_files, fixture};
+
+    fn part(c: &Content, formats: &[String]) -> AgentPart {
+        let maps = AgentMaps {
+            id: "mx1",
+            version: 1,
+            hash: "h",
+            primary: "[mx1.example.org]:25",
+            content: c,
+        };
+        render_agent(&maps, formats).expect("the model renders")
+    }
+
+    /// Renders `new` from `old`'s part and the delta between them, and fully.
+    fn both(old: &Content, new: &Content, formats: &[String]) -> (AgentPart, AgentPart) {
+        let mut affected = Affected::of(&diff(old, new)).expect("same domains");
+        affected.close_over(new);
+        let maps = AgentMaps {
+            id: "mx1",
+            version: 2,
+            hash: "h",
+            primary: "[mx1.example.org]:25",
+            content: new,
+        };
+        let got = render_agent_affected(&maps, formats, &part(old, formats), &affected)
+            .expect("the model renders");
+        (got, part(new, formats))
+    }
+
+    #[test]
+    fn one_changed_alias_replaces_its_lines_and_what_reaches_it() {
+        let old = content(
+            "== aliases\nx: r@remote.net\nl: x, s@remote.net\nsplit: r@remote.net, alice\n\
+             pipe: \"|/bin/p\"\n== /home/bob/.forward\nb@remote.net\n",
+        );
+        let new = content(
+            "== aliases\nx: alice\nl: x, s@remote.net\nsplit: r@remote.net, alice\n\
+             pipe: \"|/bin/p\"\nnew: n@remote.net\n== /home/bob/.forward\nb@remote.net\n",
+        );
+        let formats = ["postfix".to_string(), "exim".to_string()];
+        let (got, want) = both(&old, &new, &formats);
+        assert_eq!(got, want);
+        // A real change at both served domains: x forwarded and punts now, l became a split,
+        // `new` forwards.
+        let before = part(&old, &formats);
+        assert_ne!(got.files, before.files);
+        assert_eq!(
+            (got.counts.forward, got.counts.split, got.counts.addresses),
+            (
+                before.counts.forward - 4 + 2,
+                before.counts.split + 2,
+                before.counts.addresses + 2
+            )
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn incremental_render_equals_the_full_one(
+            start in prop::collection::vec(edit(), 0..24),
+            edits in prop::collection::vec(edit(), 1..10),
+            formats in prop_oneof![
+                Just(vec!["postfix".to_string(), "exim".to_string()]),
+                Just(vec!["postfix".to_string()]),
+                Just(vec!["exim".to_string()]),
+            ],
+        ) {
+            let mut files = vec![Vec::new(); FILES.len()];
+            for e in &start {
+                edit_files(&mut files, e);
+            }
+            let mut old = content(&fixture(&files));
+            for e in &edits {
+                edit_files(&mut files, e);
+                let new = content(&fixture(&files));
+                let (got, want) = both(&old, &new, &formats);
+                prop_assert_eq!(got, want);
+                old = new;
+            }
+        }
+    }
+}
