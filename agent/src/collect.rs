@@ -5,10 +5,11 @@
 //! start or stop naming `:include:` files. A file that cannot be read becomes a diagnostic (and,
 //! for an include or a `.forward`, makes its owner punt); it never stops the collection.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use proto::parse::AliasesFile;
 use proto::{Builder, Content, Severity};
 
 use crate::config::Sources;
@@ -66,15 +67,126 @@ fn read(path: &str, b: &mut Builder) -> Option<Vec<u8>> {
     }
 }
 
+/// What earlier collections read, kept by a long-running agent so that the next one reads
+/// and parses only what changed:
+/// - aliases files are read every time, but parsed again only where their bytes changed;
+/// - `:include:` files, `~/.forward` and `~/.procmailrc` (tens of thousands on a large primary)
+///   are read again only when a file event named them or a directory above them, or when there
+///   is no record of events (the first collection, the periodic rescan, an event queue overflow).
+///
+/// A collection with a cache gives what one without gives, given the events.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// Each aliases file as last read, by path.
+    aliases: HashMap<String, AliasesFile>,
+    /// The small files as last read (or looked for), by path.
+    small: HashMap<PathBuf, Small>,
+}
+
+/// What reading (or looking for) a small file gave.
+#[derive(Debug, Clone)]
+enum Small {
+    /// Read: the bytes, or the error and whether it was "not found".
+    Read(Result<Vec<u8>, (bool, String)>),
+    /// Looked for only: exists, does not, or could not be checked.
+    Exists(Result<bool, String>),
+}
+
+/// Paths that file events named since the last collection; `None`: read everything again.
+pub type Changed = Option<BTreeSet<PathBuf>>;
+
+/// Small-file reads for one collection: from `cache` unless `changed` names the path or a
+/// directory above it.
+struct Reader<'a> {
+    cache: Option<&'a mut Cache>,
+    changed: Option<&'a BTreeSet<PathBuf>>,
+    seen: HashMap<PathBuf, Small>,
+}
+
+impl Reader<'_> {
+    fn cached(&mut self, path: &Path) -> Option<Small> {
+        let changed = self.changed?;
+        if path.ancestors().any(|p| changed.contains(p)) {
+            return None;
+        }
+        self.cache.as_mut()?.small.remove(path)
+    }
+
+    fn keep(&mut self, path: &Path, v: &Small) {
+        if self.cache.is_some() {
+            self.seen.insert(path.to_path_buf(), v.clone());
+        }
+    }
+
+    /// The bytes of `path`, or whether it was missing and the error.
+    fn read(&mut self, path: &Path) -> Result<Vec<u8>, (bool, String)> {
+        let v = match self.cached(path) {
+            Some(Small::Read(r)) => r,
+            _ => std::fs::read(path).map_err(|e| (e.kind() == ErrorKind::NotFound, e.to_string())),
+        };
+        self.keep(path, &Small::Read(v.clone()));
+        v
+    }
+
+    /// Whether `path` exists.
+    fn exists(&mut self, path: &Path) -> Result<bool, String> {
+        let v = match self.cached(path) {
+            Some(Small::Exists(r)) => r,
+            _ => match std::fs::metadata(path) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        self.keep(path, &Small::Exists(v.clone()));
+        v
+    }
+}
+
 /// Reads every source named in `sources` for the served `domains`.
 pub fn collect(domains: &[String], sources: &Sources) -> Collected {
+    collect_inner(domains, sources, None, None)
+}
+
+/// Like [`collect`], reading again only what changed since the collection that filled `cache`
+/// (see [`Cache`]); `changed` lists the paths file events named since then.
+pub fn collect_with(
+    domains: &[String],
+    sources: &Sources,
+    cache: &mut Cache,
+    changed: &Changed,
+) -> Collected {
+    collect_inner(domains, sources, Some(cache), changed.as_ref())
+}
+
+fn collect_inner(
+    domains: &[String],
+    sources: &Sources,
+    mut cache: Option<&mut Cache>,
+    changed: Option<&BTreeSet<PathBuf>>,
+) -> Collected {
     let mut b = Builder::new(domains);
     let mut paths = BTreeSet::new();
+    let mut seen = HashMap::new();
     for pattern in &sources.aliases {
         for path in expand(pattern, &mut b) {
             paths.insert(PathBuf::from(&path));
-            if let Some(bytes) = read(&path, &mut b) {
-                b.aliases(&path, &bytes);
+            let Some(bytes) = read(&path, &mut b) else {
+                continue;
+            };
+            match cache.as_deref_mut() {
+                None => b.aliases(&path, &bytes),
+                Some(c) => {
+                    let parsed = match c.aliases.remove(&path) {
+                        Some(mut f) => {
+                            f.update(bytes);
+                            f
+                        }
+                        None => AliasesFile::parse(&path, bytes),
+                    };
+                    b.aliases_parsed(&path, &parsed);
+                    seen.insert(path, parsed);
+                }
             }
         }
         if pattern.contains(['*', '?', '[']) {
@@ -84,6 +196,11 @@ pub fn collect(domains: &[String], sources: &Sources) -> Collected {
             }
         }
     }
+    let mut small = Reader {
+        changed,
+        seen: HashMap::new(),
+        cache,
+    };
     loop {
         let pending = b.pending_includes();
         if pending.is_empty() {
@@ -91,9 +208,9 @@ pub fn collect(domains: &[String], sources: &Sources) -> Collected {
         }
         for path in pending {
             paths.insert(PathBuf::from(&path));
-            match std::fs::read(&path) {
+            match small.read(Path::new(&path)) {
                 Ok(bytes) => b.include(&path, Ok(&bytes)),
-                Err(e) => b.include(&path, Err(e.to_string())),
+                Err((_, e)) => b.include(&path, Err(e)),
             }
         }
     }
@@ -122,10 +239,15 @@ pub fn collect(domains: &[String], sources: &Sources) -> Collected {
                     .parent()
                     .unwrap_or(Path::new("/"));
                 for u in users {
-                    markers(&mut b, &mut paths, base, u);
+                    markers(&mut b, &mut paths, &mut small, base, u);
                 }
             }
         }
+    }
+    if let Some(c) = small.cache {
+        // Files no longer read are forgotten.
+        c.aliases = seen;
+        c.small = small.seen;
     }
     Collected {
         content: b.finish(),
@@ -138,7 +260,13 @@ pub fn collect(domains: &[String], sources: &Sources) -> Collected {
 ///
 /// A relative home directory (never found in a real passwd file, but handy for example data) is
 /// taken relative to the passwd file's directory `base`; an empty one has no markers.
-fn markers(b: &mut Builder, paths: &mut BTreeSet<PathBuf>, base: &Path, u: proto::build::UserRef) {
+fn markers(
+    b: &mut Builder,
+    paths: &mut BTreeSet<PathBuf>,
+    small: &mut Reader<'_>,
+    base: &Path,
+    u: proto::build::UserRef,
+) {
     if u.home.is_empty() {
         return;
     }
@@ -146,9 +274,9 @@ fn markers(b: &mut Builder, paths: &mut BTreeSet<PathBuf>, base: &Path, u: proto
     let rc = home.join(".procmailrc");
     let rc_s = rc.to_string_lossy().into_owned();
     paths.insert(rc.clone());
-    match std::fs::metadata(&rc) {
-        Ok(_) => b.procmail(u.index, &rc_s),
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
+    match small.exists(&rc) {
+        Ok(true) => b.procmail(u.index, &rc_s),
+        Ok(false) => {}
         Err(e) => {
             b.diagnostic(
                 &rc_s,
@@ -162,10 +290,10 @@ fn markers(b: &mut Builder, paths: &mut BTreeSet<PathBuf>, base: &Path, u: proto
     let fw = home.join(".forward");
     let fw_s = fw.to_string_lossy().into_owned();
     paths.insert(fw.clone());
-    match std::fs::read(&fw) {
+    match small.read(&fw) {
         Ok(bytes) => b.forward(u.index, &fw_s, Ok(&bytes)),
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => b.forward(u.index, &fw_s, Err(e.to_string())),
+        Err((true, _)) => {}
+        Err((false, e)) => b.forward(u.index, &fw_s, Err(e)),
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::collect::{Collected, collect};
+use crate::collect::{Cache, Changed, Collected, collect, collect_with};
 use crate::config::Config;
 use crate::push::{Control, Current, Outcome, Target, receiver_loop};
 use crate::state::Counters;
@@ -74,6 +74,30 @@ async fn collect_async(cfg: &Arc<Config>) -> anyhow::Result<Collected> {
     tokio::task::spawn_blocking(move || collect(&c.domains(), &c.sources))
         .await
         .context("collect task")
+}
+
+/// Collects with `cache`, given the paths events named since the last collection.
+async fn collect_cached(
+    cfg: &Arc<Config>,
+    mut cache: Cache,
+    changed: Changed,
+) -> anyhow::Result<(Collected, Cache)> {
+    let c = Arc::clone(cfg);
+    tokio::task::spawn_blocking(move || {
+        let got = collect_with(&c.domains(), &c.sources, &mut cache, &changed);
+        (got, cache)
+    })
+    .await
+    .context("collect task")
+}
+
+/// Records what `ev` says changed: its paths, or everything when the watcher lost events.
+fn note(changed: &mut Changed, ev: &notify::Event) {
+    if ev.need_rescan() {
+        *changed = None;
+    } else if let Some(set) = changed {
+        set.extend(ev.paths.iter().cloned());
+    }
 }
 
 /// Directories to watch for `paths`: each file's parent (or, where it does not exist yet, the
@@ -193,10 +217,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let mut paths = BTreeSet::new();
     let mut dirty = true;
     let mut next_rescan = tokio::time::Instant::now() + rescan;
+    // What was read last, and the paths events named since (None: read everything again).
+    let mut cache = Some(Cache::default());
+    let mut changed: Changed = None;
     loop {
         if dirty {
             dirty = false;
-            let c = collect_async(&cfg).await?;
+            let since = changed.replace(BTreeSet::new());
+            let (c, kept) = collect_cached(&cfg, cache.take().unwrap_or_default(), since).await?;
+            cache = Some(kept);
             watches.update(&c.paths);
             paths = c.paths;
             let fresh = Arc::new(c.content);
@@ -230,13 +259,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(ev) = ev_rx.recv() => {
-                if relevant(&ev, &paths) {
-                    // Debounce: wait for quiet, swallowing further events.
+                if relevant(&ev, &paths) || ev.need_rescan() {
+                    note(&mut changed, &ev);
+                    // Debounce: wait for quiet, noting further events.
                     let deadline = tokio::time::Instant::now() + debounce;
                     loop {
                         tokio::select! {
                             _ = tokio::time::sleep_until(deadline) => break,
-                            more = ev_rx.recv() => if more.is_none() { break },
+                            more = ev_rx.recv() => match more {
+                                Some(ev) => note(&mut changed, &ev),
+                                None => break,
+                            },
                         }
                     }
                     dirty = true;
@@ -244,6 +277,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             }
             _ = tokio::time::sleep_until(next_rescan) => {
                 next_rescan = tokio::time::Instant::now() + rescan;
+                // The safety net for lost events: everything is read again.
+                changed = None;
                 dirty = true;
             }
             Some(Control::RaiseAbove(v)) = ctl_rx.recv() => {

@@ -135,6 +135,69 @@ pub(crate) fn cold_scenario(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The agent's collection of a generated N-alias primary on disk, in process: the first one
+/// (nothing cached), then again after one changed line (what `run` does after an event).
+pub(crate) fn collect_scenario(n: usize) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("primary");
+    let p = data::primary(n, &root.display().to_string());
+    p.write(&root)?;
+    let aliases = root.join("aliases");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&aliases)?;
+    f.write_all(marker(0).as_bytes())?;
+    drop(f);
+    let sources: agent::config::Sources = toml::from_str(&format!(
+        "aliases = [\"{}\"]\npasswd = \"{}\"\nuid_min = 1000\n",
+        aliases.display(),
+        root.join("passwd").display()
+    ))?;
+    let domains = vec![data::DOMAIN.to_string()];
+    let mut cache = agent::collect::Cache::default();
+    let mut steps: Vec<(String, f64)> = Vec::new();
+    let t = Instant::now();
+    let first = agent::collect::collect_with(&domains, &sources, &mut cache, &None);
+    steps.push((
+        "first collection (cache empty)".into(),
+        t.elapsed().as_secs_f64(),
+    ));
+    let t = Instant::now();
+    let hash = first.content.hash();
+    steps.push(("hash".into(), t.elapsed().as_secs_f64()));
+    let mut text = std::fs::read(&aliases)?;
+    text.truncate(text.len() - marker(0).len());
+    text.extend_from_slice(marker(1).as_bytes());
+    std::fs::write(&aliases, &text)?;
+    let t = Instant::now();
+    // What `run` knows after the edit: the file event named the aliases file.
+    let changed = Some([aliases.clone()].into_iter().collect());
+    let second = agent::collect::collect_with(&domains, &sources, &mut cache, &changed);
+    steps.push((
+        "after one changed line (cache warm)".into(),
+        t.elapsed().as_secs_f64(),
+    ));
+    let t = Instant::now();
+    let cold = agent::collect::collect(&domains, &sources);
+    steps.push(("the same without a cache".into(), t.elapsed().as_secs_f64()));
+    anyhow::ensure!(
+        second.content == cold.content,
+        "the cached collection differs"
+    );
+    anyhow::ensure!(second.content.hash() != hash, "the edit was not seen");
+    let t = Instant::now();
+    let changes = proto::delta::diff(&first.content, &second.content);
+    steps.push((
+        format!("diff ({} changes)", changes.len()),
+        t.elapsed().as_secs_f64(),
+    ));
+    println!("scenario: the agent's collection of {n} aliases on disk, in process");
+    println!("| step | seconds |");
+    println!("|---|---|");
+    for (name, secs) in &steps {
+        println!("| {name} | {secs:.3} |");
+    }
+    Ok(())
+}
+
 /// One changed line in a large primary, edit to live maps, with `mxsync-agent run` watching.
 pub(crate) fn edit_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
     let s = site(n)?;

@@ -622,6 +622,7 @@ fn main() -> anyhow::Result<()> {
         Some("idle") => idle_scenario(),
         Some("delta") => delta_scenario(n(1_000_000)?),
         Some("cold") => big::cold_scenario(n(1_000_000)?),
+        Some("collect") => big::collect_scenario(n(1_000_000)?),
         Some("edit") => big::edit_scenario(n(1_000_000)?, arg(2, 5)?),
         Some("load") => big::load_scenario(arg(1, 100)?, arg(2, 10_000)?, arg(3, 2)?),
         Some("all") => all(),

@@ -82,6 +82,32 @@ impl Builder {
     pub fn aliases(&mut self, path: &str, bytes: &[u8]) {
         let mut diags = Vec::new();
         let parsed = parse::parse_aliases(bytes, path, &mut diags);
+        self.add_aliases(path, parsed, diags);
+    }
+
+    /// Like [`Builder::aliases`], from a file parsed before (and kept by the caller). A large
+    /// file's entries are copied on two threads.
+    pub fn aliases_parsed(&mut self, path: &str, parsed: &parse::AliasesFile) {
+        let all = parsed.entries();
+        let entries = if all.len() < 100_000 {
+            all.to_vec()
+        } else {
+            let (a, b) = all.split_at(all.len() / 2);
+            std::thread::scope(|s| {
+                let second = s.spawn(|| b.to_vec());
+                let mut v = Vec::with_capacity(all.len());
+                v.extend_from_slice(a);
+                match second.join() {
+                    Ok(mut rest) => v.append(&mut rest),
+                    Err(_) => v.extend_from_slice(b),
+                }
+                v
+            })
+        };
+        self.add_aliases(path, entries, parsed.diagnostics().to_vec());
+    }
+
+    fn add_aliases(&mut self, path: &str, parsed: Vec<parse::ParsedAlias>, diags: Vec<Diagnostic>) {
         let file = self.file_id(path);
         self.content.aliases.reserve(parsed.len());
         for a in parsed {
@@ -350,7 +376,8 @@ impl Builder {
     pub fn finish(mut self) -> Content {
         let aliases = std::mem::take(&mut self.content.aliases);
         let mut order: Vec<(Alias, u32)> = aliases.into_iter().zip(self.alias_seq).collect();
-        order.sort_by(|(a, i), (b, j)| a.name.cmp(&b.name).then(i.cmp(j)));
+        // (name, sequence) is a total order, so an unstable sort gives the stable result.
+        order.sort_unstable_by(|(a, i), (b, j)| a.name.cmp(&b.name).then(i.cmp(j)));
         let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
         for (a, _) in order {
             match kept.last() {

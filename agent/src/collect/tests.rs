@@ -132,3 +132,62 @@ fn globs_expand_sorted_and_missing_files_are_reported() {
     );
     assert!(got.paths.contains(Path::new(&p.path("aliases.d"))));
 }
+
+/// A collection with a cache, given the paths events named, against one without.
+#[test]
+fn a_cached_collection_reads_again_what_events_name() {
+    let p = Primary::new();
+    let home = p.path("home/ann");
+    p.write(
+        "passwd",
+        &format!(
+            "ann:x:1000:1000::{home}:/bin/sh\nben:x:1001:1001::{}:/bin/sh\n",
+            p.path("home/ben")
+        ),
+    );
+    let list = p.write("lists/staff", "a@x.net\n");
+    let aliases = p.write(
+        "aliases",
+        &format!("staff: :include:{list}\nx: r@remote.net\n"),
+    );
+    let sources = p.sources(vec![aliases.clone()]);
+    let domains = vec!["example.org".to_string()];
+    let fresh = || collect(&domains, &sources).content;
+    let mut cache = Cache::default();
+    let names = |ps: &[&str]| -> Changed { Some(ps.iter().map(PathBuf::from).collect()) };
+    let mut check = |changed: Changed, same_as_fresh: bool, what: &str| {
+        let got = collect_with(&domains, &sources, &mut cache, &changed).content;
+        assert_eq!(got == fresh(), same_as_fresh, "{what}");
+        got
+    };
+    check(None, true, "first collection");
+    // The aliases file is read every time, with or without an event.
+    p.write(
+        "aliases",
+        &format!("staff: :include:{list}\nx: q@remote.net\n"),
+    );
+    check(names(&[]), true, "aliases file without an event");
+    // An include file: read again when an event names it or its directory.
+    p.write("lists/staff", "b@x.net\n");
+    let stale = check(names(&[]), false, "include file without an event");
+    assert!(format!("{stale:?}").contains("a@x.net"));
+    check(names(&[&list]), true, "include file named by an event");
+    p.write("lists/staff", "c@x.net\n");
+    check(
+        names(&[&p.path("lists")]),
+        true,
+        "its directory named by an event",
+    );
+    // Markers: a new .procmailrc, a new home.
+    p.write("home/ann/.procmailrc", ":0\n");
+    check(
+        names(&[&format!("{home}/.procmailrc")]),
+        true,
+        ".procmailrc created",
+    );
+    p.write("home/ben/.forward", "ben@remote.net\n");
+    check(names(&[&p.path("home")]), true, "a home directory created");
+    // No record of events (the periodic rescan): everything again.
+    p.write("lists/staff", "d@x.net\n");
+    check(None, true, "rescan");
+}

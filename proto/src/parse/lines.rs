@@ -507,3 +507,144 @@ pub fn parse_passwd(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Ve
     }
     out
 }
+
+/// An aliases file as last parsed, so that its next version is parsed again only where it
+/// changed (the agent watching a large file). [`AliasesFile::update`] gives exactly what
+/// [`parse_aliases`] gives on the new bytes (property-tested), up to the order of diagnostics.
+///
+/// How: the bytes both versions share at the start and at the end are not read again. The span
+/// between is widened to whole entries: back to a line that starts an entry in both versions
+/// (its first byte is not blank and not `#`, so it opens a new logical line whatever came
+/// before), and forward to the next such line. Only that span is parsed; the entries before it
+/// are kept, and those after it are kept with their line numbers moved.
+#[derive(Debug, Default, Clone)]
+pub struct AliasesFile {
+    file: String,
+    bytes: Vec<u8>,
+    entries: Vec<ParsedAlias>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Whether the line starting at `at` starts an entry whatever precedes it.
+fn opens_entry(bytes: &[u8], at: usize) -> bool {
+    bytes
+        .get(at)
+        .is_some_and(|&b| !is_blank_byte(b) && b != b'#' && b != b'\n')
+}
+
+fn newlines(bytes: &[u8]) -> u32 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u32
+}
+
+impl AliasesFile {
+    /// Parses `bytes` as the aliases file `file`.
+    pub fn parse(file: &str, bytes: Vec<u8>) -> Self {
+        let mut diags = Vec::new();
+        let entries = parse_aliases(&bytes, file, &mut diags);
+        AliasesFile {
+            file: file.to_string(),
+            bytes,
+            entries,
+            diags,
+        }
+    }
+
+    /// The entries, in file order (duplicates included, as [`parse_aliases`] gives them).
+    pub fn entries(&self) -> &[ParsedAlias] {
+        &self.entries
+    }
+
+    /// What was found wrong.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diags
+    }
+
+    /// Replaces the content with `bytes`, parsing only the entries that changed. Returns how many
+    /// bytes were parsed again.
+    pub fn update(&mut self, bytes: Vec<u8>) -> usize {
+        let (old, new) = (&self.bytes, &bytes);
+        if old == new {
+            return 0;
+        }
+        let max = old.len().min(new.len());
+        let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+        let suffix = old
+            .iter()
+            .rev()
+            .zip(new.iter().rev())
+            .take(max - prefix)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // Back to a line that opens an entry in both (before `prefix` the bytes are the same).
+        let line_start = |at: usize| {
+            new[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+        };
+        let mut start = line_start(prefix);
+        while start > 0 && !(opens_entry(old, start) && opens_entry(new, start)) {
+            start = line_start(start - 1);
+        }
+        // Forward to a line that opens an entry in both, or the end (after `old_end` the bytes
+        // are the same, `grow` apart).
+        let (old_end, new_end) = (old.len() - suffix, new.len() - suffix);
+        let mut end = old_end;
+        while end < old.len() {
+            let at = end - old_end + new_end;
+            let line_start = |b: &[u8], i: usize| i == 0 || b[i - 1] == b'\n';
+            if line_start(old, end)
+                && line_start(new, at)
+                && opens_entry(old, end)
+                && opens_entry(new, at)
+            {
+                break;
+            }
+            end = match old[end..].iter().position(|&b| b == b'\n') {
+                Some(i) => end + i + 1,
+                None => old.len(),
+            };
+        }
+        let new_stop = end - old_end + new_end;
+        let first = newlines(&new[..start]) + 1;
+        // At the end of the file the span takes every line left (the last may have no newline).
+        let old_after = if end == old.len() {
+            u32::MAX
+        } else {
+            first + newlines(&old[start..end])
+        };
+        let new_after = first + newlines(&new[start..new_stop]);
+        // The span, parsed alone, with its line numbers moved to where it starts.
+        let mut diags = Vec::new();
+        let mut mid = parse_aliases(&new[start..new_stop], &self.file, &mut diags);
+        let moved = |line: &mut u32, by: i64| *line = (i64::from(*line) + by) as u32;
+        let by = i64::from(first) - 1;
+        for e in &mut mid {
+            moved(&mut e.line, by);
+            e.targets.iter_mut().for_each(|t| moved(&mut t.line, by));
+        }
+        diags.iter_mut().for_each(|d| moved(&mut d.line, by));
+        let parsed = new_stop - start;
+        // Entries before the span end before it; those after it start at or after its end.
+        let lo = self.entries.partition_point(|e| e.line < first);
+        let hi = self.entries.partition_point(|e| e.line < old_after);
+        let shift = i64::from(new_after) - i64::from(old_after);
+        let tail = lo + mid.len();
+        self.entries.splice(lo..hi, mid);
+        if shift != 0 {
+            for e in &mut self.entries[tail..] {
+                moved(&mut e.line, shift);
+                e.targets.iter_mut().for_each(|t| moved(&mut t.line, shift));
+            }
+        }
+        self.diags.retain(|d| d.line < first || d.line >= old_after);
+        for d in &mut self.diags {
+            if d.line >= old_after {
+                moved(&mut d.line, shift);
+            }
+        }
+        self.diags.extend(diags);
+        self.bytes = bytes;
+        parsed
+    }
+}

@@ -245,3 +245,142 @@ proptest! {
         prop_assert_eq!(b.finish().validate(), Ok(()));
     }
 }
+
+mod reparse {
+    //! `AliasesFile::update` parses only the changed span and must give what a whole parse gives.
+
+    use super::*;
+    use crate::snapshot::Diagnostic;
+
+    /// A physical line of an aliases file, tricky ones included.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => "[a-d]{1,2}: [a-d]{1,2}(@remote\\.net)?(, [a-d]@example\\.org)?".prop_map(String::into_bytes),
+            2 => "[ \t]+[a-d]@remote\\.net,?".prop_map(String::into_bytes),
+            1 => Just(b"# comment".to_vec()),
+            1 => Just(b"  # indented comment".to_vec()),
+            1 => Just(Vec::new()),
+            1 => Just(b"\r".to_vec()),
+            1 => Just(b"broken line".to_vec()),
+            1 => Just(b"x: \"|/bin/p\",".to_vec()),
+            1 => Just(b"bad: \xff\xfe".to_vec()),
+            1 => Just(b"nul: a\0b".to_vec()),
+        ]
+    }
+
+    fn file() -> impl Strategy<Value = Vec<u8>> {
+        (prop::collection::vec(line(), 0..16), any::<bool>()).prop_map(|(lines, last)| {
+            let mut out = lines.join(&b'\n');
+            if last && !out.is_empty() {
+                out.push(b'\n');
+            }
+            out
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        /// Replace bytes `at..at + len` (positions modulo length) with these.
+        Bytes(usize, usize, Vec<u8>),
+        /// Insert a whole line before line `at`.
+        Line(usize, Vec<u8>),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (
+                any::<usize>(),
+                0..8usize,
+                prop::collection::vec(
+                    prop_oneof![
+                        Just(b'a'),
+                        Just(b'\n'),
+                        Just(b' '),
+                        Just(b'#'),
+                        Just(b':'),
+                        Just(b','),
+                        Just(b'@')
+                    ],
+                    0..6
+                )
+            )
+                .prop_map(|(a, l, b)| Edit::Bytes(a, l, b)),
+            (any::<usize>(), line()).prop_map(|(a, l)| Edit::Line(a, l)),
+        ]
+    }
+
+    fn apply(bytes: &[u8], e: &Edit) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        match e {
+            Edit::Bytes(at, len, with) => {
+                let at = at % (out.len() + 1);
+                let end = (at + len).min(out.len());
+                out.splice(at..end, with.iter().copied());
+            }
+            Edit::Line(at, l) => {
+                let starts: Vec<usize> = std::iter::once(0)
+                    .chain(
+                        out.iter()
+                            .enumerate()
+                            .filter(|(_, b)| **b == b'\n')
+                            .map(|(i, _)| i + 1),
+                    )
+                    .collect();
+                let at = starts[at % starts.len()];
+                let mut l = l.clone();
+                l.push(b'\n');
+                out.splice(at..at, l);
+            }
+        }
+        out
+    }
+
+    fn sorted(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {
+        d.sort();
+        d
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn an_update_parses_as_the_whole_file_does(start in file(), edits in prop::collection::vec(edit(), 1..6)) {
+            let mut cached = AliasesFile::parse("f", start.clone());
+            let mut bytes = start;
+            for e in &edits {
+                bytes = apply(&bytes, e);
+                cached.update(bytes.clone());
+                let mut diags = Vec::new();
+                let whole = parse_aliases(&bytes, "f", &mut diags);
+                prop_assert_eq!(cached.entries(), &whole[..], "{:?}", String::from_utf8_lossy(&bytes));
+                prop_assert_eq!(sorted(cached.diagnostics().to_vec()), sorted(diags));
+            }
+        }
+    }
+
+    #[test]
+    fn one_changed_line_parses_one_entry() {
+        let mut text = String::new();
+        for i in 0..1000 {
+            text.push_str(&format!("a{i}: r{i}@remote.net,\n  s{i}@remote.net\n"));
+        }
+        let mut f = AliasesFile::parse("f", text.clone().into_bytes());
+        let edited = text.replace("a500: r500@", "a500: q500@");
+        let parsed = f.update(edited.clone().into_bytes());
+        assert!(parsed < 100, "parsed {parsed} bytes again");
+        let mut diags = Vec::new();
+        assert_eq!(
+            f.entries(),
+            &parse_aliases(edited.as_bytes(), "f", &mut diags)[..]
+        );
+        // A line inserted at the top moves every later entry by one line.
+        let inserted = format!("new: n@remote.net\n{edited}");
+        let parsed = f.update(inserted.clone().into_bytes());
+        assert!(parsed < 100, "parsed {parsed} bytes again");
+        assert_eq!(f.entries()[1].line, 2);
+        assert_eq!(
+            f.entries(),
+            &parse_aliases(inserted.as_bytes(), "f", &mut diags)[..]
+        );
+    }
+}
