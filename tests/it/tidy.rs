@@ -68,8 +68,16 @@ fn proto_depends_on_nothing_that_does_io() {
         .next()
         .unwrap();
     let allowed = ["serde", "serde_json", "sha2", "hmac", "thiserror"];
+    // Test support for other crates' tests, only with the `testkit` feature.
+    let optional = ["proptest"];
     for line in deps.lines().filter(|l| !l.trim().is_empty()) {
         let name = line.split(['.', '=', ' ']).next().unwrap();
-        assert!(allowed.contains(&name), "proto may not depend on {name}");
+        let ok = allowed.contains(&name)
+            || (optional.contains(&name) && line.contains("optional = true"));
+        assert!(ok, "proto may not depend on {name}: {line}");
     }
+    assert!(
+        manifest.contains("testkit = [\"dep:proptest\"]"),
+        "proptest is for the testkit feature only"
+    );
 }
