@@ -221,4 +221,30 @@ pub mod model {
             _ => {}
         }
     }
+
+    /// The content of the model primary after `edits`, from empty files.
+    pub fn content_after(edits: &[Edit]) -> crate::snapshot::Content {
+        let mut files = vec![Vec::new(); FILES.len()];
+        edits.iter().for_each(|e| edit_files(&mut files, e));
+        super::content(&fixture(&files))
+    }
+
+    /// Brings the model primary to `start`, then makes each of `edits` in turn, calling `step`
+    /// with the content before and after each one; stops at the first error.
+    pub fn walk<E>(
+        start: &[Edit],
+        edits: &[Edit],
+        mut step: impl FnMut(&crate::snapshot::Content, &crate::snapshot::Content) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut files = vec![Vec::new(); FILES.len()];
+        start.iter().for_each(|e| edit_files(&mut files, e));
+        let mut old = super::content(&fixture(&files));
+        for e in edits {
+            edit_files(&mut files, e);
+            let new = super::content(&fixture(&files));
+            step(&old, &new)?;
+            old = new;
+        }
+        Ok(())
+    }
 }

@@ -198,7 +198,7 @@ mod properties {
     //! holds exactly what the full snapshot would give, at every step.
 
     use super::*;
-    use crate::testkit::model::{Edit, FILES, edit, edit_files, fixture};
+    use crate::testkit::model::{content_after, edit, walk};
     use proptest::prelude::*;
 
     proptest! {
@@ -209,25 +209,18 @@ mod properties {
             start in prop::collection::vec(edit(), 0..20),
             edits in prop::collection::vec(edit(), 1..16),
         ) {
-            let mut files = vec![Vec::new(); FILES.len()];
-            for e in &start {
-                edit_files(&mut files, e);
-            }
-            let mut full = content(&fixture(&files));
-            let mut receiver = full.clone();
-            for e in &edits {
-                edit_files(&mut files, e);
-                let next = content(&fixture(&files));
-                let changes = diff(&full, &next);
+            let mut receiver = content_after(&start);
+            walk(&start, &edits, |full, next| {
+                let changes = diff(full, next);
                 // Over the wire, as the agent sends it.
                 let json = serde_json::to_vec(&changes).expect("encode");
                 let changes: Changes = serde_json::from_slice(&json).expect("decode");
                 receiver = apply(&receiver, &changes).expect("a delta applies to its base");
-                prop_assert_eq!(&receiver, &next);
+                prop_assert_eq!(&receiver, next);
                 prop_assert_eq!(receiver.hash(), next.hash());
                 prop_assert_eq!(changes.is_empty(), full == next);
-                full = next;
-            }
+                Ok(())
+            })?;
         }
 
         #[test]
@@ -239,12 +232,7 @@ mod properties {
             // The receiver holds `other`, the agent diffs from `base`: either apply refuses, or
             // the result's hash differs from the claimed one (the server checks it) unless the
             // contents happen to be equal.
-            let build = |es: &[Edit]| {
-                let mut files = vec![Vec::new(); FILES.len()];
-                es.iter().for_each(|e| edit_files(&mut files, e));
-                content(&fixture(&files))
-            };
-            let (base, other, next) = (build(&a), build(&b), build(&c));
+            let (base, other, next) = (content_after(&a), content_after(&b), content_after(&c));
             let changes = diff(&base, &next);
             if let Ok(got) = apply(&other, &changes) {
                 prop_assert!(got.hash() != next.hash() || got == next);

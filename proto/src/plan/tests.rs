@@ -813,7 +813,7 @@ mod affected {
 
     use super::*;
     use crate::delta::diff;
-    use crate::testkit::model::{FILES, edit, edit_files, fixture};
+    use crate::testkit::model::{edit, walk};
     use proptest::prelude::*;
 
     /// The names `old` to `new` affects, comma-separated.
@@ -894,18 +894,11 @@ mod affected {
             start in prop::collection::vec(edit(), 0..24),
             edits in prop::collection::vec(edit(), 1..12),
         ) {
-            let mut files = vec![Vec::new(); FILES.len()];
-            for e in &start {
-                edit_files(&mut files, e);
-            }
-            let mut old = content(&fixture(&files));
-            for e in &edits {
-                edit_files(&mut files, e);
-                let new = content(&fixture(&files));
-                let mut a = Affected::of(&diff(&old, &new)).expect("domains unchanged");
-                a.close_over(&new);
-                let before = plan_all(&old);
-                let after = plan_all(&new);
+            walk(&start, &edits, |old, new| {
+                let mut a = Affected::of(&diff(old, new)).expect("domains unchanged");
+                a.close_over(new);
+                let before = plan_all(old);
+                let after = plan_all(new);
                 let local = |p: &Plan| addr::split(&p.address).map(|(l, _)| l.to_string());
                 let kept = |ps: &[Plan]| -> Vec<Plan> {
                     ps.iter()
@@ -921,15 +914,15 @@ mod affected {
                 );
                 // Inside: plan_affected gives exactly the full plans, in order.
                 let mut got = Vec::new();
-                Planner::new(&new).plan_affected(&a, |p| got.push(p.clone()));
+                Planner::new(new).plan_affected(&a, |p| got.push(p.clone()));
                 let want: Vec<Plan> = after
                     .iter()
                     .filter(|p| a.contains(&local(p).unwrap_or_default()))
                     .cloned()
                     .collect();
                 prop_assert_eq!(got, want);
-                old = new;
-            }
+                Ok(())
+            })?;
         }
     }
 }

@@ -177,7 +177,7 @@ mod after_a_delta {
     use super::*;
     use proto::delta::diff;
     use proto::testkit::content;
-    use proto::testkit::model::{FILES, edit, edit_files, fixture};
+    use proto::testkit::model::{edit, walk};
 
     fn part(c: &Content, formats: &[String]) -> AgentPart {
         let maps = AgentMaps {
@@ -246,18 +246,11 @@ mod after_a_delta {
                 Just(vec!["exim".to_string()]),
             ],
         ) {
-            let mut files = vec![Vec::new(); FILES.len()];
-            for e in &start {
-                edit_files(&mut files, e);
-            }
-            let mut old = content(&fixture(&files));
-            for e in &edits {
-                edit_files(&mut files, e);
-                let new = content(&fixture(&files));
-                let (got, want) = both(&old, &new, &formats);
+            walk(&start, &edits, |old, new| {
+                let (got, want) = both(old, new, &formats);
                 prop_assert_eq!(got, want);
-                old = new;
-            }
+                Ok(())
+            })?;
         }
     }
 }
