@@ -218,14 +218,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let mut dirty = true;
     let mut next_rescan = tokio::time::Instant::now() + rescan;
     // What was read last, and the paths events named since (None: read everything again).
-    let mut cache = Some(Cache::default());
+    let mut cache = Cache::default();
     let mut changed: Changed = None;
     loop {
         if dirty {
             dirty = false;
             let since = changed.replace(BTreeSet::new());
-            let (c, kept) = collect_cached(&cfg, cache.take().unwrap_or_default(), since).await?;
-            cache = Some(kept);
+            let (c, kept) = collect_cached(&cfg, std::mem::take(&mut cache), since).await?;
+            cache = kept;
             watches.update(&c.paths);
             paths = c.paths;
             let fresh = Arc::new(c.content);

@@ -525,11 +525,13 @@ pub struct AliasesFile {
     diags: Vec<Diagnostic>,
 }
 
-/// Whether the line starting at `at` starts an entry whatever precedes it.
+/// Whether a line begins at `at` and starts an entry whatever precedes it.
 fn opens_entry(bytes: &[u8], at: usize) -> bool {
-    bytes
-        .get(at)
-        .is_some_and(|&b| !is_blank_byte(b) && b != b'#' && b != b'\n')
+    let begins_line = at == 0 || bytes.get(at - 1) == Some(&b'\n');
+    begins_line
+        && bytes
+            .get(at)
+            .is_some_and(|&b| !is_blank_byte(b) && b != b'#' && b != b'\n')
 }
 
 fn newlines(bytes: &[u8]) -> u32 {
@@ -586,18 +588,12 @@ impl AliasesFile {
         while start > 0 && !(opens_entry(old, start) && opens_entry(new, start)) {
             start = line_start(start - 1);
         }
-        // Forward to a line that opens an entry in both, or the end (after `old_end` the bytes
-        // are the same, `grow` apart).
+        // Forward to a line that opens an entry in both, or the end (from `old_end` in the old
+        // bytes and `new_end` in the new ones, the bytes are the same).
         let (old_end, new_end) = (old.len() - suffix, new.len() - suffix);
         let mut end = old_end;
         while end < old.len() {
-            let at = end - old_end + new_end;
-            let line_start = |b: &[u8], i: usize| i == 0 || b[i - 1] == b'\n';
-            if line_start(old, end)
-                && line_start(new, at)
-                && opens_entry(old, end)
-                && opens_entry(new, at)
-            {
+            if opens_entry(old, end) && opens_entry(new, end - old_end + new_end) {
                 break;
             }
             end = match old[end..].iter().position(|&b| b == b'\n') {
