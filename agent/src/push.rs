@@ -347,6 +347,7 @@ pub async fn receiver_loop(
         };
         let wait =
             if delivered.as_deref() != Some(&cur.hash) && given_up.as_deref() != Some(&cur.hash) {
+                let began = std::time::Instant::now();
                 match target.push(&cur, base.as_ref(), &counters).await {
                     Outcome::Accepted => {
                         base = Some(Arc::clone(&cur));
@@ -357,7 +358,12 @@ pub async fn receiver_loop(
                                 "receiver reachable again"
                             );
                         }
-                        tracing::info!(receiver = url, version = cur.version, "snapshot accepted");
+                        tracing::info!(
+                            receiver = url,
+                            version = cur.version,
+                            ms = began.elapsed().as_millis() as u64,
+                            "snapshot accepted"
+                        );
                         failing = false;
                         delivered = Some(cur.hash.clone());
                         backoff.reset();

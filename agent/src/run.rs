@@ -224,6 +224,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         if dirty {
             dirty = false;
             let since = changed.replace(BTreeSet::new());
+            let began = std::time::Instant::now();
             let (c, kept) = collect_cached(&cfg, std::mem::take(&mut cache), since).await?;
             cache = kept;
             watches.update(&c.paths);
@@ -251,6 +252,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     version,
                     hash = &hash[..16],
                     diagnostics = fresh.diagnostics.len(),
+                    ms = began.elapsed().as_millis() as u64,
                     "new snapshot"
                 );
                 cur_tx.send_replace(Some(Arc::new(cur)));

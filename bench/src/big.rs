@@ -64,14 +64,8 @@ fn site(n: usize) -> anyhow::Result<Site> {
 /// Runs `mxsync-agent once` to completion; wall seconds and the agent's peak RSS (MiB, sampled).
 fn agent_once(s: &Site) -> anyhow::Result<(f64, f64)> {
     let t = Instant::now();
-    let mut child = std::process::Command::new(procs::bin("mxsync-agent")?)
-        .arg("--config")
-        .arg(&s.agent_config)
-        .arg("once")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let mut child =
+        procs::command(&procs::bin("mxsync-agent")?, &s.agent_config, "once")?.spawn()?;
     let pid = child.id();
     let mut peak = 0f64;
     loop {

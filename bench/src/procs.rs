@@ -46,18 +46,33 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `bin --config CONFIG run` quietly.
+/// `bin --config CONFIG COMMAND`, quiet; with `MXSYNC_BENCH_LOGS=DIR` set it logs at info
+/// level, with its steps' timings, to `DIR/NAME.log` (NAME: the binary's file name).
+pub(crate) fn command(bin: &Path, config: &Path, what: &str) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config")
+        .arg(config)
+        .arg(what)
+        .stdout(Stdio::null());
+    match std::env::var_os("MXSYNC_BENCH_LOGS") {
+        Some(dir) => {
+            let name = bin.file_name().unwrap_or_default().to_string_lossy();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(&dir).join(format!("{name}.log")))?;
+            cmd.env("RUST_LOG", "info").stderr(log);
+        }
+        None => {
+            cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
+        }
+    }
+    Ok(cmd)
+}
+
+/// Starts `bin --config CONFIG run` (see [`command`]).
 pub(crate) fn spawn(bin: &Path, config: &Path) -> anyhow::Result<Proc> {
-    Ok(Proc(
-        Command::new(bin)
-            .args(["--config"])
-            .arg(config)
-            .arg("run")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    ))
+    Ok(Proc(command(bin, config, "run")?.spawn()?))
 }
 
 /// Waits until `cond` holds, polling every millisecond; `None` after `limit`.

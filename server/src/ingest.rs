@@ -5,6 +5,7 @@
 //! render, install, record the apply, and only then answer. Every refusal of an authenticated
 //! request is a history row; nothing it carried reaches the maps.
 
+use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -20,6 +21,42 @@ use crate::render::{
 };
 use crate::store::{Counts, NewSnapshot};
 use crate::{Applied, Held, Server, lock, maps, now_secs};
+
+/// Where an apply's time went, step by step, for its log line.
+pub struct Steps {
+    started: StdInstant,
+    last: StdInstant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Steps {
+    fn start() -> Steps {
+        let now = StdInstant::now();
+        Steps {
+            started: now,
+            last: now,
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the step `name` (the time since the previous one ended).
+    fn mark(&mut self, name: &'static str) {
+        let now = StdInstant::now();
+        self.done
+            .push((name, now.duration_since(self.last).as_millis()));
+        self.last = now;
+    }
+}
+
+impl fmt::Display for Steps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, ms)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={ms}")?;
+        }
+        Ok(())
+    }
+}
 
 /// Decompresses `body` per `Content-Encoding`, refusing output larger than `limit`.
 pub fn inflate(body: &[u8], encoding: Option<&str>, limit: u64) -> Result<Vec<u8>, ApiError> {
@@ -106,8 +143,9 @@ pub fn snapshot(
     body: &[u8],
     encoding: Option<&str>,
 ) -> Result<SnapshotReply, ApiError> {
-    let started = StdInstant::now();
+    let mut steps = Steps::start();
     let (snap, json): (Snapshot, _) = decode(server, agent, body, encoding, "snapshot")?;
+    steps.mark("decode");
     // The inflated JSON can be as large as the content itself: keep it only if it is what will
     // be stored (compressed).
     let keep = match encoding.map(str::trim) {
@@ -117,7 +155,7 @@ pub fn snapshot(
         }
         _ => Body::Json(json),
     };
-    ingest(server, agent, snap, keep, None, started)
+    ingest(server, agent, snap, keep, None, steps)
 }
 
 /// Handles `POST /v1/deltas` after the signature and sequence number were verified: the changes
@@ -129,8 +167,9 @@ pub fn delta(
     body: &[u8],
     encoding: Option<&str>,
 ) -> Result<SnapshotReply, ApiError> {
-    let started = StdInstant::now();
+    let mut steps = Steps::start();
     let (d, _): (proto::delta::Delta, _) = decode(server, agent, body, encoding, "delta")?;
+    steps.mark("decode");
     let base = lock(&server.live)
         .get(agent)
         .and_then(|l| l.applied.clone())
@@ -147,6 +186,7 @@ pub fn delta(
         let what = ApiError::Invalid(format!("the delta does not apply to {}: {e}", d.base_hash));
         refuse(server, agent, None, what)
     })?;
+    steps.mark("patch");
     // The base's rendered lines and the names the changes touch: only what reaches those is
     // planned again.
     let since = base.part.get().cloned().zip(Affected::of(&d.changes));
@@ -159,7 +199,7 @@ pub fn delta(
         created_at: d.created_at,
         content,
     };
-    ingest(server, agent, snap, Body::Rebuild, since, started)
+    ingest(server, agent, snap, Body::Rebuild, since, steps)
 }
 
 /// The checks, storage and apply shared by full snapshots and deltas. `since` is, for a delta,
@@ -170,7 +210,7 @@ fn ingest(
     mut snap: Snapshot,
     keep: Body<'_>,
     since: Option<(Arc<AgentPart>, Affected)>,
-    started: StdInstant,
+    mut steps: Steps,
 ) -> Result<SnapshotReply, ApiError> {
     if snap.agent != agent {
         let e = ApiError::Invalid(format!(
@@ -203,7 +243,9 @@ fn ingest(
             ApiError::Invalid(e.to_string()),
         ));
     }
+    steps.mark("validate");
     let hash = snap.content.hash();
+    steps.mark("hash");
     if hash != snap.hash {
         let e = ApiError::Invalid(format!(
             "content hash is {hash}, not the claimed {}",
@@ -268,6 +310,7 @@ fn ingest(
             enc.finish().map_err(internal)?
         }
     };
+    steps.mark("encode");
     // Planned once: the part gives the shrink guard its count and then goes into the maps.
     let maps = AgentMaps {
         id: agent,
@@ -284,6 +327,7 @@ fn ingest(
         }
         None => render_agent(&maps, formats),
     };
+    steps.mark("plan");
     let addresses = match &part {
         Ok(p) => p.counts.addresses,
         Err(_) => proto::plan::address_count(&snap.content) as u64,
@@ -315,7 +359,8 @@ fn ingest(
     let id = lock(&server.db)
         .insert_snapshot(&row)
         .map_err(|e| server.storage_failed(agent, &format!("version {}", snap.version), e))?;
-    let reply = apply(server, agent, snap, id, part.ok().map(Arc::new))?;
+    steps.mark("store");
+    let reply = apply(server, agent, snap, id, part.ok().map(Arc::new), &mut steps)?;
     server
         .metrics
         .applied
@@ -327,7 +372,7 @@ fn ingest(
     server
         .metrics
         .apply_duration
-        .observe(started.elapsed().as_secs_f64());
+        .observe(steps.started.elapsed().as_secs_f64());
     Ok(reply)
 }
 
@@ -385,6 +430,7 @@ fn apply(
     snap: Snapshot,
     id: i64,
     part: Option<Arc<AgentPart>>,
+    steps: &mut Steps,
 ) -> Result<SnapshotReply, ApiError> {
     let _apply = lock(&server.apply_lock);
     let formats = &server.cfg.config.output.formats;
@@ -405,7 +451,9 @@ fn apply(
     .map_err(anyhow::Error::from)
     .and_then(|part| {
         let rendered = render_all(server, Some((agent, &snap, &part)))?;
+        steps.mark("assemble");
         install(server, &rendered)?;
+        steps.mark("install");
         Ok((part, rendered.counts))
     });
     let (part, counts) = match result {
@@ -445,6 +493,7 @@ fn apply(
         }
         let _ = db.set_counts(id, c);
     }
+    steps.mark("record");
     let version = snap.version;
     let hash = snap.hash.clone();
     {
@@ -479,6 +528,8 @@ fn apply(
         forward = c.forward,
         split = c.split,
         punt = c.punt,
+        ms = steps.started.elapsed().as_millis() as u64,
+        %steps,
         "snapshot applied"
     );
     server.spawn_after_apply(agent.to_string());
@@ -615,7 +666,8 @@ pub fn release(server: &Arc<Server>, agent: &str) -> anyhow::Result<()> {
         version = snap.version,
         "operator released the held snapshot"
     );
-    apply(server, agent, snap, h.snapshot, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut steps = Steps::start();
+    apply(server, agent, snap, h.snapshot, None, &mut steps).map_err(|e| anyhow::anyhow!("{e}"))?;
     lock(&server.db).set_outcome(h.snapshot, "released", Some(&h.why), None)?;
     Ok(())
 }
