@@ -122,7 +122,7 @@ impl Changes {
 }
 
 /// Why a delta does not apply to the content it names.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeltaError {
     /// A list is not sorted by key, or has a key twice.
     #[error("{0}: keys not sorted and unique")]
@@ -226,11 +226,11 @@ pub fn apply(base: &Content, changes: &Changes) -> Result<Content, DeltaError> {
             .clone()
             .unwrap_or_else(|| base.domains.clone()),
         files: changes.files.clone().unwrap_or_else(|| base.files.clone()),
-        aliases: apply_section(&base.aliases, &changes.aliases)?,
-        includes: apply_section(&base.includes, &changes.includes)?,
-        virtuals: apply_section(&base.virtuals, &changes.virtuals)?,
-        recipients: apply_section(&base.recipients, &changes.recipients)?,
-        users: apply_section(&base.users, &changes.users)?,
+        aliases: merge(&base.aliases, &changes.aliases, Clone::clone)?,
+        includes: merge(&base.includes, &changes.includes, Clone::clone)?,
+        virtuals: merge(&base.virtuals, &changes.virtuals, Clone::clone)?,
+        recipients: merge(&base.recipients, &changes.recipients, Clone::clone)?,
+        users: merge(&base.users, &changes.users, Clone::clone)?,
         diagnostics: changes
             .diagnostics
             .clone()
@@ -238,9 +238,30 @@ pub fn apply(base: &Content, changes: &Changes) -> Result<Content, DeltaError> {
     })
 }
 
-fn apply_section<T: Keyed>(base: &[T], s: &Section<T>) -> Result<Vec<T>, DeltaError> {
+/// Like [`apply`], consuming `base`: its entries move into the result instead of being copied
+/// (replaying a chain of stored deltas at start).
+pub fn apply_owned(base: Content, changes: &Changes) -> Result<Content, DeltaError> {
+    Ok(Content {
+        domains: changes.domains.clone().unwrap_or(base.domains),
+        files: changes.files.clone().unwrap_or(base.files),
+        aliases: merge(base.aliases, &changes.aliases, |a| a)?,
+        includes: merge(base.includes, &changes.includes, |i| i)?,
+        virtuals: merge(base.virtuals, &changes.virtuals, |v| v)?,
+        recipients: merge(base.recipients, &changes.recipients, |r| r)?,
+        users: merge(base.users, &changes.users, |u| u)?,
+        diagnostics: changes.diagnostics.clone().unwrap_or(base.diagnostics),
+    })
+}
+
+/// Merges the sorted `base` (borrowed or owned entries; `own` makes an entry of one) with `s`.
+fn merge<T: Keyed, X: std::borrow::Borrow<T>>(
+    base: impl IntoIterator<Item = X, IntoIter: ExactSizeIterator>,
+    s: &Section<T>,
+    own: impl Fn(X) -> T,
+) -> Result<Vec<T>, DeltaError> {
+    let base = base.into_iter();
     if s.is_empty() {
-        return Ok(base.to_vec());
+        return Ok(base.map(own).collect());
     }
     if !strictly_sorted(s.remove.iter().map(String::as_str))
         || !strictly_sorted(s.upsert.iter().map(Keyed::key))
@@ -250,7 +271,7 @@ fn apply_section<T: Keyed>(base: &[T], s: &Section<T>) -> Result<Vec<T>, DeltaEr
     let mut out = Vec::with_capacity(base.len() + s.upsert.len());
     let (mut removes, mut upserts) = (s.remove.iter().peekable(), s.upsert.iter().peekable());
     for item in base {
-        let key = item.key();
+        let key = item.borrow().key();
         while let Some(u) = upserts.next_if(|u| u.key() < key) {
             out.push(u.clone());
         }
@@ -271,7 +292,7 @@ fn apply_section<T: Keyed>(base: &[T], s: &Section<T>) -> Result<Vec<T>, DeltaEr
             }
             (true, None) => {}
             (false, Some(u)) => out.push(u.clone()),
-            (false, None) => out.push(item.clone()),
+            (false, None) => out.push(own(item)),
         }
     }
     if let Some(r) = removes.next() {

@@ -42,6 +42,8 @@ fn check(old: &str, new: &str, expected: &str) {
     assert_eq!(summary(&changes), expected, "{old:?} -> {new:?}");
     let got = apply(&a, &changes).expect("applies to its base");
     assert_eq!(got, b, "{old:?} -> {new:?}");
+    let owned = apply_owned(a.clone(), &changes).expect("applies to its base, owned");
+    assert_eq!(owned, b, "owned: {old:?} -> {new:?}");
     assert_eq!(got.hash(), b.hash());
 }
 
@@ -159,7 +161,12 @@ fn apply_refuses_changes_that_do_not_fit_the_base() {
         ),
     ];
     for (changes, expected) in cases {
-        assert_eq!(apply(&base, &changes), Err(expected), "{changes:?}");
+        assert_eq!(apply(&base, &changes), Err(expected.clone()), "{changes:?}");
+        assert_eq!(
+            apply_owned(base.clone(), &changes),
+            Err(expected),
+            "{changes:?}"
+        );
     }
 }
 
@@ -210,6 +217,8 @@ mod properties {
             edits in prop::collection::vec(edit(), 1..16),
         ) {
             let mut receiver = content_after(&start);
+            // What a restart does with the stored chain: the same deltas, applied owned.
+            let mut replayed = receiver.clone();
             walk(&start, &edits, |full, next| {
                 let changes = diff(full, next);
                 // Over the wire, as the agent sends it.
@@ -218,6 +227,9 @@ mod properties {
                 receiver = apply(&receiver, &changes).expect("a delta applies to its base");
                 prop_assert_eq!(&receiver, next);
                 prop_assert_eq!(receiver.hash(), next.hash());
+                replayed = apply_owned(std::mem::take(&mut replayed), &changes)
+                    .expect("a delta applies to its base, owned");
+                prop_assert_eq!(&replayed, next);
                 prop_assert_eq!(changes.is_empty(), full == next);
                 Ok(())
             })?;
