@@ -100,6 +100,7 @@ fn refuse(server: &Server, agent: &str, snap: Option<&Snapshot>, err: ApiError) 
         detail: Some(&err.to_string()),
         counts: None,
         body: None,
+        base: None,
     };
     if let Err(e) = lock(&server.db).insert_snapshot(&row) {
         tracing::error!(agent, error = %e, "cannot record a refused snapshot");
@@ -108,14 +109,61 @@ fn refuse(server: &Server, agent: &str, snap: Option<&Snapshot>, err: ApiError) 
     err
 }
 
-/// How to keep a snapshot's body for a later restart or release.
+/// How many stored deltas a snapshot may be rebuilt through at start (each a small body
+/// replayed in well under a second at 1M aliases); past that a delta is stored as the whole
+/// resulting snapshot, and the chain starts again.
+pub const MAX_LINKS: usize = 32;
+
+/// A history row, and how many stored deltas it is rebuilt through (a delta's base is the
+/// applied row it was applied to).
+#[derive(Clone, Copy)]
+pub struct Stored {
+    snapshot: i64,
+    links: usize,
+}
+
+/// How to keep a request's body (snapshot or delta) for a later restart or release.
 enum Body<'a> {
     /// The zstd body as the agent sent it.
     Zstd(&'a [u8]),
     /// The JSON, to be compressed.
     Json(Vec<u8>),
-    /// Nothing sent as is (a delta): encode the resulting snapshot.
-    Rebuild,
+}
+
+impl Body<'_> {
+    /// The inflated JSON can be as large as the content itself: keep it only if it is what
+    /// will be stored (compressed).
+    fn of<'a>(body: &'a [u8], encoding: Option<&str>, json: Vec<u8>) -> Body<'a> {
+        match encoding.map(str::trim) {
+            Some("zstd") => {
+                drop(json);
+                Body::Zstd(body)
+            }
+            _ => Body::Json(json),
+        }
+    }
+
+    /// The compressed bytes to store.
+    fn stored(self) -> Result<Vec<u8>, ApiError> {
+        match self {
+            Body::Zstd(body) => Ok(body.to_vec()),
+            Body::Json(json) => {
+                zstd::stream::encode_all(&json[..], 3).map_err(|e| ApiError::Internal(e.into()))
+            }
+        }
+    }
+}
+
+/// The whole snapshot, compressed for history, streamed into the encoder (no second copy of
+/// the content as JSON).
+fn encode_full(snap: &Snapshot) -> Result<Vec<u8>, ApiError> {
+    let internal = |e: std::io::Error| ApiError::Internal(e.into());
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(internal)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
+    serde_json::to_writer(&mut w, snap).map_err(|e| ApiError::Internal(e.into()))?;
+    std::io::Write::flush(&mut w).map_err(internal)?;
+    drop(w);
+    enc.finish().map_err(internal)
 }
 
 /// Inflates `body` within the size limit and parses it as a `what`; returns it with the JSON.
@@ -144,17 +192,10 @@ pub fn snapshot(
     encoding: Option<&str>,
 ) -> Result<SnapshotReply, ApiError> {
     let mut steps = Steps::start();
+    let _one = server.ingesting.get(agent).map(lock);
     let (snap, json): (Snapshot, _) = decode(server, agent, body, encoding, "snapshot")?;
     steps.mark("decode");
-    // The inflated JSON can be as large as the content itself: keep it only if it is what will
-    // be stored (compressed).
-    let keep = match encoding.map(str::trim) {
-        Some("zstd") => {
-            drop(json);
-            Body::Zstd(body)
-        }
-        _ => Body::Json(json),
-    };
+    let keep = Body::of(body, encoding, json);
     ingest(server, agent, snap, keep, None, steps)
 }
 
@@ -168,7 +209,8 @@ pub fn delta(
     encoding: Option<&str>,
 ) -> Result<SnapshotReply, ApiError> {
     let mut steps = Steps::start();
-    let (d, _): (proto::delta::Delta, _) = decode(server, agent, body, encoding, "delta")?;
+    let _one = server.ingesting.get(agent).map(lock);
+    let (d, json): (proto::delta::Delta, _) = decode(server, agent, body, encoding, "delta")?;
     steps.mark("decode");
     let base = lock(&server.live)
         .get(agent)
@@ -190,6 +232,10 @@ pub fn delta(
     // The base's rendered lines and the names the changes touch: only what reaches those is
     // planned again.
     let since = base.part.get().cloned().zip(Affected::of(&d.changes));
+    let stored_on = Stored {
+        snapshot: base.snapshot,
+        links: base.links,
+    };
     drop(base);
     let snap = Snapshot {
         format: d.format,
@@ -199,17 +245,22 @@ pub fn delta(
         created_at: d.created_at,
         content,
     };
-    ingest(server, agent, snap, Body::Rebuild, since, steps)
+    let keep = Body::of(body, encoding, json);
+    ingest(server, agent, snap, keep, Some((stored_on, since)), steps)
 }
 
-/// The checks, storage and apply shared by full snapshots and deltas. `since` is, for a delta,
-/// the base's rendered part and the names the changes touch.
+/// What a delta was applied to, for [`ingest`]: its base row, and the base's rendered part
+/// with the names the changes touch (None: plan everything).
+type Since = (Stored, Option<(Arc<AgentPart>, Affected)>);
+
+/// The checks, storage and apply shared by full snapshots and deltas (`keep` is the request's
+/// body; for a delta, `delta` says what it was applied to).
 fn ingest(
     server: &Arc<Server>,
     agent: &str,
     mut snap: Snapshot,
     keep: Body<'_>,
-    since: Option<(Arc<AgentPart>, Affected)>,
+    delta: Option<Since>,
     mut steps: Steps,
 ) -> Result<SnapshotReply, ApiError> {
     if snap.agent != agent {
@@ -289,25 +340,20 @@ fn ingest(
         return Err(ApiError::Held(h.why.clone()));
     }
     // Kept compressed for a later restart or release: a zstd body as it came, else compressed here.
-    let compress =
-        |json: &[u8]| zstd::stream::encode_all(json, 3).map_err(|e| ApiError::Internal(e.into()));
-    let kind = if matches!(keep, Body::Rebuild) {
-        "delta"
-    } else {
-        "full"
-    };
-    let stored = match keep {
-        Body::Zstd(body) => body.to_vec(),
-        Body::Json(json) => compress(&json)?,
-        // Streamed into the encoder: no second copy of the content as JSON.
-        Body::Rebuild => {
-            let internal = |e: std::io::Error| ApiError::Internal(e.into());
-            let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(internal)?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
-            serde_json::to_writer(&mut w, &snap).map_err(|e| ApiError::Internal(e.into()))?;
-            std::io::Write::flush(&mut w).map_err(internal)?;
-            drop(w);
-            enc.finish().map_err(internal)?
+    let kind = if delta.is_some() { "delta" } else { "full" };
+    // A delta is stored as such, on the row it was applied to, while the chain is short and that
+    // row is still the applied one (the agent's lock keeps it so); otherwise whole.
+    let (stored, base, links) = match &delta {
+        None => (keep.stored()?, None, 0),
+        Some((b, _))
+            if b.links < MAX_LINKS
+                && applied.as_ref().is_some_and(|a| a.snapshot == b.snapshot) =>
+        {
+            (keep.stored()?, Some(b.snapshot), b.links + 1)
+        }
+        Some(_) => {
+            drop(keep);
+            (encode_full(&snap)?, None, 0)
         }
     };
     steps.mark("encode");
@@ -320,7 +366,7 @@ fn ingest(
         content: &snap.content,
     };
     let formats = &server.cfg.config.output.formats;
-    let part = match since {
+    let part = match delta.and_then(|(_, since)| since) {
         Some((old, mut affected)) => {
             affected.close_over(&snap.content);
             render_agent_affected(&maps, formats, &old, &affected)
@@ -342,7 +388,11 @@ fn ingest(
                 snap.version,
                 before - addresses
             );
-            hold(server, agent, &snap, &stored, addresses, &why).map_err(ApiError::Internal)?;
+            let kept = Kept {
+                body: &stored,
+                base,
+            };
+            hold(server, agent, &snap, kept, addresses, &why).map_err(ApiError::Internal)?;
             return Err(refuse_quietly(server, agent, ApiError::Held(why)));
         }
     }
@@ -355,12 +405,24 @@ fn ingest(
         detail: None,
         counts: None,
         body: Some(&stored),
+        base,
     };
     let id = lock(&server.db)
         .insert_snapshot(&row)
         .map_err(|e| server.storage_failed(agent, &format!("version {}", snap.version), e))?;
     steps.mark("store");
-    let reply = apply(server, agent, snap, id, part.ok().map(Arc::new), &mut steps)?;
+    let stored = Stored {
+        snapshot: id,
+        links,
+    };
+    let reply = apply(
+        server,
+        agent,
+        snap,
+        stored,
+        part.ok().map(Arc::new),
+        &mut steps,
+    )?;
     server
         .metrics
         .applied
@@ -382,11 +444,17 @@ fn refuse_quietly(server: &Server, agent: &str, err: ApiError) -> ApiError {
     err
 }
 
+/// A body as stored, and the row it is a delta against, if it is one.
+struct Kept<'a> {
+    body: &'a [u8],
+    base: Option<i64>,
+}
+
 fn hold(
     server: &Arc<Server>,
     agent: &str,
     snap: &Snapshot,
-    stored: &[u8],
+    stored: Kept<'_>,
     addresses: u64,
     why: &str,
 ) -> anyhow::Result<()> {
@@ -401,7 +469,8 @@ fn hold(
             addresses,
             ..Counts::default()
         }),
-        body: Some(stored),
+        body: Some(stored.body),
+        base: stored.base,
     };
     let id = {
         let mut db = lock(&server.db);
@@ -428,11 +497,12 @@ fn apply(
     server: &Arc<Server>,
     agent: &str,
     snap: Snapshot,
-    id: i64,
+    row: Stored,
     part: Option<Arc<AgentPart>>,
     steps: &mut Steps,
 ) -> Result<SnapshotReply, ApiError> {
     let _apply = lock(&server.apply_lock);
+    let id = row.snapshot;
     let formats = &server.cfg.config.output.formats;
     let result = match part {
         Some(p) => Ok(p),
@@ -505,6 +575,8 @@ fn apply(
             }
             l.held = None;
             l.applied = Some(Arc::new(Applied {
+                snapshot: id,
+                links: row.links,
                 version,
                 hash: hash.clone(),
                 applied_at,
@@ -650,24 +722,27 @@ pub fn render_at_start(server: &Arc<Server>) -> anyhow::Result<bool> {
 
 /// Applies the snapshot the shrink guard holds for `agent` (operator release).
 pub fn release(server: &Arc<Server>, agent: &str) -> anyhow::Result<()> {
+    let _one = server.ingesting.get(agent).map(lock);
     let held = lock(&server.live).get(agent).and_then(|l| l.held.clone());
     let Some(h) = held else {
         lock(&server.db).set_held_released(agent)?;
         return Ok(());
     };
-    let body = lock(&server.db)
-        .body(h.snapshot)?
-        .context("the held snapshot's body is gone")?;
-    let json = zstd::stream::decode_all(&body[..])?;
-    let mut snap: Snapshot = serde_json::from_slice(&json)?;
-    snap.content.normalize();
+    let chain = lock(&server.db).chain(h.snapshot)?;
+    let (snap, links) =
+        crate::rebuild(h.snapshot, &chain)?.context("the held snapshot's body is gone")?;
+    drop(chain);
     tracing::warn!(
         agent,
         version = snap.version,
         "operator released the held snapshot"
     );
     let mut steps = Steps::start();
-    apply(server, agent, snap, h.snapshot, None, &mut steps).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let row = Stored {
+        snapshot: h.snapshot,
+        links,
+    };
+    apply(server, agent, snap, row, None, &mut steps).map_err(|e| anyhow::anyhow!("{e}"))?;
     lock(&server.db).set_outcome(h.snapshot, "released", Some(&h.why), None)?;
     Ok(())
 }

@@ -43,6 +43,10 @@ use store::{Counts, Store};
 /// An applied snapshot, kept in memory for planning and rendering.
 #[derive(Debug)]
 pub struct Applied {
+    /// Its history row.
+    pub snapshot: i64,
+    /// How many stored deltas lie between its row and the full body it is rebuilt from.
+    pub links: usize,
     /// Version.
     pub version: u64,
     /// Hash.
@@ -104,6 +108,9 @@ pub struct Server {
     pub live: Mutex<BTreeMap<String, Live>>,
     /// Serializes applies, so that two agents' snapshots never render over each other.
     pub apply_lock: Mutex<()>,
+    /// Per agent: serializes its pushes and releases, so that the row a stored delta is based
+    /// on stays applied, with its body, until the delta is stored and applied.
+    pub ingesting: BTreeMap<String, Mutex<()>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Where alerts go.
@@ -151,14 +158,72 @@ fn adopt_live_maps(cfg: &Loaded, store: &mut Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Decompresses a stored body and parses it.
-fn decode_stored(body: &[u8]) -> anyhow::Result<proto::Snapshot> {
-    let json = zstd::stream::decode_all(body).context("decompressing a stored snapshot")?;
-    let mut snap: proto::Snapshot =
-        serde_json::from_slice(&json).context("parsing a stored snapshot")?;
+/// Decompresses a stored body and parses it as a `T`.
+fn decode_stored<T: serde::de::DeserializeOwned>(body: &[u8], id: i64) -> anyhow::Result<T> {
+    let json = zstd::stream::decode_all(body)
+        .with_context(|| format!("decompressing stored snapshot {id}"))?;
+    serde_json::from_slice(&json).with_context(|| format!("parsing stored snapshot {id}"))
+}
+
+/// The snapshot of history row `id`, rebuilt from its chain (a full body, then the deltas
+/// stored on it), with the number of deltas; `None` if the row or its body is gone. A chain
+/// that does not rebuild the row's hash is an error: nothing is applied from it.
+pub fn load_stored(store: &Store, id: i64) -> anyhow::Result<Option<(proto::Snapshot, usize)>> {
+    rebuild(id, &store.chain(id)?)
+}
+
+/// [`load_stored`] of a chain already read (so the database need not stay locked meanwhile).
+pub fn rebuild(id: i64, chain: &[store::Link]) -> anyhow::Result<Option<(proto::Snapshot, usize)>> {
+    let Some((root, deltas)) = chain.split_first() else {
+        return Ok(None);
+    };
+    if let Some(base) = root.base {
+        anyhow::bail!(
+            "stored snapshot {} is a delta against row {base}, which is gone",
+            root.id
+        );
+    }
+    let Some(body) = &root.body else {
+        anyhow::ensure!(deltas.is_empty(), "stored snapshot {} has no body", root.id);
+        return Ok(None);
+    };
+    let mut snap: proto::Snapshot = decode_stored(body, root.id)?;
     // Stored as the agent sent it; the server works on normalized content.
     snap.content.normalize();
-    Ok(snap)
+    for link in deltas {
+        let body = link
+            .body
+            .as_ref()
+            .with_context(|| format!("stored delta {} has no body", link.id))?;
+        let d: proto::delta::Delta = decode_stored(body, link.id)?;
+        anyhow::ensure!(
+            d.base_hash == snap.hash,
+            "stored delta {} is against {}, not its base row's {}",
+            link.id,
+            d.base_hash,
+            snap.hash
+        );
+        let content = proto::delta::apply_owned(std::mem::take(&mut snap.content), &d.changes)
+            .with_context(|| format!("replaying stored delta {}", link.id))?;
+        snap = proto::Snapshot {
+            format: d.format,
+            agent: d.agent,
+            version: d.version,
+            hash: d.hash,
+            created_at: d.created_at,
+            content,
+        };
+    }
+    if !deltas.is_empty() {
+        snap.content.normalize();
+        let hash = snap.content.hash();
+        anyhow::ensure!(
+            hash == snap.hash,
+            "stored snapshot {id} rebuilds to content hash {hash}, not its {}",
+            snap.hash
+        );
+    }
+    Ok(Some((snap, deltas.len())))
 }
 
 impl Server {
@@ -193,15 +258,16 @@ impl Server {
                 ..Live::default()
             };
             if let Some(id) = row.applied_snapshot
-                && let Some(body) = store.body(id)?
+                && let Some((snap, links)) = load_stored(&store, id)
+                    .with_context(|| format!("agent {}: applied snapshot", a.id))?
             {
-                let snap = decode_stored(&body)
-                    .with_context(|| format!("agent {}: applied snapshot", a.id))?;
                 let counts = Counts {
                     addresses: row.applied_addresses.unwrap_or(0),
                     ..Counts::default()
                 };
                 l.applied = Some(Arc::new(Applied {
+                    snapshot: id,
+                    links,
                     version: snap.version,
                     hash: snap.hash,
                     applied_at: row.applied_at.unwrap_or(0),
@@ -245,10 +311,17 @@ impl Server {
             ping_url: alerts.ping_url.clone(),
             client,
         };
+        let ingesting = cfg
+            .config
+            .agents
+            .iter()
+            .map(|a| (a.id.clone(), Mutex::new(())))
+            .collect();
         let server = Server {
             db: Mutex::new(store),
             live: Mutex::new(live),
             apply_lock: Mutex::new(()),
+            ingesting,
             metrics: Metrics::default(),
             sinks,
             tracker: TaskTracker::new(),

@@ -4,7 +4,8 @@
 //! All calls are blocking; the server makes them from `spawn_blocking` or from the apply thread,
 //! never on an async worker. Schema changes go through [`MIGRATIONS`] and the `schema_version`
 //! table. Snapshot bodies are kept (zstd-compressed JSON) only where they may be needed again:
-//! the applied one and a held one.
+//! the applied one and a held one. A row with a `base` keeps a delta against that row, not the
+//! whole content; the applied row's chain of bases down to a full body is kept with it.
 
 use std::path::Path;
 
@@ -12,7 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// Schema migrations, in order; the index + 1 is the version they lead to.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE agents (
     id TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL DEFAULT 0,
@@ -45,7 +47,21 @@ CREATE TABLE snapshots (
     body BLOB
 );
 CREATE INDEX snapshots_by_agent ON snapshots (agent, id);
-"#];
+"#,
+    r#"
+ALTER TABLE snapshots ADD COLUMN base INTEGER;
+"#,
+];
+
+/// A common table expression `name(id)` for a `WITH RECURSIVE` clause: the rows `seed` (a
+/// subquery or a parameter) names, and the base of each of them, down to full bodies. These
+/// are the rows the seed rows' contents are rebuilt from.
+fn chain_cte(name: &str, seed: &str) -> String {
+    format!(
+        "{name}(id) AS (SELECT id FROM snapshots WHERE id IN ({seed})
+           UNION SELECT s.base FROM snapshots s JOIN {name} c ON s.id = c.id WHERE s.base IS NOT NULL)"
+    )
+}
 
 /// A store error: the database said no.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +165,19 @@ pub struct NewSnapshot<'a> {
     pub counts: Option<Counts>,
     /// The compressed body, when it must be kept.
     pub body: Option<&'a [u8]>,
+    /// The row `body` is a delta against (None: the body is the whole snapshot).
+    pub base: Option<i64>,
+}
+
+/// One row of a snapshot's chain, as [`Store::chain`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// History row.
+    pub id: i64,
+    /// The row its body is a delta against, if it is one.
+    pub base: Option<i64>,
+    /// The compressed body, if kept.
+    pub body: Option<Vec<u8>>,
 }
 
 /// The database.
@@ -266,8 +295,8 @@ impl Store {
     pub fn insert_snapshot(&self, s: &NewSnapshot<'_>) -> Result<i64> {
         let c = s.counts;
         self.conn.execute(
-            "INSERT INTO snapshots (agent, version, hash, received_at, outcome, detail, addresses, forward, split, punt, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO snapshots (agent, version, hash, received_at, outcome, detail, addresses, forward, split, punt, body, base)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 s.agent,
                 s.version as i64,
@@ -280,6 +309,7 @@ impl Store {
                 c.map(|c| c.split as i64),
                 c.map(|c| c.punt as i64),
                 s.body,
+                s.base,
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -301,7 +331,8 @@ impl Store {
     }
 
     /// Records that `snapshot` is now applied for `agent`, in one transaction: the previous
-    /// applied row loses its body (it will not be needed again), a held one is dropped.
+    /// applied row and its chain lose their bodies where the new chain does not need them, a
+    /// held one is dropped.
     pub fn set_applied(
         &mut self,
         agent: &str,
@@ -313,8 +344,13 @@ impl Store {
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "UPDATE snapshots SET body = NULL WHERE agent = ?1 AND id != ?2
-               AND id = (SELECT applied_snapshot FROM agents WHERE id = ?1)",
+            &format!(
+                "WITH RECURSIVE {}, {}
+                 UPDATE snapshots SET body = NULL WHERE agent = ?1
+                   AND id IN old AND id NOT IN chain",
+                chain_cte("chain", "?2"),
+                chain_cte("old", "SELECT applied_snapshot FROM agents WHERE id = ?1"),
+            ),
             params![agent, snapshot],
         )?;
         tx.execute(
@@ -414,6 +450,34 @@ impl Store {
         Ok(())
     }
 
+    /// The rows `snapshot`'s content is rebuilt from, the full one first and `snapshot` last;
+    /// empty if there is no such row. Ends early (with a row whose `base` is set) where a base
+    /// row is gone.
+    pub fn chain(&self, snapshot: i64) -> Result<Vec<Link>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, base, body FROM snapshots WHERE id = ?1")?;
+        let mut out = Vec::new();
+        let mut next = Some(snapshot);
+        while let Some(id) = next {
+            let link = stmt
+                .query_row([id], |r| {
+                    Ok(Link {
+                        id: r.get(0)?,
+                        base: r.get(1)?,
+                        body: r.get(2)?,
+                    })
+                })
+                .optional()?;
+            let Some(link) = link else { break };
+            // A cycle cannot be written by this code; stop rather than loop if one was.
+            next = link.base.filter(|b| out.iter().all(|l: &Link| l.id != *b));
+            out.push(link);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// A stored snapshot body (compressed).
     pub fn body(&self, snapshot: i64) -> Result<Option<Vec<u8>>> {
         Ok(self
@@ -452,13 +516,21 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Deletes all but the newest `keep` rows of `agent`, never the applied or held one.
+    /// Deletes all but the newest `keep` rows of `agent`, never the applied or held one nor a
+    /// row either is rebuilt from.
     pub fn prune(&self, agent: &str, keep: u32) -> Result<usize> {
         Ok(self.conn.execute(
-            "DELETE FROM snapshots WHERE agent = ?1
-               AND id NOT IN (SELECT id FROM snapshots WHERE agent = ?1 ORDER BY id DESC LIMIT ?2)
-               AND id NOT IN (SELECT COALESCE(applied_snapshot, -1) FROM agents WHERE id = ?1)
-               AND id NOT IN (SELECT COALESCE(held_snapshot, -1) FROM agents WHERE id = ?1)",
+            &format!(
+                "WITH RECURSIVE {}
+                 DELETE FROM snapshots WHERE agent = ?1
+                   AND id NOT IN (SELECT id FROM snapshots WHERE agent = ?1 ORDER BY id DESC LIMIT ?2)
+                   AND id NOT IN chain",
+                chain_cte(
+                    "chain",
+                    "SELECT applied_snapshot FROM agents WHERE id = ?1
+                     UNION SELECT held_snapshot FROM agents WHERE id = ?1"
+                )
+            ),
             params![agent, keep as i64],
         )?)
     }

@@ -58,6 +58,75 @@ async fn maps_status_and_replay_protection_survive_a_restart() {
     s.stop().await;
 }
 
+/// The JSON body of agent mx1's delta from the `old` aliases to the `new` ones.
+fn delta(old: &str, new: &str, version: u64) -> Vec<u8> {
+    let (a, b) = (tests::content_of(old), tests::content_of(new));
+    let d = proto::delta::Delta {
+        format: proto::snapshot::FORMAT,
+        agent: "mx1".into(),
+        version,
+        base_hash: a.hash(),
+        hash: b.hash(),
+        created_at: 0,
+        changes: proto::delta::diff(&a, &b),
+    };
+    serde_json::to_vec(&d).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_stored_as_chains_rebuild_the_same_maps_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tests::server_config(dir.path(), "[history]\nkeep = 3\n");
+    let maps_dir = dir.path().join("maps");
+    let client = tests::client();
+    let s = tests::RunningServer::start(&config).await;
+    let mut aliases =
+        "a: r@remote.net\nlist: x@remote.net, list-archive\nlist-archive: /var/a\n".to_string();
+    let (status, reply) =
+        tests::signed_post(&client, &s.url, "/v1/snapshots", snapshot(&aliases, 1), 1).await;
+    assert_eq!(status, 200, "{reply}");
+    // Past the chain limit, so one delta is stored whole and a new chain starts on it; history
+    // is pruned to 3 rows meanwhile, which must not take a base away.
+    let last = server::ingest::MAX_LINKS as u64 + 5;
+    for v in 2..=last {
+        let old = aliases.clone();
+        aliases.push_str(&format!("u{v}: a, r{v}@remote.net\n"));
+        if v % 3 == 0 {
+            aliases = aliases.replace(&format!("u{}: a,", v - 1), &format!("u{}: list,", v - 1));
+        }
+        let (status, reply) =
+            tests::signed_post(&client, &s.url, "/v1/deltas", delta(&old, &aliases, v), v).await;
+        assert_eq!(status, 200, "version {v}: {reply}");
+    }
+    let maps = tests::live_maps(&maps_dir);
+    assert!(
+        maps["postfix/virtual"].contains(&format!("u{last}@example.org")),
+        "{maps:?}"
+    );
+    s.stop().await;
+
+    // Restarted without its maps: rebuilt from the chain, the content renders the same maps,
+    // and it is the content the agent holds (a delta against its hash applies).
+    std::fs::remove_dir_all(&maps_dir).unwrap();
+    let s = tests::RunningServer::start(&config).await;
+    assert_eq!(tests::live_maps(&maps_dir), maps);
+    let st = tests::status(&s.url).await;
+    assert_eq!(st["agents"][0]["version"], last, "{st}");
+    let next = format!("{aliases}z: r@remote.net\n");
+    let seq = last + 1;
+    let (status, reply) = tests::signed_post(
+        &client,
+        &s.url,
+        "/v1/deltas",
+        delta(&aliases, &next, seq),
+        seq,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(tests::live_maps(&maps_dir)["postfix/virtual"].contains("z@example.org r@remote.net"));
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_prints_one_line_with_monitoring_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

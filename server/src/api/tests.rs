@@ -726,19 +726,20 @@ async fn a_delta_gives_the_maps_the_full_snapshot_gives() {
             .map("postfix/virtual")
             .contains("a@example.org other@remote.net")
     );
-    // Stored as a whole snapshot: history and a restart need no chain of deltas.
-    let row = &history(&by_delta)[0];
-    assert_eq!((row.version, row.outcome.as_str()), (2, "applied"));
-    let stored = {
-        let db = lock(&by_delta.server.db);
-        let id = db
-            .find_with_body("mx1", 2, &row.hash)
-            .unwrap()
-            .expect("stored row");
-        db.body(id).unwrap().expect("stored body")
-    };
-    let snap: proto::Snapshot =
-        serde_json::from_slice(&zstd::stream::decode_all(&stored[..]).unwrap()).unwrap();
+    // Stored as the delta on the row it was applied to; rebuilt, it is the full snapshot.
+    let rows = history(&by_delta);
+    assert_eq!((rows[0].version, rows[0].outcome.as_str()), (2, "applied"));
+    let db = lock(&by_delta.server.db);
+    let chain = db.chain(rows[0].id).unwrap();
+    assert_eq!(
+        chain.iter().map(|l| (l.id, l.base)).collect::<Vec<_>>(),
+        vec![(rows[1].id, None), (rows[0].id, Some(rows[1].id))]
+    );
+    let (snap, links) = crate::load_stored(&db, rows[0].id)
+        .unwrap()
+        .expect("stored");
+    assert_eq!(links, 1);
+    assert_eq!((snap.version, &snap.hash), (2, &rows[0].hash));
     assert_eq!(snap.content, crate::testkit::content(CHANGED));
 }
 

@@ -17,6 +17,7 @@ fn row<'a>(
         detail: None,
         counts: None,
         body,
+        base: None,
     }
 }
 
@@ -92,4 +93,69 @@ fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
     assert_eq!(s.body(a1).unwrap(), None);
     assert_eq!(s.body(held).unwrap(), None);
     assert!(!s.request_release("mx1").unwrap());
+}
+
+#[test]
+fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.ensure_agents(["mx1"]).unwrap();
+    let insert = |s: &Store, version, body: &'static [u8], base| {
+        s.insert_snapshot(&NewSnapshot {
+            base,
+            ..row("mx1", version, "received", Some(body))
+        })
+        .unwrap()
+    };
+    let bodies = |s: &Store, id| -> Vec<(i64, Option<i64>, Option<String>)> {
+        s.chain(id)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.id, l.base, l.body.map(|b| String::from_utf8(b).unwrap())))
+            .collect()
+    };
+    let text = |t: &str| Some(t.to_string());
+    let full = insert(&s, 1, b"full", None);
+    s.set_applied("mx1", full, 1, "h1", 1, 10).unwrap();
+    let d1 = insert(&s, 2, b"d1", Some(full));
+    s.set_applied("mx1", d1, 2, "h2", 2, 10).unwrap();
+    let d2 = insert(&s, 3, b"d2", Some(d1));
+    s.set_applied("mx1", d2, 3, "h3", 3, 10).unwrap();
+    // A held delta on the applied one, then history to prune.
+    let held = insert(&s, 4, b"held", Some(d2));
+    s.set_held("mx1", held).unwrap();
+    for v in 5..30 {
+        s.insert_snapshot(&row("mx1", v, "refused", None)).unwrap();
+    }
+    assert_eq!(
+        bodies(&s, d2),
+        vec![
+            (full, None, text("full")),
+            (d1, Some(full), text("d1")),
+            (d2, Some(d1), text("d2")),
+        ]
+    );
+    assert_eq!(s.prune("mx1", 2).unwrap(), 23);
+    assert_eq!(
+        bodies(&s, held).len(),
+        4,
+        "the held row's chain survives pruning"
+    );
+    assert_eq!(bodies(&s, held)[0], (full, None, text("full")));
+    // A full snapshot applied: the old chain and the held row lose their bodies.
+    let f2 = insert(&s, 31, b"full2", None);
+    s.set_applied("mx1", f2, 31, "h31", 31, 10).unwrap();
+    assert_eq!(bodies(&s, f2), vec![(f2, None, text("full2"))]);
+    for id in [full, d1, d2, held] {
+        assert_eq!(s.body(id).unwrap(), None, "row {id}");
+    }
+    assert_eq!(s.prune("mx1", 1).unwrap(), 6);
+    assert_eq!(s.history(Some("mx1"), 100).unwrap().len(), 1);
+    assert_eq!(
+        s.chain(full).unwrap(),
+        Vec::new(),
+        "a pruned row has no chain"
+    );
+    // A delta whose base was pruned: the chain ends at the row with the missing base.
+    let orphan = insert(&s, 32, b"d", Some(d2));
+    assert_eq!(bodies(&s, orphan), vec![(orphan, Some(d2), text("d"))]);
 }
