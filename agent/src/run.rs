@@ -120,13 +120,25 @@ fn watch_dirs(paths: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
     out
 }
 
-/// Whether a file event concerns a collected path (or a directory on the way to one).
+/// Whether a file event can mean that a collected path changed: it names a collected path, a
+/// directory on the way to one, or an entry of a collected directory (glob patterns), and it is
+/// not a mere access. Opening, reading and closing a file unwritten change nothing, and the
+/// agent's own reads would otherwise wake it up again, for ever.
 fn relevant(event: &notify::Event, paths: &BTreeSet<PathBuf>) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    if let EventKind::Access(a) = event.kind
+        && a != AccessKind::Close(AccessMode::Write)
+    {
+        return false;
+    }
     event.paths.iter().any(|p| {
-        paths.contains(p)
-            || paths
-                .iter()
-                .any(|w| w.starts_with(p) || p.parent().is_some_and(|d| d == w))
+        // Paths order by component, so the ones under `p` follow it.
+        paths
+            .range(p.clone()..)
+            .next()
+            .is_some_and(|w| w.starts_with(p))
+            || p.parent().is_some_and(|d| paths.contains(d))
     })
 }
 
@@ -235,6 +247,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 tokio::task::spawn_blocking(move || f.hash()).await?
             };
             let same = cur_tx.borrow().as_ref().is_some_and(|cur| cur.hash == hash);
+            if same {
+                let ms = began.elapsed().as_millis() as u64;
+                tracing::debug!(ms, "collected again; nothing changed");
+            }
             if !same {
                 let version = {
                     let counters = Arc::clone(&counters);
@@ -262,6 +278,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             _ = shutdown.cancelled() => break,
             Some(ev) = ev_rx.recv() => {
                 if relevant(&ev, &paths) || ev.need_rescan() {
+                    tracing::debug!(paths = ?ev.paths, kind = ?ev.kind, "change noticed");
                     note(&mut changed, &ev);
                     // Debounce: wait for quiet, noting further events.
                     let deadline = tokio::time::Instant::now() + debounce;
@@ -357,3 +374,6 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
     }
     Ok(ok)
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,7 +61,8 @@ pub(crate) fn command(bin: &Path, config: &Path, what: &str) -> anyhow::Result<C
                 .create(true)
                 .append(true)
                 .open(Path::new(&dir).join(format!("{name}.log")))?;
-            cmd.env("RUST_LOG", "info").stderr(log);
+            let level = std::env::var("MXSYNC_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+            cmd.env("RUST_LOG", level).stderr(log);
         }
         None => {
             cmd.env("RUST_LOG", "warn").stderr(Stdio::null());

@@ -1,0 +1,128 @@
+//! Which file events wake the agent: table cases, and real inotify events on real files.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
+use notify::{Event, EventKind, Watcher};
+
+use super::relevant;
+
+fn collected() -> BTreeSet<PathBuf> {
+    [
+        "/etc/aliases",
+        "/etc/lists/staff",
+        "/home/ann/.forward",
+        "/etc/postfix/virtual.d",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
+}
+
+fn check(kind: EventKind, path: &str, expected: bool) {
+    let ev = Event::new(kind).add_path(PathBuf::from(path));
+    assert_eq!(relevant(&ev, &collected()), expected, "{kind:?} {path}");
+}
+
+#[test]
+fn changes_to_collected_paths_wake_the_agent_and_accesses_do_not() {
+    let modify = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+    let cases = [
+        // What changes a collected file, or the directories on the way to it.
+        (modify, "/etc/aliases", true),
+        (
+            EventKind::Create(CreateKind::File),
+            "/etc/lists/staff",
+            true,
+        ),
+        (
+            EventKind::Remove(RemoveKind::Any),
+            "/home/ann/.forward",
+            true,
+        ),
+        (EventKind::Create(CreateKind::Folder), "/etc/lists", true),
+        (EventKind::Remove(RemoveKind::Folder), "/home/ann", true),
+        (EventKind::Any, "/etc/aliases", true),
+        (
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "/etc/aliases",
+            true,
+        ),
+        // A new entry in a collected directory (a glob pattern's directory).
+        (modify, "/etc/postfix/virtual.d/example.org", true),
+        // Accesses change nothing, the agent's own reads included.
+        (
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            "/etc/aliases",
+            false,
+        ),
+        (EventKind::Access(AccessKind::Read), "/etc/aliases", false),
+        (
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            "/home/ann/.forward",
+            false,
+        ),
+        // Neighbours that are not collected, nor on the way.
+        (modify, "/etc/aliases.db", false),
+        (modify, "/etc/list", false),
+        (modify, "/home/ann/.bash_history", false),
+        (modify, "/home/annie/.forward", false),
+        (modify, "/etc/postfix/main.cf", false),
+    ];
+    for (kind, path, expected) in cases {
+        check(kind, path, expected);
+    }
+}
+
+/// The events the kernel reports for `dir` while `act` runs, waited for up to a deadline.
+fn events_of(dir: &Path, act: impl FnOnce()) -> Vec<Event> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(move |r: notify::Result<Event>| {
+        if let Ok(e) = r {
+            let _ = tx.send(e);
+        }
+    })
+    .unwrap();
+    w.watch(dir, notify::RecursiveMode::NonRecursive).unwrap();
+    act();
+    // A marker file written last: once its event is in, the ones before it are too.
+    let marker = dir.join("zz-marker");
+    std::fs::write(&marker, "x").unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) if e.paths.contains(&marker) => break,
+            Ok(e) => out.push(e),
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn reading_a_collected_file_is_not_a_change_and_writing_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    let aliases = dir.join("aliases");
+    std::fs::write(&aliases, "a: b\n").unwrap();
+    let paths: BTreeSet<PathBuf> = [aliases.clone()].into();
+    let read = events_of(&dir, || {
+        assert_eq!(std::fs::read_to_string(&aliases).unwrap(), "a: b\n");
+    });
+    assert!(
+        read.iter().any(|e| e.paths.contains(&aliases)),
+        "the read itself is reported: {read:?}"
+    );
+    assert!(
+        !read.iter().any(|e| relevant(e, &paths)),
+        "a read woke the agent: {read:?}"
+    );
+    let written = events_of(&dir, || std::fs::write(&aliases, "a: c\n").unwrap());
+    assert!(
+        written.iter().any(|e| relevant(e, &paths)),
+        "a write did not wake the agent: {written:?}"
+    );
+}
