@@ -7,7 +7,7 @@
 //! `postalias`-style tools replace files by rename; a file may not exist yet), and the watch set
 //! follows the collected paths as aliases start or stop naming `:include:` files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,25 +100,22 @@ fn note(changed: &mut Changed, ev: &notify::Event) {
     }
 }
 
-/// Directories to watch for `paths`: each file's parent (or, where it does not exist yet, the
-/// nearest existing ancestor), and directories themselves (glob patterns).
-fn watch_dirs(paths: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    for p in paths {
-        let mut dir = if p.is_dir() {
-            p.clone()
-        } else {
-            p.parent().map(Path::to_path_buf).unwrap_or_default()
-        };
-        while !dir.as_os_str().is_empty() && !dir.is_dir() {
-            dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        }
-        if !dir.as_os_str().is_empty() {
-            out.insert(dir);
-        }
+/// The directory to watch for `p`: its parent (or, where that does not exist yet, the nearest
+/// existing ancestor), or `p` itself if it is a directory (glob patterns).
+fn watch_dir(p: &Path) -> Option<PathBuf> {
+    let mut dir = if p.is_dir() {
+        p.to_path_buf()
+    } else {
+        p.parent()?.to_path_buf()
+    };
+    while !dir.is_dir() {
+        dir = dir.parent()?.to_path_buf();
     }
-    out
+    Some(dir)
 }
+
+/// Past this many paths named by events, every watch directory is looked for again.
+const FEW_CHANGED: usize = 64;
 
 /// Whether a file event can mean that a collected path changed: it names a collected path, a
 /// directory on the way to one, or an entry of a collected directory (glob patterns), and it is
@@ -146,13 +143,28 @@ fn relevant(event: &notify::Event, paths: &BTreeSet<PathBuf>) -> bool {
 struct Watches {
     watcher: notify::RecommendedWatcher,
     dirs: BTreeSet<PathBuf>,
+    /// Each collected path's watch directory, as last looked for.
+    of: HashMap<PathBuf, Option<PathBuf>>,
     /// How many directories could not be watched at the last update (to warn once per change).
     failed: usize,
 }
 
 impl Watches {
-    fn update(&mut self, paths: &BTreeSet<PathBuf>) {
-        let want = watch_dirs(paths);
+    /// Watches the directories `paths` need. A path's directory is looked for again (a few
+    /// `stat`s) only when it is new, or events named it or a directory above it (`since`, as
+    /// for the collection: None is everything); otherwise it is what it was.
+    fn update(&mut self, paths: &BTreeSet<PathBuf>, since: &Changed) {
+        let since = since.as_ref().filter(|s| s.len() <= FEW_CHANGED);
+        let mut of = HashMap::with_capacity(paths.len());
+        for p in paths {
+            let dir = match self.of.remove(p) {
+                Some(d) if since.is_some_and(|s| !s.iter().any(|c| p.starts_with(c))) => d,
+                _ => watch_dir(p),
+            };
+            of.insert(p.clone(), dir);
+        }
+        self.of = of;
+        let want: BTreeSet<PathBuf> = self.of.values().flatten().cloned().collect();
         for gone in self.dirs.difference(&want) {
             let _ = self.watcher.unwatch(gone);
         }
@@ -216,6 +228,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let mut watches = Watches {
         watcher,
         dirs: BTreeSet::new(),
+        of: HashMap::new(),
         failed: 0,
     };
     let debounce = Duration::from_millis(cfg.timing.debounce_ms);
@@ -237,9 +250,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             dirty = false;
             let since = changed.replace(BTreeSet::new());
             let began = std::time::Instant::now();
-            let (c, kept) = collect_cached(&cfg, std::mem::take(&mut cache), since).await?;
+            let (c, kept) = collect_cached(&cfg, std::mem::take(&mut cache), since.clone()).await?;
             cache = kept;
-            watches.update(&c.paths);
+            let collected = began.elapsed();
+            watches.update(&c.paths, &since);
+            let watched = began.elapsed();
             paths = c.paths;
             let fresh = Arc::new(c.content);
             let hash = {
@@ -269,6 +284,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     hash = &hash[..16],
                     diagnostics = fresh.diagnostics.len(),
                     ms = began.elapsed().as_millis() as u64,
+                    collect_ms = collected.as_millis() as u64,
+                    watch_ms = (watched - collected).as_millis() as u64,
                     "new snapshot"
                 );
                 cur_tx.send_replace(Some(Arc::new(cur)));

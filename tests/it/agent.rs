@@ -122,6 +122,32 @@ async fn every_kind_of_edit_reaches_the_maps() {
     )
     .await;
 
+    // A new user whose home appears later, moved in whole: then the watch moves from /home
+    // into it, so an edit of the new .forward is seen too.
+    let passwd = std::fs::read_to_string(s.primary.path("passwd")).unwrap();
+    let bob = s.primary.path("home/bob");
+    s.primary.write(
+        "passwd",
+        &format!("{passwd}bob:x:1001:1001::{}:/bin/sh\n", bob.display()),
+    );
+    let known = tests::wait_map(&s.maps, "postfix/relay_recipients", LIMIT, |r| {
+        r.contains("bob@example.org")
+    });
+    assert!(known.await, "the new user never reached relay_recipients");
+    let staged = s.primary.path("bob.new");
+    std::fs::create_dir(&staged).unwrap();
+    std::fs::write(staged.join(".forward"), "bob@elsewhere.net\n").unwrap();
+    std::fs::rename(&staged, &bob).unwrap();
+    expect(&s, "new home", "bob@example.org bob@elsewhere.net\n", true).await;
+    s.primary.write("home/bob/.forward", "bob@faraway.net\n");
+    expect(
+        &s,
+        "edit in the new home",
+        "bob@example.org bob@faraway.net\n",
+        true,
+    )
+    .await;
+
     agent.stop().await;
     server.stop().await;
 }

@@ -417,9 +417,20 @@ impl RunningAgent {
 /// Waits until the live `postfix/virtual` under `maps_dir` satisfies `cond`; returns whether it
 /// did within `limit`.
 pub async fn wait_virtual(maps_dir: &Path, limit: Duration, cond: impl Fn(&str) -> bool) -> bool {
+    wait_map(maps_dir, "postfix/virtual", limit, cond).await
+}
+
+/// Waits until the live map `name` (e.g. `postfix/relay_recipients`) under `maps_dir`
+/// satisfies `cond`; returns whether it did within `limit`.
+pub async fn wait_map(
+    maps_dir: &Path,
+    name: &str,
+    limit: Duration,
+    cond: impl Fn(&str) -> bool,
+) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let text = std::fs::read_to_string(maps_dir.join("postfix/virtual")).unwrap_or_default();
+        let text = std::fs::read_to_string(maps_dir.join(name)).unwrap_or_default();
         if cond(&text) {
             return true;
         }
