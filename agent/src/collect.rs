@@ -106,7 +106,13 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn cached(&mut self, path: &Path) -> Option<Small> {
         let changed = self.changed?;
-        if path.ancestors().any(|p| changed.contains(p)) {
+        // A few named paths (the usual case): compare with each; many: look up each ancestor.
+        let named = if changed.len() <= 8 {
+            changed.iter().any(|c| path.starts_with(c))
+        } else {
+            path.ancestors().any(|p| changed.contains(p))
+        };
+        if named {
             return None;
         }
         self.cache.as_mut()?.small.remove(path)

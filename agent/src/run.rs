@@ -152,9 +152,26 @@ struct Watches {
 impl Watches {
     /// Watches the directories `paths` need. A path's directory is looked for again (a few
     /// `stat`s) only when it is new, or events named it or a directory above it (`since`, as
-    /// for the collection: None is everything); otherwise it is what it was.
-    fn update(&mut self, paths: &BTreeSet<PathBuf>, since: &Changed) {
+    /// for the collection: None is everything); otherwise it is what it was. `same`: `paths`
+    /// are the ones of the last update.
+    fn update(&mut self, paths: &BTreeSet<PathBuf>, since: &Changed, same: bool) {
         let since = since.as_ref().filter(|s| s.len() <= FEW_CHANGED);
+        if same && let Some(s) = since {
+            // Only the paths under what events named can have moved.
+            let mut moved = false;
+            for c in s {
+                for p in paths.range(c.clone()..).take_while(|p| p.starts_with(c)) {
+                    let dir = watch_dir(p);
+                    if self.of.get(p) != Some(&dir) {
+                        self.of.insert(p.clone(), dir);
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
         let mut of = HashMap::with_capacity(paths.len());
         for p in paths {
             let dir = match self.of.remove(p) {
@@ -253,7 +270,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             let (c, kept) = collect_cached(&cfg, std::mem::take(&mut cache), since.clone()).await?;
             cache = kept;
             let collected = began.elapsed();
-            watches.update(&c.paths, &since);
+            watches.update(&c.paths, &since, c.paths == paths);
             let watched = began.elapsed();
             paths = c.paths;
             let fresh = Arc::new(c.content);

@@ -24,6 +24,10 @@ pub struct Builder {
     recipient_at: HashMap<String, usize>,
     user_at: HashMap<String, usize>,
     includes_added: BTreeSet<String>,
+    /// How many aliases and include files [`Builder::pending_includes`] has looked through.
+    scanned: (usize, usize),
+    /// `:include:` paths found by it and not added yet.
+    pending: BTreeSet<String>,
 }
 
 /// A passwd entry accepted as a local user, for the caller to look up its markers.
@@ -51,6 +55,8 @@ impl Builder {
             recipient_at: HashMap::new(),
             user_at: HashMap::new(),
             includes_added: BTreeSet::new(),
+            scanned: (0, 0),
+            pending: BTreeSet::new(),
         }
     }
 
@@ -124,25 +130,24 @@ impl Builder {
 
     /// `:include:` paths named by the aliases and include files added so far that have not been
     /// given to [`Builder::include`] yet, sorted. Relative paths are left out (they punt).
-    pub fn pending_includes(&self) -> Vec<String> {
-        let mut want = BTreeSet::new();
-        let lists = self
-            .content
-            .aliases
+    /// Each call looks only through the aliases and include files added since the last one.
+    pub fn pending_includes(&mut self) -> Vec<String> {
+        let (aliases, includes) = self.scanned;
+        let lists = self.content.aliases[aliases..]
             .iter()
             .map(|a| &a.targets)
-            .chain(self.content.includes.iter().map(|i| &i.targets));
+            .chain(self.content.includes[includes..].iter().map(|i| &i.targets));
         for ts in lists {
             for t in ts {
-                if t.kind == Kind::Include
-                    && t.value.starts_with('/')
-                    && !self.includes_added.contains(&t.value)
-                {
-                    want.insert(t.value.clone());
+                if t.kind == Kind::Include && t.value.starts_with('/') {
+                    self.pending.insert(t.value.clone());
                 }
             }
         }
-        want.into_iter().collect()
+        self.scanned = (self.content.aliases.len(), self.content.includes.len());
+        let added = &self.includes_added;
+        self.pending.retain(|p| !added.contains(p));
+        self.pending.iter().cloned().collect()
     }
 
     /// Adds an `:include:` file's body, or why it could not be read.
@@ -399,5 +404,36 @@ impl Builder {
         self.content.aliases = kept;
         self.content.normalize();
         self.content
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_includes_are_those_named_and_not_added_yet() {
+        let mut b = Builder::new(&["example.org".to_string()]);
+        let check = |b: &mut Builder, expected: &[&str]| {
+            assert_eq!(b.pending_includes(), expected);
+        };
+        b.aliases(
+            "/etc/aliases",
+            b"a: :include:/l/b, :include:/l/a\nr: :include:rel\nx: y@remote.net\n",
+        );
+        check(&mut b, &["/l/a", "/l/b"]);
+        // Asked again before anything is added: the same.
+        check(&mut b, &["/l/a", "/l/b"]);
+        b.include("/l/a", Ok(b"m@remote.net\n"));
+        check(&mut b, &["/l/b"]);
+        // An include naming one added already and a new one.
+        b.include("/l/b", Ok(b":include:/l/a\n:include:/l/c\n"));
+        check(&mut b, &["/l/c"]);
+        // Aliases added later are looked through too.
+        b.aliases("/etc/aliases.more", b"d: :include:/l/d, :include:/l/c\n");
+        check(&mut b, &["/l/c", "/l/d"]);
+        b.include("/l/c", Err("gone".into()));
+        b.include("/l/d", Ok(b""));
+        check(&mut b, &[]);
     }
 }
