@@ -220,13 +220,21 @@ fn diff_section<T: Keyed>(old: &[T], new: &[T]) -> Section<T> {
 /// `base` with `changes` applied. `base` must be normalized; the result then is too. Fails if
 /// the changes are not sorted or name keys the base does not have.
 pub fn apply(base: &Content, changes: &Changes) -> Result<Content, DeltaError> {
+    apply_in(base, changes, PARALLEL_FROM)
+}
+
+/// Lists at least this long are copied in two halves on two threads.
+const PARALLEL_FROM: usize = 100_000;
+
+/// [`apply`], copying the aliases on two threads when there are at least `parallel`.
+fn apply_in(base: &Content, changes: &Changes, parallel: usize) -> Result<Content, DeltaError> {
     Ok(Content {
         domains: changes
             .domains
             .clone()
             .unwrap_or_else(|| base.domains.clone()),
         files: changes.files.clone().unwrap_or_else(|| base.files.clone()),
-        aliases: merge(&base.aliases, &changes.aliases, Clone::clone)?,
+        aliases: merge_halves(&base.aliases, &changes.aliases, parallel)?,
         includes: merge(&base.includes, &changes.includes, Clone::clone)?,
         virtuals: merge(&base.virtuals, &changes.virtuals, Clone::clone)?,
         recipients: merge(&base.recipients, &changes.recipients, Clone::clone)?,
@@ -260,16 +268,68 @@ fn merge<T: Keyed, X: std::borrow::Borrow<T>>(
     own: impl Fn(X) -> T,
 ) -> Result<Vec<T>, DeltaError> {
     let base = base.into_iter();
-    if s.is_empty() {
-        return Ok(base.map(own).collect());
-    }
+    sorted(s)?;
+    let capacity = base.len() + s.upsert.len();
+    merge_sorted(base, &s.remove, &s.upsert, own, capacity)
+}
+
+/// Refuses a section whose keys are not strictly ascending.
+fn sorted<T: Keyed>(s: &Section<T>) -> Result<(), DeltaError> {
     if !strictly_sorted(s.remove.iter().map(String::as_str))
         || !strictly_sorted(s.upsert.iter().map(Keyed::key))
     {
         return Err(DeltaError::Unsorted(T::WHAT));
     }
-    let mut out = Vec::with_capacity(base.len() + s.upsert.len());
-    let (mut removes, mut upserts) = (s.remove.iter().peekable(), s.upsert.iter().peekable());
+    Ok(())
+}
+
+/// [`merge`] of a borrowed `base` of at least `parallel` entries: the halves below and from
+/// its middle key, with the changes that fall in each, are copied on two threads at once.
+fn merge_halves<T: Keyed + Send + Sync>(
+    base: &[T],
+    s: &Section<T>,
+    parallel: usize,
+) -> Result<Vec<T>, DeltaError> {
+    if base.len() < parallel.max(2) {
+        return merge(base, s, Clone::clone);
+    }
+    sorted(s)?;
+    let mid = base.len() / 2;
+    let key = base[mid].key();
+    let r = s.remove.partition_point(|k| k.as_str() < key);
+    let u = s.upsert.partition_point(|e| e.key() < key);
+    let capacity = base.len() + s.upsert.len();
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let (remove, upsert) = (&s.remove[r..], &s.upsert[u..]);
+            merge_sorted(base[mid..].iter(), remove, upsert, Clone::clone, 0)
+        });
+        let (remove, upsert) = (&s.remove[..r], &s.upsert[..u]);
+        let first = merge_sorted(base[..mid].iter(), remove, upsert, Clone::clone, capacity);
+        let second = second
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (first, second)
+    });
+    let mut out = first?;
+    out.extend(second?);
+    Ok(out)
+}
+
+/// The merge proper, of changes already known to be sorted, into a vector of `capacity`.
+fn merge_sorted<T: Keyed, X: std::borrow::Borrow<T>>(
+    base: impl Iterator<Item = X>,
+    remove: &[String],
+    upsert: &[T],
+    own: impl Fn(X) -> T,
+    capacity: usize,
+) -> Result<Vec<T>, DeltaError> {
+    let mut out = Vec::with_capacity(capacity);
+    if remove.is_empty() && upsert.is_empty() {
+        out.extend(base.map(own));
+        return Ok(out);
+    }
+    let (mut removes, mut upserts) = (remove.iter().peekable(), upsert.iter().peekable());
     for item in base {
         let key = item.borrow().key();
         while let Some(u) = upserts.next_if(|u| u.key() < key) {

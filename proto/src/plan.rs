@@ -212,14 +212,9 @@ struct Frame<'a> {
 pub struct Planner<'a> {
     c: &'a Content,
     domains: FxHashSet<&'a str>,
-    aliases: FxHashMap<&'a str, usize>,
-    users: FxHashMap<&'a str, usize>,
-    /// Virtual entries with full-address keys, by `(local, domain)`.
-    virtuals: FxHashMap<(&'a str, &'a str), usize>,
-    /// Virtual entries with bare keys, by name.
-    bare_virtuals: FxHashMap<&'a str, usize>,
-    recipients: FxHashMap<(&'a str, &'a str), usize>,
-    includes: FxHashMap<&'a str, usize>,
+    /// Hash indexes of the entries, or `None`: found by binary search in the sorted lists of
+    /// normalized content ([`Planner::sparse`]).
+    maps: Option<Maps<'a>>,
     /// `UNSEEN`, `ON_STACK` (being expanded, or finished but its strongly connected component
     /// not yet complete) or `DONE` (memoised).
     state: Vec<u8>,
@@ -237,34 +232,26 @@ pub struct Planner<'a> {
     unknown: BTreeSet<(&'a str, At)>,
 }
 
-/// Lowercases only when needed.
-fn lower(s: &str) -> Cow<'_, str> {
-    if s.chars().any(char::is_uppercase) {
-        Cow::Owned(s.to_lowercase())
-    } else {
-        Cow::Borrowed(s)
-    }
+/// Where each entry is in the content's lists, for planning many addresses.
+struct Maps<'a> {
+    aliases: FxHashMap<&'a str, usize>,
+    users: FxHashMap<&'a str, usize>,
+    /// Virtual entries with full-address keys, by `(local, domain)`.
+    virtuals: FxHashMap<(&'a str, &'a str), usize>,
+    /// Virtual entries with bare keys, by name.
+    bare_virtuals: FxHashMap<&'a str, usize>,
+    recipients: FxHashMap<(&'a str, &'a str), usize>,
+    includes: FxHashMap<&'a str, usize>,
 }
 
-impl<'a> Planner<'a> {
-    /// Indexes `content` (which should be [validated](Content::validate)).
-    pub fn new(c: &'a Content) -> Self {
-        let n = c.aliases.len() + c.virtuals.len();
-        Planner {
-            c,
-            domains: c.domains.iter().map(String::as_str).collect(),
-            aliases: c
-                .aliases
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (a.name.as_str(), i))
-                .collect(),
-            users: c
-                .users
-                .iter()
-                .enumerate()
-                .map(|(i, u)| (u.name.as_str(), i))
-                .collect(),
+impl<'a> Maps<'a> {
+    fn of(c: &'a Content) -> Self {
+        let index = |keys: &mut dyn Iterator<Item = &'a str>| {
+            keys.enumerate().map(|(i, k)| (k, i)).collect()
+        };
+        Maps {
+            aliases: index(&mut c.aliases.iter().map(|a| a.name.as_str())),
+            users: index(&mut c.users.iter().map(|u| u.name.as_str())),
             virtuals: c
                 .virtuals
                 .iter()
@@ -284,12 +271,57 @@ impl<'a> Planner<'a> {
                 .enumerate()
                 .filter_map(|(i, r)| addr::split(&r.address).map(|k| (k, i)))
                 .collect(),
-            includes: c
-                .includes
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.path.as_str(), i))
-                .collect(),
+            includes: index(&mut c.includes.iter().map(|i| i.path.as_str())),
+        }
+    }
+}
+
+/// Orders the string `s` against the address `local@domain`, as strings.
+fn cmp_joined(s: &str, (local, domain): (&str, &str)) -> std::cmp::Ordering {
+    let joined = local
+        .bytes()
+        .chain(std::iter::once(b'@'))
+        .chain(domain.bytes());
+    s.bytes().cmp(joined)
+}
+
+/// Lowercases only when needed.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_uppercase) {
+        Cow::Owned(s.to_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+impl<'a> Planner<'a> {
+    /// Indexes `content` (which should be [validated](Content::validate)) for planning many
+    /// addresses.
+    pub fn new(c: &'a Content) -> Self {
+        Self::with(c, Some(Maps::of(c)))
+    }
+
+    /// For planning a few addresses of validated, [normalized](Content::normalize) content:
+    /// entries are found by binary search in its sorted lists instead of indexing them all
+    /// first (at a million aliases, indexing takes longer than planning a few hundred).
+    pub fn sparse(c: &'a Content) -> Self {
+        debug_assert!(
+            c.aliases.is_sorted_by(|a, b| a.name < b.name)
+                && c.users.is_sorted_by(|a, b| a.name < b.name)
+                && c.virtuals.is_sorted_by(|a, b| a.key < b.key)
+                && c.recipients.is_sorted_by(|a, b| a.address < b.address)
+                && c.includes.is_sorted_by(|a, b| a.path < b.path),
+            "Planner::sparse needs normalized content"
+        );
+        Self::with(c, None)
+    }
+
+    fn with(c: &'a Content, maps: Option<Maps<'a>>) -> Self {
+        let n = c.aliases.len() + c.virtuals.len();
+        Planner {
+            c,
+            domains: c.domains.iter().map(String::as_str).collect(),
+            maps,
             state: vec![UNSEEN; n],
             index: vec![0; n],
             low: vec![0; n],
@@ -298,6 +330,63 @@ impl<'a> Planner<'a> {
             counter: 0,
             memo: vec![None; n],
             unknown: BTreeSet::new(),
+        }
+    }
+
+    fn alias(&self, name: &str) -> Option<usize> {
+        match &self.maps {
+            Some(m) => m.aliases.get(name).copied(),
+            None => (self.c.aliases)
+                .binary_search_by(|a| a.name.as_str().cmp(name))
+                .ok(),
+        }
+    }
+
+    fn user(&self, name: &str) -> Option<usize> {
+        match &self.maps {
+            Some(m) => m.users.get(name).copied(),
+            None => (self.c.users)
+                .binary_search_by(|u| u.name.as_str().cmp(name))
+                .ok(),
+        }
+    }
+
+    /// The virtual entry whose key is `local@domain`.
+    fn virtual_at(&self, local: &str, domain: &str) -> Option<usize> {
+        match &self.maps {
+            Some(m) => m.virtuals.get(&(local, domain)).copied(),
+            None => (self.c.virtuals)
+                .binary_search_by(|v| cmp_joined(&v.key, (local, domain)))
+                .ok(),
+        }
+    }
+
+    /// The virtual entry whose key is the bare name `name`.
+    fn bare_virtual(&self, name: &str) -> Option<usize> {
+        match &self.maps {
+            Some(m) => m.bare_virtuals.get(name).copied(),
+            None => (self.c.virtuals)
+                .binary_search_by(|v| v.key.as_str().cmp(name))
+                .ok()
+                .filter(|&i| !self.c.virtuals[i].key.contains('@')),
+        }
+    }
+
+    fn recipient(&self, local: &str, domain: &str) -> Option<usize> {
+        match &self.maps {
+            Some(m) => m.recipients.get(&(local, domain)).copied(),
+            None => (self.c.recipients)
+                .binary_search_by(|r| cmp_joined(&r.address, (local, domain)))
+                .ok(),
+        }
+    }
+
+    fn include(&self, path: &str) -> Option<usize> {
+        match &self.maps {
+            Some(m) => m.includes.get(path).copied(),
+            None => (self.c.includes)
+                .binary_search_by(|i| i.path.as_str().cmp(path))
+                .ok(),
         }
     }
 
@@ -387,7 +476,7 @@ impl<'a> Planner<'a> {
     }
 
     fn procmail_user(&self, name: &str) -> Option<&'a User> {
-        let u = &self.c.users[*self.users.get(name)?];
+        let u = &self.c.users[self.user(name)?];
         u.procmail.is_some().then_some(u)
     }
 
@@ -397,14 +486,14 @@ impl<'a> Planner<'a> {
         if let Some(u) = self.procmail_user(&key) {
             return self.user_ref(u, Unit::Local(&u.name));
         }
-        if let Some(&i) = self.aliases.get(key.as_ref()) {
+        if let Some(i) = self.alias(&key) {
             return Ref::Node {
                 id: i,
                 unit: Unit::Local(&self.c.aliases[i].name),
                 domain: None,
             };
         }
-        if let Some(&i) = self.users.get(key.as_ref()) {
+        if let Some(i) = self.user(&key) {
             let u = &self.c.users[i];
             return self.user_ref(u, Unit::Local(&u.name));
         }
@@ -427,7 +516,7 @@ impl<'a> Planner<'a> {
         if let Some(u) = self.procmail_user(&lkey) {
             return self.user_ref(u, Unit::Addr(&u.name, domain));
         }
-        if let Some(&i) = self.virtuals.get(&(lkey.as_ref(), domain)) {
+        if let Some(i) = self.virtual_at(&lkey, domain) {
             let key = self.c.virtuals[i].key.as_str();
             let (l, d) = addr::split(key).unwrap_or((key, domain));
             return Ref::Node {
@@ -436,7 +525,7 @@ impl<'a> Planner<'a> {
                 domain: Some(domain),
             };
         }
-        if let Some(&i) = self.bare_virtuals.get(lkey.as_ref()) {
+        if let Some(i) = self.bare_virtual(&lkey) {
             let v = &self.c.virtuals[i];
             let at = At {
                 file: v.file,
@@ -452,7 +541,7 @@ impl<'a> Planner<'a> {
                 },
             );
         }
-        if let Some(&i) = self.aliases.get(lkey.as_ref()) {
+        if let Some(i) = self.alias(&lkey) {
             let name = self.c.aliases[i].name.as_str();
             return Ref::Node {
                 id: i,
@@ -460,11 +549,11 @@ impl<'a> Planner<'a> {
                 domain: Some(domain),
             };
         }
-        if let Some(&i) = self.users.get(lkey.as_ref()) {
+        if let Some(i) = self.user(&lkey) {
             let u = &self.c.users[i];
             return self.user_ref(u, Unit::Addr(&u.name, domain));
         }
-        if let Some(&i) = self.recipients.get(&(lkey.as_ref(), domain)) {
+        if let Some(i) = self.recipient(&lkey, domain) {
             let r = &self.c.recipients[i];
             let (l, d) = addr::split(&r.address).unwrap_or((&r.address, domain));
             let at = At {
@@ -536,7 +625,7 @@ impl<'a> Planner<'a> {
                     Kind::Special => direct.push(r(Code::Special)),
                     Kind::Invalid => direct.push(r(Code::Unknown)),
                     Kind::Include => {
-                        let inc = self.includes.get(t.value.as_str()).map(|&i| &c.includes[i]);
+                        let inc = self.include(&t.value).map(|i| &c.includes[i]);
                         match inc {
                             _ if key.is_some() => direct.push(r(Code::Include)),
                             Some(inc) if inc.error.is_some() => {
@@ -742,47 +831,21 @@ impl<'a> Planner<'a> {
         self.memo[node] = Some(exp);
     }
 
-    /// Every valid recipient as `(local, domain)` borrowed from the content, sorted as the
-    /// strings `local@domain` sort, without duplicates.
-    fn keys(&self) -> Vec<(&'a str, &'a str)> {
-        let c = self.c;
-        let mut out = Vec::with_capacity(c.domains.len() * (c.aliases.len() + c.users.len()));
-        for d in &c.domains {
-            let d = d.as_str();
-            out.extend(c.aliases.iter().map(|a| (a.name.as_str(), d)));
-            out.extend(c.users.iter().map(|u| (u.name.as_str(), d)));
-            out.extend(self.bare_virtuals.keys().map(|&k| (k, d)));
-        }
-        out.extend(
-            self.virtuals
-                .keys()
-                .filter(|(_, d)| self.domains.contains(d)),
-        );
-        out.extend(
-            self.recipients
-                .keys()
-                .filter(|(_, d)| self.domains.contains(d)),
-        );
-        out.sort_unstable_by(|a, b| cmp_addr(*a, *b));
-        out.dedup();
-        out
-    }
-
     /// The content-owned `(local, domain)` of a valid address, or `None`.
     fn key_of(&self, local: &str, domain: &str) -> Option<(&'a str, &'a str)> {
         let domain = *self.domains.get(domain)?;
         let lkey = lower(local);
         let c = self.c;
-        let local = if let Some(&i) = self.virtuals.get(&(lkey.as_ref(), domain)) {
+        let local = if let Some(i) = self.virtual_at(&lkey, domain) {
             addr::split(&c.virtuals[i].key)?.0
-        } else if let Some(&i) = self.recipients.get(&(lkey.as_ref(), domain)) {
+        } else if let Some(i) = self.recipient(&lkey, domain) {
             addr::split(&c.recipients[i].address)?.0
-        } else if let Some(&i) = self.aliases.get(lkey.as_ref()) {
+        } else if let Some(i) = self.alias(&lkey) {
             c.aliases[i].name.as_str()
-        } else if let Some(&i) = self.users.get(lkey.as_ref()) {
+        } else if let Some(i) = self.user(&lkey) {
             c.users[i].name.as_str()
         } else {
-            *self.bare_virtuals.get_key_value(lkey.as_ref())?.0
+            c.virtuals[self.bare_virtual(&lkey)?].key.as_str()
         };
         Some((local, domain))
     }
@@ -890,7 +953,7 @@ impl<'a> Planner<'a> {
     /// Calls `f` with the plan of every valid address, in address order. The `Plan` passed is
     /// reused between calls (no allocation per plan once warm); clone it to keep it.
     pub fn plan_each(&mut self, mut f: impl FnMut(&Plan)) {
-        let keys = self.keys();
+        let keys = keys(self.c);
         let mut plan = Plan::empty();
         let mut scratch = Exp::default();
         for key in keys {
@@ -995,44 +1058,68 @@ impl Affected {
     }
 
     /// Adds every alias, virtual entry and include file of `c` whose items reach an affected
-    /// name or include, until a pass over `c` adds nothing. `c` is the content after the change:
+    /// name or include, and what reaches those, and so on. `c` is the content after the change:
     /// a walk reaches a changed name through unchanged entries only, which are the same before
     /// and after.
+    ///
+    /// One pass over `c` indexes who names what (the reverse of the alias graph); the closure
+    /// is then a walk from the affected names through that index, so a long chain of aliases
+    /// costs no more passes.
     pub fn close_over(&mut self, c: &Content) {
         if self.is_empty() {
             return;
         }
+        const END: u32 = u32::MAX;
         let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
-        let reaches = |a: &Affected, targets: &[Target]| {
-            targets.iter().any(|t| match t.kind {
-                Kind::Local => a.names.contains(lower(&t.value).as_ref()),
-                Kind::Address => addr::split(&t.value).is_some_and(|(l, d)| {
-                    domains.contains(d) && a.names.contains(lower(l).as_ref())
-                }),
-                Kind::Include => a.includes.contains(t.value.as_str()),
-                _ => false,
-            })
-        };
-        loop {
-            let before = self.len();
-            for i in &c.includes {
-                if !self.includes.contains(&i.path) && reaches(self, &i.targets) {
-                    self.includes.insert(i.path.clone());
-                }
+        // For each folded local name and include path, the first of the entries whose items
+        // name it; `edges` holds each entry (alias, then virtual, then include, numbered in that
+        // order) with the next one naming the same.
+        let mut by_name: FxHashMap<Cow<'_, str>, u32> = FxHashMap::default();
+        let mut by_include: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut edges: Vec<(u32, u32)> = Vec::new();
+        let (na, nv) = (c.aliases.len(), c.virtuals.len());
+        let targets = (c.aliases.iter().map(|a| &a.targets))
+            .chain(c.virtuals.iter().map(|v| &v.targets))
+            .chain(c.includes.iter().map(|i| &i.targets));
+        for (node, ts) in targets.enumerate() {
+            for t in ts {
+                let head = match t.kind {
+                    Kind::Local => by_name.entry(lower(&t.value)).or_insert(END),
+                    Kind::Address => match addr::split(&t.value) {
+                        Some((l, d)) if domains.contains(d) => {
+                            by_name.entry(lower(l)).or_insert(END)
+                        }
+                        _ => continue,
+                    },
+                    Kind::Include => by_include.entry(t.value.as_str()).or_insert(END),
+                    _ => continue,
+                };
+                edges.push((node as u32, *head));
+                *head = (edges.len() - 1) as u32;
             }
-            for a in &c.aliases {
-                if !self.names.contains(&a.name) && reaches(self, &a.targets) {
-                    self.names.insert(a.name.clone());
-                }
-            }
-            for v in &c.virtuals {
-                let local = local_of(&v.key);
-                if !self.names.contains(local.as_ref()) && reaches(self, &v.targets) {
-                    self.names.insert(local.into_owned());
-                }
-            }
-            if self.len() == before {
-                break;
+        }
+        let mut walk: Vec<u32> = (self.names.iter())
+            .filter_map(|n| by_name.get(n.as_str()).copied())
+            .chain((self.includes.iter()).filter_map(|p| by_include.get(p.as_str()).copied()))
+            .collect();
+        while let Some(mut e) = walk.pop() {
+            while e != END {
+                let (node, next) = edges[e as usize];
+                e = next;
+                let node = node as usize;
+                let first = if node < na + nv {
+                    let name = match node.checked_sub(na) {
+                        None => Cow::Borrowed(c.aliases[node].name.as_str()),
+                        Some(v) => local_of(&c.virtuals[v].key),
+                    };
+                    let first = by_name.get(name.as_ref()).copied();
+                    self.names.insert(name.into_owned()).then_some(first)
+                } else {
+                    let path = &c.includes[node - na - nv].path;
+                    let first = by_include.get(path.as_str()).copied();
+                    self.includes.insert(path.clone()).then_some(first)
+                };
+                walk.extend(first.flatten());
             }
         }
     }
@@ -1134,11 +1221,38 @@ fn demote(plan: &mut Plan, unit: &str) {
     }];
 }
 
+/// Every valid recipient as `(local, domain)` borrowed from the content, sorted as the
+/// strings `local@domain` sort, without duplicates.
+fn keys(c: &Content) -> Vec<(&str, &str)> {
+    let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+    let mut out = Vec::with_capacity(c.domains.len() * (c.aliases.len() + c.users.len()));
+    for d in &c.domains {
+        let d = d.as_str();
+        out.extend(c.aliases.iter().map(|a| (a.name.as_str(), d)));
+        out.extend(c.users.iter().map(|u| (u.name.as_str(), d)));
+        let bare = c.virtuals.iter().filter(|v| !v.key.contains('@'));
+        out.extend(bare.map(|v| (v.key.as_str(), d)));
+    }
+    let served = |k: &(&str, &str)| domains.contains(k.1);
+    out.extend(
+        (c.virtuals.iter())
+            .filter_map(|v| addr::split(&v.key))
+            .filter(served),
+    );
+    out.extend(
+        (c.recipients.iter())
+            .filter_map(|r| addr::split(&r.address))
+            .filter(served),
+    );
+    out.sort_unstable_by(|a, b| cmp_addr(*a, *b));
+    out.dedup();
+    out
+}
+
 /// Every valid recipient at a served domain, sorted: alias names and users at every served
 /// domain, virtual keys, recipient-list entries.
 pub fn valid_addresses(c: &Content) -> Vec<String> {
-    Planner::new(c)
-        .keys()
+    keys(c)
         .into_iter()
         .map(|(l, d)| format!("{l}@{d}"))
         .collect()
@@ -1146,7 +1260,7 @@ pub fn valid_addresses(c: &Content) -> Vec<String> {
 
 /// How many valid recipients `c` has (for the shrink guard).
 pub fn address_count(c: &Content) -> usize {
-    Planner::new(c).keys().len()
+    keys(c).len()
 }
 
 /// Plans every valid address of `content`, sorted by address.

@@ -388,103 +388,62 @@ impl Content {
     /// Every problem is listed (up to a bound), each naming the entry.
     pub fn validate(&self) -> Result<(), InvalidContent> {
         let mut p = Problems::default();
-        let nfiles = self.files.len() as u32;
         for d in &self.domains {
             if !addr::valid_domain(d) {
                 p.push(format!("domain {d:?} is not a valid lowercase domain"));
             }
         }
-        let check_targets = |p: &mut Problems, what: &dyn Fn() -> String, ts: &[Target]| {
-            for t in ts {
-                if t.kind == Kind::Address && !addr::valid_address(&t.value) {
-                    p.push(format!(
-                        "{}: target {:?} is not a valid address",
-                        what(),
-                        t.value
-                    ));
-                }
-                // A local name can become a punt unit `name@domain` in a map.
-                if t.kind == Kind::Local && !addr::valid_local_part(&t.value) {
-                    p.push(format!(
-                        "{}: target {:?} is not a valid local name",
-                        what(),
-                        t.value
-                    ));
+        let mut dups = |what: &str, keys: &mut dyn Iterator<Item = &str>| {
+            let keys: Vec<&str> = keys.collect();
+            let mut seen = Dups::new(keys.iter().copied());
+            for k in keys {
+                if seen.repeated(k) {
+                    p.push(format!("{what} {k:?} is duplicated"));
                 }
             }
         };
-        let check_file = |p: &mut Problems, what: &dyn Fn() -> String, f: u32| {
-            if f >= nfiles {
-                p.push(format!("{}: file index {f} out of range", what()));
-            }
+        dups("alias", &mut self.aliases.iter().map(|a| a.name.as_str()));
+        dups(
+            "include",
+            &mut self.includes.iter().map(|i| i.path.as_str()),
+        );
+        dups(
+            "virtual key",
+            &mut self.virtuals.iter().map(|v| v.key.as_str()),
+        );
+        dups(
+            "recipient",
+            &mut self.recipients.iter().map(|r| r.address.as_str()),
+        );
+        dups("user", &mut self.users.iter().map(|u| u.name.as_str()));
+        let all = Entries {
+            aliases: &self.aliases,
+            includes: &self.includes,
+            virtuals: &self.virtuals,
+            recipients: &self.recipients,
+            users: &self.users,
         };
-        let mut seen = Dups::new(self.aliases.iter().map(|a| a.name.as_str()));
-        for a in &self.aliases {
-            let what = || format!("alias {:?}", a.name);
-            if !addr::valid_local_part(&a.name) || !addr::is_folded(&a.name) {
-                p.push(format!("{} is not a valid lowercase name", what()));
-            }
-            if seen.repeated(&a.name) {
-                p.push(format!("{} is duplicated", what()));
-            }
-            check_file(&mut p, &what, a.file);
-            check_targets(&mut p, &what, &a.targets);
+        all.check(&mut p, self.files.len());
+        p.finish()
+    }
+
+    /// [`Content::validate`] for the result of a delta applied to validated content: while the
+    /// domains and the file table stay, the entries the delta did not upsert are as valid as
+    /// they were, and [`crate::delta::apply`] keeps keys unique, so only the upserted entries
+    /// are looked at (a changed line in a million aliases checks one alias, not a million).
+    pub fn validate_changed(&self, changes: &crate::delta::Changes) -> Result<(), InvalidContent> {
+        if changes.domains.is_some() || changes.files.is_some() {
+            return self.validate();
         }
-        let mut seen = Dups::new(self.includes.iter().map(|i| i.path.as_str()));
-        for i in &self.includes {
-            let what = || format!("include {:?}", i.path);
-            if seen.repeated(&i.path) {
-                p.push(format!("{} is duplicated", what()));
-            }
-            check_file(&mut p, &what, i.file);
-            check_targets(&mut p, &what, &i.targets);
-        }
-        let mut seen = Dups::new(self.virtuals.iter().map(|v| v.key.as_str()));
-        for v in &self.virtuals {
-            let what = || format!("virtual key {:?}", v.key);
-            let ok = if v.key.contains('@') {
-                addr::valid_address(&v.key)
-            } else {
-                addr::valid_local_part(&v.key)
-            };
-            if !ok || !addr::is_folded(&v.key) {
-                p.push(format!("{} is not a valid lowercase address", what()));
-            }
-            if seen.repeated(&v.key) {
-                p.push(format!("{} is duplicated", what()));
-            }
-            check_file(&mut p, &what, v.file);
-            check_targets(&mut p, &what, &v.targets);
-        }
-        let mut seen = Dups::new(self.recipients.iter().map(|r| r.address.as_str()));
-        for r in &self.recipients {
-            let what = || format!("recipient {:?}", r.address);
-            if !addr::valid_address(&r.address) || !addr::is_folded(&r.address) {
-                p.push(format!("{} is not a valid lowercase address", what()));
-            }
-            if seen.repeated(&r.address) {
-                p.push(format!("{} is duplicated", what()));
-            }
-            check_file(&mut p, &what, r.file);
-        }
-        let mut seen = Dups::new(self.users.iter().map(|u| u.name.as_str()));
-        for u in &self.users {
-            let what = || format!("user {:?}", u.name);
-            if !addr::valid_local_part(&u.name) || !addr::is_folded(&u.name) {
-                p.push(format!("{} is not a valid lowercase name", what()));
-            }
-            if seen.repeated(&u.name) {
-                p.push(format!("{} is duplicated", what()));
-            }
-            check_file(&mut p, &what, u.file);
-            if let Some(f) = u.procmail {
-                check_file(&mut p, &what, f);
-            }
-            if let Some(fw) = &u.forward {
-                check_file(&mut p, &what, fw.file);
-                check_targets(&mut p, &what, &fw.targets);
-            }
-        }
+        let mut p = Problems::default();
+        let upserted = Entries {
+            aliases: &changes.aliases.upsert,
+            includes: &changes.includes.upsert,
+            virtuals: &changes.virtuals.upsert,
+            recipients: &changes.recipients.upsert,
+            users: &changes.users.upsert,
+        };
+        upserted.check(&mut p, self.files.len());
         p.finish()
     }
 
@@ -522,6 +481,94 @@ impl Problems {
         Err(InvalidContent {
             problems: self.list,
         })
+    }
+}
+
+/// Entries of each keyed list to check one by one.
+struct Entries<'a> {
+    aliases: &'a [Alias],
+    includes: &'a [Include],
+    virtuals: &'a [VirtualEntry],
+    recipients: &'a [Recipient],
+    users: &'a [User],
+}
+
+impl Entries<'_> {
+    /// What can be wrong with an entry by itself: its name or key, its targets, its file indices
+    /// (below `files`).
+    fn check(&self, p: &mut Problems, files: usize) {
+        let nfiles = files as u32;
+        let check_targets = |p: &mut Problems, what: &dyn Fn() -> String, ts: &[Target]| {
+            for t in ts {
+                if t.kind == Kind::Address && !addr::valid_address(&t.value) {
+                    p.push(format!(
+                        "{}: target {:?} is not a valid address",
+                        what(),
+                        t.value
+                    ));
+                }
+                // A local name can become a punt unit `name@domain` in a map.
+                if t.kind == Kind::Local && !addr::valid_local_part(&t.value) {
+                    p.push(format!(
+                        "{}: target {:?} is not a valid local name",
+                        what(),
+                        t.value
+                    ));
+                }
+            }
+        };
+        let check_file = |p: &mut Problems, what: &dyn Fn() -> String, f: u32| {
+            if f >= nfiles {
+                p.push(format!("{}: file index {f} out of range", what()));
+            }
+        };
+        for a in self.aliases {
+            let what = || format!("alias {:?}", a.name);
+            if !addr::valid_local_part(&a.name) || !addr::is_folded(&a.name) {
+                p.push(format!("{} is not a valid lowercase name", what()));
+            }
+            check_file(p, &what, a.file);
+            check_targets(p, &what, &a.targets);
+        }
+        for i in self.includes {
+            let what = || format!("include {:?}", i.path);
+            check_file(p, &what, i.file);
+            check_targets(p, &what, &i.targets);
+        }
+        for v in self.virtuals {
+            let what = || format!("virtual key {:?}", v.key);
+            let ok = if v.key.contains('@') {
+                addr::valid_address(&v.key)
+            } else {
+                addr::valid_local_part(&v.key)
+            };
+            if !ok || !addr::is_folded(&v.key) {
+                p.push(format!("{} is not a valid lowercase address", what()));
+            }
+            check_file(p, &what, v.file);
+            check_targets(p, &what, &v.targets);
+        }
+        for r in self.recipients {
+            let what = || format!("recipient {:?}", r.address);
+            if !addr::valid_address(&r.address) || !addr::is_folded(&r.address) {
+                p.push(format!("{} is not a valid lowercase address", what()));
+            }
+            check_file(p, &what, r.file);
+        }
+        for u in self.users {
+            let what = || format!("user {:?}", u.name);
+            if !addr::valid_local_part(&u.name) || !addr::is_folded(&u.name) {
+                p.push(format!("{} is not a valid lowercase name", what()));
+            }
+            check_file(p, &what, u.file);
+            if let Some(f) = u.procmail {
+                check_file(p, &what, f);
+            }
+            if let Some(fw) = &u.forward {
+                check_file(p, &what, fw.file);
+                check_targets(p, &what, &fw.targets);
+            }
+        }
     }
 }
 

@@ -419,7 +419,7 @@ pub fn plan_of(server: &Server, address: &str) -> Option<proto::Plan> {
     let domain = address.rsplit_once('@')?.1.to_ascii_lowercase();
     let agent = server.cfg.domain_agent.get(&domain)?;
     let applied = lock(&server.live).get(agent)?.applied.clone()?;
-    proto::Planner::new(&applied.content).plan(address)
+    proto::Planner::sparse(&applied.content).plan(address)
 }
 
 async fn get_plan(

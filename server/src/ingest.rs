@@ -12,6 +12,7 @@ use std::time::Instant as StdInstant;
 
 use anyhow::Context;
 use proto::Snapshot;
+use proto::delta::Changes;
 use proto::plan::Affected;
 use proto::wire::SnapshotReply;
 
@@ -246,12 +247,23 @@ pub fn delta(
         content,
     };
     let keep = Body::of(body, encoding, json);
-    ingest(server, agent, snap, keep, Some((stored_on, since)), steps)
+    let on = Since {
+        stored: stored_on,
+        changes: &d.changes,
+        part: since,
+    };
+    ingest(server, agent, snap, keep, Some(on), steps)
 }
 
-/// What a delta was applied to, for [`ingest`]: its base row, and the base's rendered part
-/// with the names the changes touch (None: plan everything).
-type Since = (Stored, Option<(Arc<AgentPart>, Affected)>);
+/// What a delta was applied to, for [`ingest`].
+struct Since<'a> {
+    /// The base's row.
+    stored: Stored,
+    /// The changes applied to it.
+    changes: &'a Changes,
+    /// The base's rendered part, with the names the changes touch (None: plan everything).
+    part: Option<(Arc<AgentPart>, Affected)>,
+}
 
 /// The checks, storage and apply shared by full snapshots and deltas (`keep` is the request's
 /// body; for a delta, `delta` says what it was applied to).
@@ -260,7 +272,7 @@ fn ingest(
     agent: &str,
     mut snap: Snapshot,
     keep: Body<'_>,
-    delta: Option<Since>,
+    delta: Option<Since<'_>>,
     mut steps: Steps,
 ) -> Result<SnapshotReply, ApiError> {
     if snap.agent != agent {
@@ -286,7 +298,12 @@ fn ingest(
         return Err(refuse(server, agent, Some(&snap), e));
     }
     snap.content.normalize();
-    if let Err(e) = snap.content.validate() {
+    // The content a delta was applied to was valid: only what the delta upserted is checked.
+    let valid = match &delta {
+        Some(d) => snap.content.validate_changed(d.changes),
+        None => snap.content.validate(),
+    };
+    if let Err(e) = valid {
         return Err(refuse(
             server,
             agent,
@@ -345,7 +362,7 @@ fn ingest(
     // row is still the applied one (the agent's lock keeps it so); otherwise whole.
     let (stored, base, links) = match &delta {
         None => (keep.stored()?, None, 0),
-        Some((b, _))
+        Some(Since { stored: b, .. })
             if b.links < MAX_LINKS
                 && applied.as_ref().is_some_and(|a| a.snapshot == b.snapshot) =>
         {
@@ -366,7 +383,7 @@ fn ingest(
         content: &snap.content,
     };
     let formats = &server.cfg.config.output.formats;
-    let part = match delta.and_then(|(_, since)| since) {
+    let part = match delta.and_then(|d| d.part) {
         Some((old, mut affected)) => {
             affected.close_over(&snap.content);
             render_agent_affected(&maps, formats, &old, &affected)

@@ -336,26 +336,58 @@ fn line_address(line: &str) -> &str {
     &line[..end]
 }
 
-/// `old` (one agent's lines of one file, sorted by address) without the lines of affected
-/// addresses, merged with `new` (the affected addresses' lines now, sorted). `gone` is called
-/// with each line left out.
-fn merge(old: &str, new: &str, affected: &Affected, mut gone: impl FnMut(&str, &str)) -> String {
+/// `old` (one agent's lines of one file, sorted by address) without the lines of the addresses
+/// in `doomed` (sorted), merged with `new` (those addresses' lines now, sorted). The lines
+/// between are copied in runs found by binary search, not looked at one by one. `gone` is called
+/// with each line left out. `None` when `new` has a line for an address not in `doomed`.
+fn merge(
+    old: &str,
+    new: &str,
+    doomed: &[String],
+    mut gone: impl FnMut(&str, &str),
+) -> Option<String> {
     let mut out = String::with_capacity(old.len() + new.len());
     let mut fresh = new.split_inclusive('\n').peekable();
-    for line in old.split_inclusive('\n') {
-        let address = line_address(line);
-        let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
-        if affected.contains(local) {
+    let mut at = 0;
+    for address in doomed {
+        let start = at + seek(&old[at..], address);
+        out.push_str(&old[at..start]);
+        at = start;
+        for line in old[start..].split_inclusive('\n') {
+            if line_address(line) != address {
+                break;
+            }
             gone(address, line);
-            continue;
+            at += line.len();
         }
-        while let Some(n) = fresh.next_if(|n| line_address(n) < address) {
+        while let Some(n) = fresh.next_if(|n| line_address(n) == address) {
             out.push_str(n);
         }
-        out.push_str(line);
     }
-    fresh.for_each(|n| out.push_str(n));
-    out
+    out.push_str(&old[at..]);
+    fresh.next().is_none().then_some(out)
+}
+
+/// The offset of the first line of `text` (lines sorted by address) whose address is not below
+/// `address`: a binary search over bytes, each probe moved back to the start of its line.
+fn seek(text: &str, address: &str) -> usize {
+    let b = text.as_bytes();
+    // Lines before `lo` are below `address`; the line at `hi` (a line start, or the end) is not.
+    let (mut lo, mut hi) = (0, b.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let start = b[lo..mid]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(lo, |i| lo + i + 1);
+        let line = &text[start..];
+        if line_address(line) < address {
+            lo = line.find('\n').map_or(b.len(), |i| start + i + 1);
+        } else {
+            hi = start;
+        }
+    }
+    lo
 }
 
 /// Like [`render_agent`], after a delta: `old` is this agent's part for the content the delta
@@ -382,10 +414,17 @@ pub fn render_agent_affected(
         return render_agent(a, formats);
     };
     let mut lines = Lines::new(a.id, formats);
-    Planner::new(a.content).plan_affected(affected, |p| lines.add(p));
+    Planner::sparse(a.content).plan_affected(affected, |p| lines.add(p));
     if let Some(e) = lines.error {
         return Err(e);
     }
+    // Every line is for an address at a served domain.
+    let mut doomed: Vec<String> = affected
+        .names()
+        .iter()
+        .flat_map(|n| a.content.domains.iter().map(move |d| format!("{n}@{d}")))
+        .collect();
+    doomed.sort_unstable();
     let served = |t: &str| {
         addr::split(t).is_some_and(|(_, d)| {
             a.content
@@ -406,7 +445,7 @@ pub fn render_agent_affected(
         let (Some(new), Some(old)) = (new, old.files.get(name)) else {
             continue;
         };
-        let merged = merge(old, new, affected, |address, line| {
+        let merged = merge(old, new, &doomed, |address, line| {
             if name == recipients {
                 gone[0] += 1;
             } else if name == forwards {
@@ -415,6 +454,9 @@ pub fn render_agent_affected(
                 gone[if split { 2 } else { 1 }] += 1;
             }
         });
+        let Some(merged) = merged else {
+            return render_agent(a, formats);
+        };
         files.insert(name, merged);
     }
     let (o, n) = (old.counts, lines.counts);

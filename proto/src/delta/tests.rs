@@ -44,6 +44,8 @@ fn check(old: &str, new: &str, expected: &str) {
     assert_eq!(got, b, "{old:?} -> {new:?}");
     let owned = apply_owned(a.clone(), &changes).expect("applies to its base, owned");
     assert_eq!(owned, b, "owned: {old:?} -> {new:?}");
+    let halves = apply_in(&a, &changes, 0).expect("applies to its base, in halves");
+    assert_eq!(halves, b, "in halves: {old:?} -> {new:?}");
     assert_eq!(got.hash(), b.hash());
 }
 
@@ -162,6 +164,8 @@ fn apply_refuses_changes_that_do_not_fit_the_base() {
     ];
     for (changes, expected) in cases {
         assert_eq!(apply(&base, &changes), Err(expected.clone()), "{changes:?}");
+        let halves = apply_in(&base, &changes, 0);
+        assert_eq!(halves, Err(expected.clone()), "in halves: {changes:?}");
         assert_eq!(
             apply_owned(base.clone(), &changes),
             Err(expected),
@@ -224,6 +228,8 @@ mod properties {
                 // Over the wire, as the agent sends it.
                 let json = serde_json::to_vec(&changes).expect("encode");
                 let changes: Changes = serde_json::from_slice(&json).expect("decode");
+                let halves = apply_in(&receiver, &changes, 0).expect("applies in halves");
+                prop_assert_eq!(&halves, next);
                 receiver = apply(&receiver, &changes).expect("a delta applies to its base");
                 prop_assert_eq!(&receiver, next);
                 prop_assert_eq!(receiver.hash(), next.hash());

@@ -725,6 +725,9 @@ mod properties {
             for p in plans.iter().rev() {
                 let alone = fresh.plan(&p.address);
                 prop_assert_eq!(alone.as_ref(), Some(p));
+                // As the receiver plans one address it is asked about: by binary search.
+                let looked_up = Planner::sparse(&c).plan(&p.address.to_ascii_uppercase());
+                prop_assert_eq!(looked_up.as_ref(), Some(p));
             }
         }
 
@@ -816,6 +819,43 @@ mod affected {
     use crate::testkit::model::{edit, walk};
     use proptest::prelude::*;
 
+    /// The closure as its definition reads: pass over `c` adding whatever reaches an affected
+    /// name or include, until a pass adds nothing.
+    fn fixpoint(a: &mut Affected, c: &Content) {
+        let domains: Vec<&str> = c.domains.iter().map(String::as_str).collect();
+        let reaches = |a: &Affected, targets: &[Target]| {
+            targets.iter().any(|t| match t.kind {
+                Kind::Local => a.names.contains(lower(&t.value).as_ref()),
+                Kind::Address => addr::split(&t.value).is_some_and(|(l, d)| {
+                    domains.contains(&d) && a.names.contains(lower(l).as_ref())
+                }),
+                Kind::Include => a.includes.contains(t.value.as_str()),
+                _ => false,
+            })
+        };
+        loop {
+            let before = a.len();
+            for i in &c.includes {
+                if reaches(a, &i.targets) {
+                    a.includes.insert(i.path.clone());
+                }
+            }
+            for e in &c.aliases {
+                if reaches(a, &e.targets) {
+                    a.names.insert(e.name.clone());
+                }
+            }
+            for v in &c.virtuals {
+                if reaches(a, &v.targets) {
+                    a.names.insert(local_of(&v.key).into_owned());
+                }
+            }
+            if a.len() == before {
+                break;
+            }
+        }
+    }
+
     /// The names `old` to `new` affects, comma-separated.
     fn check(old: &str, new: &str, expected: &str) {
         let (old, new) = (content(old), content(new));
@@ -896,7 +936,10 @@ mod affected {
         ) {
             walk(&start, &edits, |old, new| {
                 let mut a = Affected::of(&diff(old, new)).expect("domains unchanged");
+                let mut passes = a.clone();
                 a.close_over(new);
+                fixpoint(&mut passes, new);
+                prop_assert_eq!(&passes, &a);
                 let before = plan_all(old);
                 let after = plan_all(new);
                 let local = |p: &Plan| addr::split(&p.address).map(|(l, _)| l.to_string());
@@ -914,13 +957,15 @@ mod affected {
                 );
                 // Inside: plan_affected gives exactly the full plans, in order.
                 let mut got = Vec::new();
-                Planner::new(new).plan_affected(&a, |p| got.push(p.clone()));
+                Planner::sparse(new).plan_affected(&a, |p| got.push(p.clone()));
                 let want: Vec<Plan> = after
                     .iter()
                     .filter(|p| a.contains(&local(p).unwrap_or_default()))
                     .cloned()
                     .collect();
                 prop_assert_eq!(got, want);
+                // Found by binary search rather than hashed: the same plans.
+                prop_assert_eq!(Planner::sparse(new).plan_all(), after);
                 Ok(())
             })?;
         }

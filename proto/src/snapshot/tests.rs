@@ -181,6 +181,54 @@ fn validate_names_every_problem() {
 }
 
 #[test]
+fn a_delta_is_checked_by_what_it_upserts() {
+    use crate::delta::{Changes, apply, diff};
+    let old = content("== aliases\nx: r@remote.net\ny: x\n== virtual\nv@example.org x\n");
+    let new = content(
+        "== aliases\nx: s@remote.net\ny: x\nz: r@remote.net\n== virtual\nv@example.org x\n\
+         w@example.org y\n",
+    );
+    let check = |corrupt: &dyn Fn(&mut Changes), expected: Option<&str>| {
+        let mut changes = diff(&old, &new);
+        corrupt(&mut changes);
+        let mut got = apply(&old, &changes).expect("the changes apply");
+        got.normalize();
+        let only = got.validate_changed(&changes).map_err(|e| e.to_string());
+        let full = got.validate().map_err(|e| e.to_string());
+        assert_eq!(only.is_ok(), full.is_ok(), "{only:?} but in full {full:?}");
+        match expected {
+            None => assert_eq!(only, Ok(())),
+            Some(needle) => {
+                let e = only.expect_err(needle);
+                assert!(e.contains(needle), "{needle:?} not in {e}");
+            }
+        }
+    };
+    check(&|_| {}, None);
+    check(
+        &|c| c.aliases.upsert[0].targets[0].value = "s b@remote.net".into(),
+        Some("alias \"x\": target \"s b@remote.net\" is not a valid address"),
+    );
+    check(
+        &|c| c.aliases.upsert[0].name = "X".into(),
+        Some("alias \"X\" is not a valid lowercase name"),
+    );
+    check(
+        &|c| c.aliases.upsert[1].file = 9,
+        Some("file index 9 out of range"),
+    );
+    check(
+        &|c| c.virtuals.upsert[0].key = "w@example.org\nroot".into(),
+        Some("is not a valid lowercase address"),
+    );
+    // The file table changed: every entry is checked, an unchanged one's index too.
+    check(
+        &|c| c.files = Some(Vec::new()),
+        Some("alias \"y\": file index 0 out of range"),
+    );
+}
+
+#[test]
 fn duplicates_are_found_sorted_or_not() {
     let check = |names: &[&str], expected: &[&str]| {
         let mut c = content("== aliases\nx: r@remote.net\n");

@@ -170,6 +170,65 @@ proptest! {
     }
 }
 
+#[test]
+fn seek_finds_the_first_line_not_below_an_address() {
+    let text = "a@x.org OK\nb.c@x.org OK\nb@x.org: t@r.net\nbb@x.org OK\nz@x.org OK\n";
+    let check = |text: &str, address: &str, expected: &str| {
+        let at = seek(text, address);
+        assert_eq!(&text[at..], expected, "seek {address:?}");
+    };
+    for (address, rest) in [
+        ("0@x.org", text),
+        ("a@x.org", text),
+        ("a@y.org", &text[11..]),
+        ("b.c@x.org", &text[11..]),
+        ("b@x.org", &text[24..]),
+        ("b@y.org", &text[41..]),
+        ("z@x.org", &text[53..]),
+        ("zz@x.org", ""),
+    ] {
+        check(text, address, rest);
+    }
+    check("", "a@x.org", "");
+    // The last line without its newline.
+    check("a@x.org OK\nc@x.org OK", "b@x.org", "c@x.org OK");
+    check("a@x.org OK\nc@x.org OK", "d@x.org", "");
+}
+
+#[test]
+fn merge_replaces_only_the_doomed_lines() {
+    let old = "a@x.org OK\nb@x.org OK\nc@x.org OK\nd@x.org OK\n";
+    let check = |doomed: &[&str], new: &str, expected: Option<(&str, Vec<&str>)>| {
+        let doomed: Vec<String> = doomed.iter().map(|d| d.to_string()).collect();
+        let mut gone = Vec::new();
+        let got = merge(old, new, &doomed, |a, _| gone.push(a.to_string()));
+        let got = got
+            .as_deref()
+            .map(|m| (m, gone.iter().map(String::as_str).collect()));
+        assert_eq!(got, expected, "doomed {doomed:?}, new {new:?}");
+    };
+    check(&[], "", Some((old, vec![])));
+    check(
+        &["b@x.org"],
+        "b@x.org: t@r.net\n",
+        Some((
+            "a@x.org OK\nb@x.org: t@r.net\nc@x.org OK\nd@x.org OK\n",
+            vec!["b@x.org"],
+        )),
+    );
+    // A doomed address with no line now, and one with no line before.
+    check(
+        &["a@x.org", "bb@x.org", "e@x.org"],
+        "bb@x.org OK\ne@x.org OK\n",
+        Some((
+            "b@x.org OK\nbb@x.org OK\nc@x.org OK\nd@x.org OK\ne@x.org OK\n",
+            vec!["a@x.org"],
+        )),
+    );
+    // A new line for an address not doomed: the caller renders everything instead.
+    check(&["b@x.org"], "c@x.org OK\n", None);
+}
+
 mod after_a_delta {
     //! The incremental render after a delta equals the full render of the result, lines and
     //! counts, over random edit sequences of a model primary.
