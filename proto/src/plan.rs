@@ -276,6 +276,19 @@ impl<'a> Maps<'a> {
     }
 }
 
+/// Where an entry is: `hashed` is the planner's index lookup when it has indexes, else `list`
+/// (sorted) is searched with `cmp`.
+fn find<T>(
+    hashed: Option<Option<&usize>>,
+    list: &[T],
+    cmp: impl FnMut(&T) -> std::cmp::Ordering,
+) -> Option<usize> {
+    match hashed {
+        Some(at) => at.copied(),
+        None => list.binary_search_by(cmp).ok(),
+    }
+}
+
 /// Orders the string `s` against the address `local@domain`, as strings.
 fn cmp_joined(s: &str, (local, domain): (&str, &str)) -> std::cmp::Ordering {
     let joined = local
@@ -334,60 +347,43 @@ impl<'a> Planner<'a> {
     }
 
     fn alias(&self, name: &str) -> Option<usize> {
-        match &self.maps {
-            Some(m) => m.aliases.get(name).copied(),
-            None => (self.c.aliases)
-                .binary_search_by(|a| a.name.as_str().cmp(name))
-                .ok(),
-        }
+        let hashed = self.maps.as_ref().map(|m| m.aliases.get(name));
+        find(hashed, &self.c.aliases, |a| a.name.as_str().cmp(name))
     }
 
     fn user(&self, name: &str) -> Option<usize> {
-        match &self.maps {
-            Some(m) => m.users.get(name).copied(),
-            None => (self.c.users)
-                .binary_search_by(|u| u.name.as_str().cmp(name))
-                .ok(),
-        }
+        let hashed = self.maps.as_ref().map(|m| m.users.get(name));
+        find(hashed, &self.c.users, |u| u.name.as_str().cmp(name))
     }
 
     /// The virtual entry whose key is `local@domain`.
     fn virtual_at(&self, local: &str, domain: &str) -> Option<usize> {
-        match &self.maps {
-            Some(m) => m.virtuals.get(&(local, domain)).copied(),
-            None => (self.c.virtuals)
-                .binary_search_by(|v| cmp_joined(&v.key, (local, domain)))
-                .ok(),
-        }
+        let hashed = self.maps.as_ref().map(|m| m.virtuals.get(&(local, domain)));
+        find(hashed, &self.c.virtuals, |v| {
+            cmp_joined(&v.key, (local, domain))
+        })
     }
 
     /// The virtual entry whose key is the bare name `name`.
     fn bare_virtual(&self, name: &str) -> Option<usize> {
-        match &self.maps {
-            Some(m) => m.bare_virtuals.get(name).copied(),
-            None => (self.c.virtuals)
-                .binary_search_by(|v| v.key.as_str().cmp(name))
-                .ok()
-                .filter(|&i| !self.c.virtuals[i].key.contains('@')),
-        }
+        let hashed = self.maps.as_ref().map(|m| m.bare_virtuals.get(name));
+        find(hashed, &self.c.virtuals, |v| v.key.as_str().cmp(name))
+            .filter(|&i| !self.c.virtuals[i].key.contains('@'))
     }
 
     fn recipient(&self, local: &str, domain: &str) -> Option<usize> {
-        match &self.maps {
-            Some(m) => m.recipients.get(&(local, domain)).copied(),
-            None => (self.c.recipients)
-                .binary_search_by(|r| cmp_joined(&r.address, (local, domain)))
-                .ok(),
-        }
+        let hashed = self
+            .maps
+            .as_ref()
+            .map(|m| m.recipients.get(&(local, domain)));
+        find(hashed, &self.c.recipients, |r| {
+            cmp_joined(&r.address, (local, domain))
+        })
     }
 
     fn include(&self, path: &str) -> Option<usize> {
-        match &self.maps {
-            Some(m) => m.includes.get(path).copied(),
-            None => (self.c.includes)
-                .binary_search_by(|i| i.path.as_str().cmp(path))
-                .ok(),
-        }
+        let hashed = self.maps.as_ref().map(|m| m.includes.get(path));
+        find(hashed, &self.c.includes, |i| i.path.as_str().cmp(path))
     }
 
     fn origin(&self, at: At) -> String {
