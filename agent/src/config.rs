@@ -66,7 +66,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
-    /// Quiet time after a file event before the sources are read again, in milliseconds.
+    /// Quiet time after a file event before the sources are read again, in milliseconds: each
+    /// further event for a watched file starts it again, up to ten times this (at least 1 s)
+    /// after the first.
     #[serde(default = "default_debounce")]
     pub debounce_ms: u64,
     /// Heartbeat interval when nothing changes, in seconds.

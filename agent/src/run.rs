@@ -100,6 +100,40 @@ fn note(changed: &mut Changed, ev: &notify::Event) {
     }
 }
 
+/// Waits for quiet after a change: until `debounce` passes without a relevant event (a file
+/// written in several steps is read once it is whole, not halfway), or at most
+/// [`settle_cap`]`(debounce)` after the call, so a file that never stops changing is still
+/// read. Every event that comes is noted in `changed`.
+async fn settle(
+    rx: &mut mpsc::UnboundedReceiver<notify::Event>,
+    changed: &mut Changed,
+    paths: &BTreeSet<PathBuf>,
+    debounce: Duration,
+) {
+    let now = tokio::time::Instant::now();
+    let give_up = now + settle_cap(debounce);
+    let mut quiet = now + debounce;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(quiet.min(give_up)) => return,
+            more = rx.recv() => match more {
+                Some(ev) => {
+                    note(changed, &ev);
+                    if relevant(&ev, paths) || ev.need_rescan() {
+                        quiet = tokio::time::Instant::now() + debounce;
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// The longest [`settle`] waits: ten debounce periods, and at least a second.
+fn settle_cap(debounce: Duration) -> Duration {
+    (debounce * 10).max(Duration::from_secs(1))
+}
+
 /// The directory to watch for `p`: its parent (or, where that does not exist yet, the nearest
 /// existing ancestor), or `p` itself if it is a directory (glob patterns).
 fn watch_dir(p: &Path) -> Option<PathBuf> {
@@ -314,17 +348,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 if relevant(&ev, &paths) || ev.need_rescan() {
                     tracing::debug!(paths = ?ev.paths, kind = ?ev.kind, "change noticed");
                     note(&mut changed, &ev);
-                    // Debounce: wait for quiet, noting further events.
-                    let deadline = tokio::time::Instant::now() + debounce;
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(deadline) => break,
-                            more = ev_rx.recv() => match more {
-                                Some(ev) => note(&mut changed, &ev),
-                                None => break,
-                            },
-                        }
-                    }
+                    settle(&mut ev_rx, &mut changed, &paths, debounce).await;
                     dirty = true;
                 }
             }

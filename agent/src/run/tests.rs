@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind};
 use notify::{Event, EventKind, Watcher};
 
-use super::relevant;
+use super::{relevant, settle, settle_cap};
 
 fn collected() -> BTreeSet<PathBuf> {
     [
@@ -125,4 +125,67 @@ fn reading_a_collected_file_is_not_a_change_and_writing_it_is() {
         written.iter().any(|e| relevant(e, &paths)),
         "a write did not wake the agent: {written:?}"
     );
+}
+
+/// How long (virtual milliseconds) the agent waits after a change when further events come
+/// after each of `gaps` (ms; `true`: an event for a collected path), and which paths it noted.
+async fn settled_after(gaps: &[(u64, bool)], debounce: u64) -> (u64, usize) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let events: Vec<(u64, Event)> = gaps
+        .iter()
+        .enumerate()
+        .map(|(i, &(gap, ours))| {
+            let path = if ours {
+                "/etc/aliases".to_string()
+            } else {
+                format!("/var/tmp/unrelated-{i}")
+            };
+            let kind = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+            (gap, Event::new(kind).add_path(PathBuf::from(path)))
+        })
+        .collect();
+    tokio::spawn(async move {
+        for (gap, ev) in events {
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+            let _ = tx.send(ev);
+        }
+        // Keep the channel open: the agent's watcher outlives any wait.
+        std::future::pending::<()>().await;
+    });
+    let mut changed = Some(BTreeSet::new());
+    let start = tokio::time::Instant::now();
+    settle(
+        &mut rx,
+        &mut changed,
+        &collected(),
+        Duration::from_millis(debounce),
+    )
+    .await;
+    let noted = changed.map_or(usize::MAX, |c| c.len());
+    (start.elapsed().as_millis() as u64, noted)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_reads_once_the_files_are_quiet_but_not_never() {
+    let cap = settle_cap(Duration::from_millis(20)).as_millis() as u64;
+    assert_eq!(cap, 1000);
+    assert_eq!(settle_cap(Duration::from_millis(500)).as_millis(), 5000);
+    let ours = |gap| (gap, true);
+    // Events after the first (gap in ms, whether for a watched file) and (ms waited, paths noted).
+    type Case = (Vec<(u64, bool)>, (u64, usize));
+    let cases: Vec<Case> = vec![
+        // Nothing more: one debounce period.
+        (vec![], (20, 0)),
+        // A file written in three steps 10 ms apart: read 20 ms after the last.
+        (vec![ours(10), ours(10), ours(10)], (50, 1)),
+        // The next change comes after the quiet period: it is the next collection's.
+        (vec![ours(25)], (20, 0)),
+        // Events for files the agent does not read do not hold it back (they are noted).
+        (vec![(5, false), (5, false)], (20, 2)),
+        // A file that never stops changing is read at the cap.
+        (vec![ours(15); 200], (cap, 1)),
+    ];
+    for (gaps, expected) in cases {
+        assert_eq!(settled_after(&gaps, 20).await, expected, "{gaps:?}");
+    }
 }
