@@ -380,11 +380,12 @@ impl Builder {
     /// (postalias: first entry; `alias_maps`: first map), with a warning for each other.
     pub fn finish(mut self) -> Content {
         let aliases = std::mem::take(&mut self.content.aliases);
-        let mut order: Vec<(Alias, u32)> = aliases.into_iter().zip(self.alias_seq).collect();
-        // (name, sequence) is a total order, so an unstable sort gives the stable result.
-        order.sort_unstable_by(|(a, i), (b, j)| a.name.cmp(&b.name).then(i.cmp(j)));
+        let order: Vec<(Alias, u32)> = aliases.into_iter().zip(self.alias_seq).collect();
         let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
-        for (a, _) in order {
+        // (name, sequence) is a total order, so an unstable sort gives the stable result.
+        let by_name =
+            |(a, i): &(Alias, u32), (b, j): &(Alias, u32)| a.name.cmp(&b.name).then(i.cmp(j));
+        for (a, _) in sorted(order, by_name, PARALLEL_SORT) {
             match kept.last() {
                 Some(first) if first.name == a.name => {
                     let f = &self.content.files[first.file as usize];
@@ -407,9 +408,62 @@ impl Builder {
     }
 }
 
+/// Lists at least this long are sorted in two halves on two threads.
+const PARALLEL_SORT: usize = 100_000;
+
+/// `v` in the order of `cmp` (a total order, so an unstable sort is stable), sorted in two
+/// halves on two threads and merged as it is taken when it has at least `parallel` items.
+fn sorted<T: Send>(
+    mut v: Vec<T>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync,
+    parallel: usize,
+) -> impl Iterator<Item = T> {
+    let mut second = if v.len() >= parallel.max(2) {
+        v.split_off(v.len() / 2)
+    } else {
+        Vec::new()
+    };
+    if second.is_empty() {
+        v.sort_unstable_by(&cmp);
+    } else {
+        std::thread::scope(|s| {
+            let other = s.spawn(|| second.sort_unstable_by(&cmp));
+            v.sort_unstable_by(&cmp);
+            if let Err(panic) = other.join() {
+                std::panic::resume_unwind(panic);
+            }
+        });
+    }
+    let (mut a, mut b) = (v.into_iter().peekable(), second.into_iter().peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if cmp(y, x).is_lt() => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorting_in_halves_gives_the_plain_sort() {
+        let check = |v: Vec<(u8, u32)>| {
+            let cmp = |x: &(u8, u32), y: &(u8, u32)| x.cmp(y);
+            let mut want = v.clone();
+            want.sort();
+            for parallel in [0, 2, 3, usize::MAX] {
+                let got: Vec<_> = sorted(v.clone(), cmp, parallel).collect();
+                assert_eq!(got, want, "{v:?} from {parallel}");
+            }
+        };
+        check(vec![]);
+        check(vec![(1, 0)]);
+        check(vec![(2, 0), (1, 1)]);
+        check(vec![(3, 0), (1, 1), (2, 2), (1, 3), (0, 4)]);
+        check((0..50u32).map(|i| ((i * 7 % 13) as u8, i)).collect());
+        check((0..50u32).rev().map(|i| (0, i)).collect());
+    }
 
     #[test]
     fn pending_includes_are_those_named_and_not_added_yet() {
