@@ -246,12 +246,9 @@ struct Maps<'a> {
 
 impl<'a> Maps<'a> {
     fn of(c: &'a Content) -> Self {
-        let index = |keys: &mut dyn Iterator<Item = &'a str>| {
-            keys.enumerate().map(|(i, k)| (k, i)).collect()
-        };
         Maps {
-            aliases: index(&mut c.aliases.iter().map(|a| a.name.as_str())),
-            users: index(&mut c.users.iter().map(|u| u.name.as_str())),
+            aliases: index(c.aliases.iter().map(|a| a.name.as_str())),
+            users: index(c.users.iter().map(|u| u.name.as_str())),
             virtuals: c
                 .virtuals
                 .iter()
@@ -271,9 +268,14 @@ impl<'a> Maps<'a> {
                 .enumerate()
                 .filter_map(|(i, r)| addr::split(&r.address).map(|k| (k, i)))
                 .collect(),
-            includes: index(&mut c.includes.iter().map(|i| i.path.as_str())),
+            includes: index(c.includes.iter().map(|i| i.path.as_str())),
         }
     }
+}
+
+/// Each key's position in its list.
+fn index<'a>(keys: impl Iterator<Item = &'a str>) -> FxHashMap<&'a str, usize> {
+    keys.enumerate().map(|(i, k)| (k, i)).collect()
 }
 
 /// Where an entry is: `hashed` is the planner's index lookup when it has indexes, else `list`

@@ -393,29 +393,27 @@ impl Content {
                 p.push(format!("domain {d:?} is not a valid lowercase domain"));
             }
         }
-        let mut dups = |what: &str, keys: &mut dyn Iterator<Item = &str>| {
-            let keys: Vec<&str> = keys.collect();
-            let mut seen = Dups::new(keys.iter().copied());
-            for k in keys {
-                if seen.repeated(k) {
-                    p.push(format!("{what} {k:?} is duplicated"));
-                }
-            }
-        };
-        dups("alias", &mut self.aliases.iter().map(|a| a.name.as_str()));
         dups(
+            &mut p,
+            "alias",
+            self.aliases.iter().map(|a| a.name.as_str()),
+        );
+        dups(
+            &mut p,
             "include",
-            &mut self.includes.iter().map(|i| i.path.as_str()),
+            self.includes.iter().map(|i| i.path.as_str()),
         );
         dups(
+            &mut p,
             "virtual key",
-            &mut self.virtuals.iter().map(|v| v.key.as_str()),
+            self.virtuals.iter().map(|v| v.key.as_str()),
         );
         dups(
+            &mut p,
             "recipient",
-            &mut self.recipients.iter().map(|r| r.address.as_str()),
+            self.recipients.iter().map(|r| r.address.as_str()),
         );
-        dups("user", &mut self.users.iter().map(|u| u.name.as_str()));
+        dups(&mut p, "user", self.users.iter().map(|u| u.name.as_str()));
         let all = Entries {
             aliases: &self.aliases,
             includes: &self.includes,
@@ -450,6 +448,16 @@ impl Content {
     /// How many addresses the content makes valid at its served domains (for the shrink guard).
     pub fn address_count(&self) -> usize {
         crate::plan::valid_addresses(self).len()
+    }
+}
+
+/// Reports each key of a list that came before in it, as `{what} {key:?} is duplicated`.
+fn dups<'a>(p: &mut Problems, what: &str, keys: impl Iterator<Item = &'a str> + Clone) {
+    let mut seen = Dups::new(keys.clone());
+    for k in keys {
+        if seen.repeated(k) {
+            p.push(format!("{what} {k:?} is duplicated"));
+        }
     }
 }
 
