@@ -95,6 +95,16 @@ enum Small {
 /// Paths that file events named since the last collection; `None`: read everything again.
 pub type Changed = Option<BTreeSet<PathBuf>>;
 
+/// Whether file events named `path` or a directory above it (`changed`: the paths they named).
+pub(crate) fn named(changed: &BTreeSet<PathBuf>, path: &Path) -> bool {
+    // A few named paths (the usual case): compare with each; many: look up each ancestor.
+    if changed.len() <= 8 {
+        changed.iter().any(|c| path.starts_with(c))
+    } else {
+        path.ancestors().any(|p| changed.contains(p))
+    }
+}
+
 /// Small-file reads for one collection: from `cache` unless `changed` names the path or a
 /// directory above it.
 struct Reader<'a> {
@@ -105,14 +115,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn cached(&mut self, path: &Path) -> Option<Small> {
-        let changed = self.changed?;
-        // A few named paths (the usual case): compare with each; many: look up each ancestor.
-        let named = if changed.len() <= 8 {
-            changed.iter().any(|c| path.starts_with(c))
-        } else {
-            path.ancestors().any(|p| changed.contains(p))
-        };
-        if named {
+        if named(self.changed?, path) {
             return None;
         }
         self.cache.as_mut()?.small.remove(path)

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::collect::{Cache, Changed, Collected, collect, collect_with};
+use crate::collect::{Cache, Changed, Collected, collect, collect_with, named};
 use crate::config::Config;
 use crate::push::{Control, Current, Outcome, Target, receiver_loop};
 use crate::state::Counters;
@@ -119,7 +119,7 @@ async fn settle(
             more = rx.recv() => match more {
                 Some(ev) => {
                     note(changed, &ev);
-                    if relevant(&ev, paths) || ev.need_rescan() {
+                    if wakes(&ev, paths) {
                         quiet = tokio::time::Instant::now() + debounce;
                     }
                 }
@@ -150,6 +150,11 @@ fn watch_dir(p: &Path) -> Option<PathBuf> {
 
 /// Past this many paths named by events, every watch directory is looked for again.
 const FEW_CHANGED: usize = 64;
+
+/// Whether an event makes the agent collect again: a relevant change, or a lost event queue.
+fn wakes(event: &notify::Event, paths: &BTreeSet<PathBuf>) -> bool {
+    relevant(event, paths) || event.need_rescan()
+}
 
 /// Whether a file event can mean that a collected path changed: it names a collected path, a
 /// directory on the way to one, or an entry of a collected directory (glob patterns), and it is
@@ -209,7 +214,7 @@ impl Watches {
         let mut of = HashMap::with_capacity(paths.len());
         for p in paths {
             let dir = match self.of.remove(p) {
-                Some(d) if since.is_some_and(|s| !s.iter().any(|c| p.starts_with(c))) => d,
+                Some(d) if since.is_some_and(|s| !named(s, p)) => d,
                 _ => watch_dir(p),
             };
             of.insert(p.clone(), dir);
@@ -345,7 +350,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(ev) = ev_rx.recv() => {
-                if relevant(&ev, &paths) || ev.need_rescan() {
+                if wakes(&ev, &paths) {
                     tracing::debug!(paths = ?ev.paths, kind = ?ev.kind, "change noticed");
                     note(&mut changed, &ev);
                     settle(&mut ev_rx, &mut changed, &paths, debounce).await;
