@@ -124,20 +124,45 @@ fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError>
             fs::create_dir_all(parent).map_err(io("create directory", parent))?;
             dirs.push(parent.to_path_buf());
         }
-        let f = File::create(&path).map_err(io("create", &path))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        rendered
-            .write_file(name, &mut w)
-            .map_err(io("write", &path))?;
-        let f = w
-            .into_inner()
-            .map_err(|e| io("write", &path)(e.into_error()))?;
-        f.sync_all().map_err(io("fsync", &path))?;
     }
+    // Copying a million lines into the page cache is most of an install: two threads take the
+    // files in turn.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let writer = || -> Result<(), InstallError> {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(name) = rendered.names.get(i) else {
+                return Ok(());
+            };
+            write_file(&new.join(name), |w| rendered.write_file(name, w))?;
+        }
+    };
+    std::thread::scope(|s| {
+        let other = s.spawn(writer);
+        let mine = writer();
+        let theirs = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        mine.and(theirs)
+    })?;
     for d in dirs.iter().rev() {
         fsync_dir(d)?;
     }
     Ok(())
+}
+
+/// Creates `path`, fills it with `fill` and fsyncs it.
+fn write_file(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), InstallError> {
+    let f = File::create(path).map_err(io("create", path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    fill(&mut w).map_err(io("write", path))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| io("write", path)(e.into_error()))?;
+    f.sync_all().map_err(io("fsync", path))
 }
 
 /// Points `DIR/current` at `.gen/NAME` atomically and makes sure the fixed links exist.
