@@ -5,22 +5,27 @@
 //! start or stop naming `:include:` files. A file that cannot be read becomes a diagnostic (and,
 //! for an include or a `.forward`, makes its owner punt); it never stops the collection.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use proto::parse::AliasesFile;
 use proto::{Builder, Content, Severity};
 
 use crate::config::Sources;
 
+mod patch;
+
 /// The result of one collection.
 #[derive(Debug, Clone)]
 pub struct Collected {
     /// The normalized content.
-    pub content: Content,
+    pub content: Arc<Content>,
     /// Every path read or looked for (existing or not), for the watcher.
-    pub paths: BTreeSet<PathBuf>,
+    pub paths: Arc<BTreeSet<PathBuf>>,
+    /// Whether it was patched from the last collection (see [`Cache`]).
+    pub patched: bool,
 }
 
 /// Expands a configured source: a glob pattern to its sorted matches, a plain path to itself.
@@ -74,6 +79,11 @@ fn read(path: &str, b: &mut Builder) -> Option<Vec<u8>> {
 ///   are read again only when a file event named them or a directory above them, or when there
 ///   is no record of events (the first collection, the periodic rescan, an event queue overflow).
 ///
+/// When events named nothing but aliases files, and the entries that changed there are defined
+/// once and name the same `:include:` files as before, the last collection is patched instead
+/// of assembled again (see the `patch` module for exactly when): virtual maps, recipient lists
+/// and the passwd file are then read again only when an event names them.
+///
 /// A collection with a cache gives what one without gives, given the events.
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -81,6 +91,8 @@ pub struct Cache {
     aliases: HashMap<String, AliasesFile>,
     /// The small files as last read (or looked for), by path.
     small: HashMap<PathBuf, Small>,
+    /// The last collection.
+    last: Option<patch::Last>,
 }
 
 /// What reading (or looking for) a small file gave.
@@ -154,7 +166,7 @@ impl Reader<'_> {
 
 /// Reads every source named in `sources` for the served `domains`.
 pub fn collect(domains: &[String], sources: &Sources) -> Collected {
-    collect_inner(domains, sources, None, None)
+    collect_inner(domains, sources, None, None).0
 }
 
 /// Like [`collect`], reading again only what changed since the collection that filled `cache`
@@ -165,20 +177,35 @@ pub fn collect_with(
     cache: &mut Cache,
     changed: &Changed,
 ) -> Collected {
-    collect_inner(domains, sources, Some(cache), changed.as_ref())
+    if let Some(c) = changed
+        && let Some(got) = patch::patch(domains, sources, cache, c)
+    {
+        return got;
+    }
+    let (got, aliases, duplicates) = collect_inner(domains, sources, Some(cache), changed.as_ref());
+    cache.last = Some(patch::Last {
+        domains: domains.to_vec(),
+        aliases,
+        collected: got.clone(),
+        duplicates,
+    });
+    got
 }
 
+/// A collection, with the aliases files read, in order, and the names they define more than once.
 fn collect_inner(
     domains: &[String],
     sources: &Sources,
     mut cache: Option<&mut Cache>,
     changed: Option<&BTreeSet<PathBuf>>,
-) -> Collected {
+) -> (Collected, Vec<String>, HashSet<String>) {
     let mut b = Builder::new(domains);
     let mut paths = BTreeSet::new();
     let mut seen = HashMap::new();
+    let mut aliases = Vec::new();
     for pattern in &sources.aliases {
         for path in expand(pattern, &mut b) {
+            aliases.push(path.clone());
             paths.insert(PathBuf::from(&path));
             let Some(bytes) = read(&path, &mut b) else {
                 continue;
@@ -258,10 +285,13 @@ fn collect_inner(
         c.aliases = seen;
         c.small = small.seen;
     }
-    Collected {
-        content: b.finish(),
-        paths,
-    }
+    let (content, duplicates) = b.finish_with_duplicates();
+    let got = Collected {
+        content: Arc::new(content),
+        paths: Arc::new(paths),
+        patched: false,
+    };
+    (got, aliases, duplicates)
 }
 
 /// Looks for `~/.procmailrc` and `~/.forward`. When the home directory cannot be examined, the

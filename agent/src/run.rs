@@ -295,7 +295,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         "mxsync-agent started"
     );
 
-    let mut paths = BTreeSet::new();
+    let mut paths = Arc::new(BTreeSet::new());
     let mut dirty = true;
     let mut next_rescan = tokio::time::Instant::now() + rescan;
     // What was read last, and the paths events named since (None: read everything again).
@@ -309,10 +309,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             let (c, kept) = collect_cached(&cfg, std::mem::take(&mut cache), since.clone()).await?;
             cache = kept;
             let collected = began.elapsed();
-            watches.update(&c.paths, &since, c.paths == paths);
+            let same_paths = Arc::ptr_eq(&c.paths, &paths) || c.paths == paths;
+            watches.update(&c.paths, &since, same_paths);
             let watched = began.elapsed();
             paths = c.paths;
-            let fresh = Arc::new(c.content);
+            let fresh = c.content;
             let hash = {
                 let f = Arc::clone(&fresh);
                 tokio::task::spawn_blocking(move || f.hash()).await?
@@ -342,6 +343,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     ms = began.elapsed().as_millis() as u64,
                     collect_ms = collected.as_millis() as u64,
                     watch_ms = (watched - collected).as_millis() as u64,
+                    patched = c.patched,
                     "new snapshot"
                 );
                 cur_tx.send_replace(Some(Arc::new(cur)));
@@ -394,7 +396,7 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
     let cfg = Arc::new(cfg);
     let counters = Arc::new(Mutex::new(Counters::load(&cfg.state_dir)?));
     let c = collect_async(&cfg).await?;
-    let content = Arc::new(c.content);
+    let content = c.content;
     let hash = content.hash();
     let mut version = counters
         .lock()

@@ -178,8 +178,13 @@ pub(crate) fn collect_scenario(n: usize) -> anyhow::Result<()> {
     }
     let second = second.context("five edits")?;
     warm.sort_by(f64::total_cmp);
+    let how = if second.patched {
+        "patched"
+    } else {
+        "assembled again"
+    };
     steps.push((
-        "after one changed line (cache warm; median of 5 edits)".into(),
+        format!("after one changed line (cache warm, {how}; median of 5 edits)"),
         warm[2],
     ));
     let t = Instant::now();

@@ -5,7 +5,7 @@
 //! with a warning), keeps only what concerns the served domains, and produces normalized content.
 //! It does no I/O itself: it tells the caller which `:include:` files it still needs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::addr;
 use crate::parse;
@@ -378,7 +378,13 @@ impl Builder {
 
     /// The normalized content. Of aliases defined more than once, the first one added wins
     /// (postalias: first entry; `alias_maps`: first map), with a warning for each other.
-    pub fn finish(mut self) -> Content {
+    pub fn finish(self) -> Content {
+        self.finish_with_duplicates().0
+    }
+
+    /// Like [`Builder::finish`], with the names of the aliases defined more than once.
+    pub fn finish_with_duplicates(mut self) -> (Content, HashSet<String>) {
+        let mut duplicates = HashSet::new();
         let aliases = std::mem::take(&mut self.content.aliases);
         let order: Vec<(Alias, u32)> = aliases.into_iter().zip(self.alias_seq).collect();
         let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
@@ -388,6 +394,7 @@ impl Builder {
         for (a, _) in sorted(order, by_name, PARALLEL_SORT) {
             match kept.last() {
                 Some(first) if first.name == a.name => {
+                    duplicates.insert(a.name.clone());
                     let f = &self.content.files[first.file as usize];
                     self.content.diagnostics.push(Diagnostic {
                         file: self.content.files[a.file as usize].clone(),
@@ -404,7 +411,7 @@ impl Builder {
         }
         self.content.aliases = kept;
         self.content.normalize();
-        self.content
+        (self.content, duplicates)
     }
 }
 

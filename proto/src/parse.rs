@@ -10,8 +10,8 @@ mod lines;
 mod rhs;
 
 pub use lines::{
-    AliasesFile, ParsedAlias, ParsedList, ParsedVirtual, PasswdEntry, parse_aliases, parse_list,
-    parse_passwd, parse_recipients, parse_virtual,
+    AliasesFile, ParsedAlias, ParsedList, ParsedVirtual, PasswdEntry, Splice, parse_aliases,
+    parse_list, parse_passwd, parse_recipients, parse_virtual,
 };
 pub use rhs::parse_value;
 

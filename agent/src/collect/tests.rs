@@ -191,3 +191,169 @@ fn a_cached_collection_reads_again_what_events_name() {
     p.write("lists/staff", "d@x.net\n");
     check(None, true, "rescan");
 }
+
+#[test]
+fn edits_of_aliases_files_are_patched_only_where_a_full_collection_agrees() {
+    let p = Primary::new();
+    p.write(
+        "passwd",
+        &format!("ann:x:1000:1000::{}:/bin/sh\n", p.path("home/ann")),
+    );
+    let list = p.write("lists/staff", "a@x.net\n");
+    let other = p.write("lists/other", "o@x.net\n");
+    let a = p.write(
+        "aliases",
+        &format!(
+            "staff: :include:{list}, boss@remote.net\nx: r@remote.net\ny: s@remote.net\ndup: a@remote.net\n# end\n"
+        ),
+    );
+    let b = p.write("aliases.more", "dup: b@remote.net\nz: t@remote.net\n");
+    let sources = p.sources(vec![a.clone(), b.clone()]);
+    let domains = vec!["example.org".to_string()];
+    let mut cache = Cache::default();
+    let first = collect_with(&domains, &sources, &mut cache, &None);
+    assert!(!first.patched);
+    // Each step: a file and its new text, the paths events named, and whether it is patched.
+    // Every collection must equal a full one without a cache.
+    let mut check = |file: &str, text: String, named: &[&str], patched: bool| {
+        p.write(file, &text);
+        let changed = Some(named.iter().map(PathBuf::from).collect());
+        let got = collect_with(&domains, &sources, &mut cache, &changed);
+        let fresh = collect(&domains, &sources);
+        assert_eq!(got.content, fresh.content, "{file}: {text}");
+        assert_eq!(got.paths, fresh.paths, "{file}: {text}");
+        assert_eq!(got.patched, patched, "{file}: {text}");
+    };
+    let staff = format!("staff: :include:{list}, boss@remote.net\n");
+    let a_with = |rest: &str| format!("{staff}{rest}dup: a@remote.net\n# end\n");
+    // A changed value, a renamed alias, an unchanged content (a comment).
+    check(
+        "aliases",
+        a_with("x: q@remote.net\ny: s@remote.net\n"),
+        &[&a],
+        true,
+    );
+    check(
+        "aliases",
+        a_with("x: q@remote.net\nw: s@remote.net\n"),
+        &[&a],
+        true,
+    );
+    check(
+        "aliases",
+        a_with("x: q@remote.net\nw: s@remote.net\n").replace("# end", "# fin"),
+        &[&a],
+        true,
+    );
+    // No event at all: the aliases files are read anyway.
+    check(
+        "aliases",
+        a_with("x: p@remote.net\nw: s@remote.net\n"),
+        &[],
+        true,
+    );
+    // A name defined in the other file: it is a duplicate now.
+    check(
+        "aliases",
+        a_with("z: p@remote.net\nw: s@remote.net\n"),
+        &[&a],
+        false,
+    );
+    check(
+        "aliases",
+        a_with("x: p@remote.net\nw: s@remote.net\n"),
+        &[&a],
+        false,
+    );
+    // A duplicate's value.
+    check(
+        "aliases",
+        a_with("x: p@remote.net\nw: s@remote.net\n").replace("dup: a@", "dup: c@"),
+        &[&a],
+        false,
+    );
+    // A line more: every later line number moves.
+    check(
+        "aliases",
+        a_with("x: p@remote.net\nw: s@remote.net\nv: u@remote.net\n"),
+        &[&a],
+        false,
+    );
+    // A malformed entry (a diagnostic), and back.
+    check(
+        "aliases",
+        a_with("x: p@remote.net\nw: s@remote.net\nv u@remote.net\n"),
+        &[&a],
+        false,
+    );
+    check(
+        "aliases",
+        a_with("x: p@remote.net\nw: s@remote.net\nv: u@remote.net\n"),
+        &[&a],
+        false,
+    );
+    // The other members of a list with an include, then a different include.
+    let a_staff = |s: &str| {
+        format!("{s}x: p@remote.net\nw: s@remote.net\nv: u@remote.net\ndup: a@remote.net\n# end\n")
+    };
+    check(
+        "aliases",
+        a_staff(&format!("staff: :include:{list}, chief@remote.net\n")),
+        &[&a],
+        true,
+    );
+    check(
+        "aliases",
+        a_staff(&format!("staff: :include:{other}, chief@remote.net\n")),
+        &[&a],
+        false,
+    );
+    // A line inserted above entries that are defined once: they move, and back.
+    let staff_line = format!("staff: :include:{other}, chief@remote.net\n");
+    check(
+        "aliases",
+        a_staff(&format!("{staff_line}u: k@remote.net\n")),
+        &[&a],
+        false,
+    );
+    check("aliases", a_staff(&staff_line), &[&a], false);
+    // The other file; then an alias moved from one file to the other.
+    check(
+        "aliases.more",
+        "dup: b@remote.net\nz: t2@remote.net\n".into(),
+        &[&b],
+        true,
+    );
+    p.write(
+        "aliases",
+        &a_staff(&format!("staff: :include:{other}, chief@remote.net\n")).replace("w: s@", "m: s@"),
+    );
+    check(
+        "aliases.more",
+        "dup: b@remote.net\nw: t2@remote.net\n".into(),
+        &[&a, &b],
+        true,
+    );
+    // Events that name another collected path, or a directory above one.
+    check("lists/other", "o2@x.net\n".into(), &[&a, &other], false);
+    check(
+        "aliases.more",
+        "dup: b@remote.net\nw: t3@remote.net\n".into(),
+        &[&p.path("passwd")],
+        false,
+    );
+    check(
+        "aliases.more",
+        "dup: b@remote.net\nw: t4@remote.net\n".into(),
+        &[&p.path("")],
+        false,
+    );
+    // A file an editor wrote and renamed: its temporary name is named too.
+    let tmp = p.path("aliases.more.tmp");
+    check(
+        "aliases.more",
+        "dup: b@remote.net\nw: t5@remote.net\n".into(),
+        &[&tmp, &b],
+        true,
+    );
+}

@@ -561,12 +561,12 @@ impl AliasesFile {
         &self.diags
     }
 
-    /// Replaces the content with `bytes`, parsing only the entries that changed. Returns how many
-    /// bytes were parsed again.
-    pub fn update(&mut self, bytes: Vec<u8>) -> usize {
+    /// Replaces the content with `bytes`, parsing only the entries that changed, and says what
+    /// it replaced.
+    pub fn update(&mut self, bytes: Vec<u8>) -> Splice {
         let (old, new) = (&self.bytes, &bytes);
         if old == new {
-            return 0;
+            return Splice::default();
         }
         let max = old.len().min(new.len());
         let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
@@ -604,7 +604,8 @@ impl AliasesFile {
         let new_stop = end - old_end + new_end;
         let first = newlines(&new[..start]) + 1;
         // At the end of the file the span takes every line left (the last may have no newline).
-        let old_after = if end == old.len() {
+        let at_end = end == old.len();
+        let old_after = if at_end {
             u32::MAX
         } else {
             first + newlines(&old[start..end])
@@ -626,21 +627,53 @@ impl AliasesFile {
         let hi = self.entries.partition_point(|e| e.line < old_after);
         let shift = i64::from(new_after) - i64::from(old_after);
         let tail = lo + mid.len();
-        self.entries.splice(lo..hi, mid);
+        let replaced: Vec<ParsedAlias> = self.entries.splice(lo..hi, mid).collect();
         if shift != 0 {
             for e in &mut self.entries[tail..] {
                 moved(&mut e.line, shift);
                 e.targets.iter_mut().for_each(|t| moved(&mut t.line, shift));
             }
         }
-        self.diags.retain(|d| d.line < first || d.line >= old_after);
+        let in_span = |d: &Diagnostic| d.line >= first && d.line < old_after;
+        let mut gone: Vec<Diagnostic> = self.diags.iter().filter(|d| in_span(d)).cloned().collect();
+        self.diags.retain(|d| !in_span(d));
         for d in &mut self.diags {
             if d.line >= old_after {
                 moved(&mut d.line, shift);
             }
         }
+        gone.sort();
+        let mut came = diags.clone();
+        came.sort();
         self.diags.extend(diags);
         self.bytes = bytes;
-        parsed
+        Splice {
+            parsed,
+            at: lo,
+            old: replaced,
+            new: tail - lo,
+            // Nothing follows a span that runs to the end of the file.
+            shift: if at_end { 0 } else { shift },
+            diagnostics_changed: gone != came,
+        }
     }
+}
+
+/// What [`AliasesFile::update`] replaced: `old`, the entries from index `at`, by the `new`
+/// entries from `at` in [`AliasesFile::entries`]. The entries before are as they were; those
+/// after moved by `shift` lines and are otherwise the same.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Splice {
+    /// How many bytes were parsed again.
+    pub parsed: usize,
+    /// Where the replaced entries start.
+    pub at: usize,
+    /// The entries replaced.
+    pub old: Vec<ParsedAlias>,
+    /// How many entries replaced them.
+    pub new: usize,
+    /// By how many lines the entries after them moved.
+    pub shift: i64,
+    /// Whether the file's diagnostics changed (other than by moving with `shift`).
+    pub diagnostics_changed: bool,
 }

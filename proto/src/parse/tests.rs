@@ -349,11 +349,29 @@ mod reparse {
             let mut bytes = start;
             for e in &edits {
                 bytes = apply(&bytes, e);
-                cached.update(bytes.clone());
+                let before = cached.entries().to_vec();
+                let diags_before = sorted(cached.diagnostics().to_vec());
+                let s = cached.update(bytes.clone());
                 let mut diags = Vec::new();
                 let whole = parse_aliases(&bytes, "f", &mut diags);
                 prop_assert_eq!(cached.entries(), &whole[..], "{:?}", String::from_utf8_lossy(&bytes));
-                prop_assert_eq!(sorted(cached.diagnostics().to_vec()), sorted(diags));
+                prop_assert_eq!(sorted(cached.diagnostics().to_vec()), sorted(diags.clone()));
+                // The splice says what changed: put back, it gives the entries before.
+                let mut back = whole.clone();
+                back.splice(s.at..s.at + s.new, s.old.iter().cloned());
+                let moved = |e: &ParsedAlias| {
+                    let mut e = e.clone();
+                    let by = |l: &mut u32| *l = (i64::from(*l) - s.shift) as u32;
+                    by(&mut e.line);
+                    e.targets.iter_mut().for_each(|t| by(&mut t.line));
+                    e
+                };
+                let tail = s.at + s.old.len();
+                back[tail..].iter_mut().for_each(|e| *e = moved(e));
+                prop_assert_eq!(&back, &before);
+                if s.shift == 0 && !s.diagnostics_changed {
+                    prop_assert_eq!(sorted(diags), diags_before);
+                }
             }
         }
     }
@@ -366,7 +384,7 @@ mod reparse {
         }
         let mut f = AliasesFile::parse("f", text.clone().into_bytes());
         let edited = text.replace("a500: r500@", "a500: q500@");
-        let parsed = f.update(edited.clone().into_bytes());
+        let parsed = f.update(edited.clone().into_bytes()).parsed;
         assert!(parsed < 100, "parsed {parsed} bytes again");
         let mut diags = Vec::new();
         assert_eq!(
@@ -375,7 +393,7 @@ mod reparse {
         );
         // A line inserted at the top moves every later entry by one line.
         let inserted = format!("new: n@remote.net\n{edited}");
-        let parsed = f.update(inserted.clone().into_bytes());
+        let parsed = f.update(inserted.clone().into_bytes()).parsed;
         assert!(parsed < 100, "parsed {parsed} bytes again");
         assert_eq!(f.entries()[1].line, 2);
         assert_eq!(
