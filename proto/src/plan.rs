@@ -1029,6 +1029,31 @@ fn local_of(key: &str) -> Cow<'_, str> {
     lower(addr::split(key).map_or(key, |(l, _)| l))
 }
 
+/// Passes [`Affected::close_over`] makes before it indexes the alias graph.
+const PASSES: usize = 3;
+
+/// What an item can name that a change reaches through it.
+enum Reach<'a> {
+    /// A folded local name: an alias, user or virtual key at a served domain.
+    Name(Cow<'a, str>),
+    /// An `:include:` file.
+    Include(&'a str),
+}
+
+/// What `t` names, for [`Affected::close_over`]: a local name, an address at one of `domains`,
+/// or an include file; nothing else reaches an entry of the content.
+fn reference<'a>(t: &'a Target, domains: &FxHashSet<&str>) -> Option<Reach<'a>> {
+    match t.kind {
+        Kind::Local => Some(Reach::Name(lower(&t.value))),
+        Kind::Address => match addr::split(&t.value) {
+            Some((l, d)) if domains.contains(d) => Some(Reach::Name(lower(l))),
+            _ => None,
+        },
+        Kind::Include => Some(Reach::Include(&t.value)),
+        _ => None,
+    }
+}
+
 impl Affected {
     /// The names whose entries `changes` removes or replaces; `None` when the changes replace
     /// the served domains.
@@ -1060,15 +1085,64 @@ impl Affected {
     /// a walk reaches a changed name through unchanged entries only, which are the same before
     /// and after.
     ///
-    /// One pass over `c` indexes who names what (the reverse of the alias graph); the closure
-    /// is then a walk from the affected names through that index, so a long chain of aliases
-    /// costs no more passes.
+    /// Most changes are reached by nothing, or through a name or two: a few passes over `c`
+    /// that look each item up in the affected set find those (each pass adds what reaches the
+    /// last one's). Past [`PASSES`], one more pass indexes who names what (the reverse of the
+    /// alias graph), and the rest is a walk through that index, so a long chain of aliases costs
+    /// no more passes. The index costs several passes itself: its map holds every name.
     pub fn close_over(&mut self, c: &Content) {
+        self.close_over_in(c, PASSES);
+    }
+
+    /// [`Affected::close_over`] with at most `passes` passes before the index.
+    fn close_over_in(&mut self, c: &Content, passes: usize) {
         if self.is_empty() {
             return;
         }
-        const END: u32 = u32::MAX;
         let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+        for _ in 0..passes {
+            if !self.pass(c, &domains) {
+                return;
+            }
+        }
+        self.walk_index(c, &domains);
+    }
+
+    /// One pass over `c`: adds every entry that reaches an affected name or include. Whether
+    /// it added any.
+    fn pass(&mut self, c: &Content, domains: &FxHashSet<&str>) -> bool {
+        let reaches = |ts: &[Target]| {
+            ts.iter().any(|t| match reference(t, domains) {
+                Some(Reach::Name(n)) => self.names.contains(n.as_ref()),
+                Some(Reach::Include(p)) => self.includes.contains(p),
+                None => false,
+            })
+        };
+        let mut names: Vec<String> = Vec::new();
+        for a in &c.aliases {
+            if !self.names.contains(&a.name) && reaches(&a.targets) {
+                names.push(a.name.clone());
+            }
+        }
+        for v in &c.virtuals {
+            let name = local_of(&v.key);
+            if !self.names.contains(name.as_ref()) && reaches(&v.targets) {
+                names.push(name.into_owned());
+            }
+        }
+        let includes: Vec<String> = (c.includes.iter())
+            .filter(|i| !self.includes.contains(&i.path) && reaches(&i.targets))
+            .map(|i| i.path.clone())
+            .collect();
+        let before = self.len();
+        self.names.extend(names);
+        self.includes.extend(includes);
+        self.len() > before
+    }
+
+    /// The closure through an index of who names what.
+    fn walk_index(&mut self, c: &Content, domains: &FxHashSet<&str>) {
+        const END: u32 = u32::MAX;
         // For each folded local name and include path, the first of the entries whose items
         // name it; `edges` holds each entry (alias, then virtual, then include, numbered in that
         // order) with the next one naming the same.
@@ -1081,16 +1155,10 @@ impl Affected {
             .chain(c.includes.iter().map(|i| &i.targets));
         for (node, ts) in targets.enumerate() {
             for t in ts {
-                let head = match t.kind {
-                    Kind::Local => by_name.entry(lower(&t.value)).or_insert(END),
-                    Kind::Address => match addr::split(&t.value) {
-                        Some((l, d)) if domains.contains(d) => {
-                            by_name.entry(lower(l)).or_insert(END)
-                        }
-                        _ => continue,
-                    },
-                    Kind::Include => by_include.entry(t.value.as_str()).or_insert(END),
-                    _ => continue,
+                let head = match reference(t, domains) {
+                    Some(Reach::Name(n)) => by_name.entry(n).or_insert(END),
+                    Some(Reach::Include(p)) => by_include.entry(p).or_insert(END),
+                    None => continue,
                 };
                 edges.push((node as u32, *head));
                 *head = (edges.len() - 1) as u32;

@@ -937,8 +937,14 @@ mod affected {
             walk(&start, &edits, |old, new| {
                 let mut a = Affected::of(&diff(old, new)).expect("domains unchanged");
                 let mut passes = a.clone();
-                a.close_over(new);
                 fixpoint(&mut passes, new);
+                // However many passes come before the index walk, the same closure.
+                for n in [0, 1, 2, usize::MAX] {
+                    let mut b = a.clone();
+                    b.close_over_in(new, n);
+                    prop_assert_eq!(&passes, &b, "{} passes", n);
+                }
+                a.close_over(new);
                 prop_assert_eq!(&passes, &a);
                 let before = plan_all(old);
                 let after = plan_all(new);
