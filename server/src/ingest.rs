@@ -452,6 +452,13 @@ fn ingest(
         .metrics
         .apply_duration
         .observe(steps.started.elapsed().as_secs_f64());
+    // The snapshot this one replaced is freed on another thread: a million aliases take a
+    // while, and the agent waits for the reply.
+    if let Some(old) = applied {
+        let _ = std::thread::Builder::new()
+            .name("mxsync-free".into())
+            .spawn(move || drop(old));
+    }
     Ok(reply)
 }
 
