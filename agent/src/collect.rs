@@ -63,7 +63,7 @@ fn expand(pattern: &str, b: &mut Builder) -> Vec<String> {
 }
 
 fn read(path: &str, b: &mut Builder) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
+    match read_whole(Path::new(path)) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
             b.diagnostic(path, 0, Severity::Error, format!("cannot read: {e}"));
@@ -71,6 +71,38 @@ fn read(path: &str, b: &mut Builder) -> Option<Vec<u8>> {
         }
     }
 }
+
+/// The bytes of `path`, read again (up to [`REREADS`] times, [`REREAD_WAIT`] apart) while a
+/// writer is visibly at work: its size or modification time moved during the read, or the read
+/// did not give as many bytes as its size. A large file rewritten in place (`O_TRUNC`, then one
+/// long write) is otherwise read halfway whenever the write outlasts the debounce.
+pub(crate) fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    let stamp = |m: std::fs::Metadata| (m.len(), m.modified().ok());
+    let mut tries = 0;
+    loop {
+        let before = stamp(std::fs::metadata(path)?);
+        let bytes = std::fs::read(path)?;
+        let after = stamp(std::fs::metadata(path)?);
+        tries += 1;
+        if whole(before, bytes.len() as u64, after) || tries >= REREADS {
+            return Ok(bytes);
+        }
+        std::thread::sleep(REREAD_WAIT);
+    }
+}
+
+/// A file's size and modification time.
+type Stamp = (u64, Option<std::time::SystemTime>);
+
+/// Whether a read of `got` bytes between the stamps `before` and `after` saw the whole file.
+fn whole(before: Stamp, got: u64, after: Stamp) -> bool {
+    before == after && got == after.0
+}
+
+/// How often [`read_whole`] reads a file that changes under it before taking what it got.
+const REREADS: u32 = 50;
+/// How long [`read_whole`] waits between reads.
+const REREAD_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What earlier collections read, kept by a long-running agent so that the next one reads
 /// and parses only what changed:
@@ -177,10 +209,11 @@ pub fn collect_with(
     cache: &mut Cache,
     changed: &Changed,
 ) -> Collected {
-    if let Some(c) = changed
-        && let Some(got) = patch::patch(domains, sources, cache, c)
-    {
-        return got;
+    if let Some(c) = changed {
+        match patch::patch(domains, sources, cache, c) {
+            Ok(got) => return got,
+            Err(why) => tracing::debug!(why, "collecting in full"),
+        }
     }
     let (got, aliases, duplicates) = collect_inner(domains, sources, Some(cache), changed.as_ref());
     cache.last = Some(patch::Last {

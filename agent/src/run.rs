@@ -103,7 +103,7 @@ fn note(changed: &mut Changed, ev: &notify::Event) {
 /// Waits for quiet after a change: until `debounce` passes without a relevant event (a file
 /// written in several steps is read once it is whole, not halfway), or at most
 /// [`settle_cap`]`(debounce)` after the call, so a file that never stops changing is still
-/// read. Every event that comes is noted in `changed`.
+/// read. Every event that wakes the agent is noted in `changed`.
 async fn settle(
     rx: &mut mpsc::UnboundedReceiver<notify::Event>,
     changed: &mut Changed,
@@ -117,9 +117,12 @@ async fn settle(
         tokio::select! {
             _ = tokio::time::sleep_until(quiet.min(give_up)) => return,
             more = rx.recv() => match more {
+                // Only what can change a collected path is noted: the agent's own reads of
+                // the last collection are reported too, and would keep the next from being a
+                // patch.
                 Some(ev) => {
-                    note(changed, &ev);
                     if wakes(&ev, paths) {
+                        note(changed, &ev);
                         quiet = tokio::time::Instant::now() + debounce;
                     }
                 }

@@ -45,15 +45,18 @@ pub(super) fn aliases_files(sources: &Sources) -> Vec<String> {
     files.collect()
 }
 
+/// Why a patch gave up, for the log.
+pub(super) type Why = &'static str;
+
 /// The collection `changed` (paths events named since the last one) calls for, patched from the
-/// last one; `None` where only a full collection can tell (see the module docs).
+/// last one; or why only a full collection can tell (see the module docs).
 pub(super) fn patch(
     domains: &[String],
     sources: &Sources,
     cache: &mut Cache,
     changed: &BTreeSet<PathBuf>,
-) -> Option<Collected> {
-    let last = cache.last.as_ref()?;
+) -> Result<Collected, Why> {
+    let last = cache.last.as_ref().ok_or("no earlier collection")?;
     let is_aliases = |p: &Path| last.aliases.iter().any(|a| Path::new(a) == p);
     // Paths order by component, so the ones under `c` follow it.
     let only_aliases = changed.iter().all(|c| {
@@ -62,23 +65,29 @@ pub(super) fn patch(
             .take_while(|p| p.starts_with(c))
             .all(|p| is_aliases(p))
     });
-    if last.domains != domains || !only_aliases || aliases_files(sources) != last.aliases {
-        return None;
+    if !only_aliases {
+        return Err("events named other paths than aliases files");
+    }
+    if last.domains != domains || aliases_files(sources) != last.aliases {
+        return Err("the aliases files or the domains changed");
     }
     // Every aliases file is read, as in a full collection; each is parsed only where it changed.
     let mut read = Vec::with_capacity(last.aliases.len());
     for path in &last.aliases {
-        read.push((path, std::fs::read(path).ok()?));
+        let bytes =
+            super::read_whole(Path::new(path)).map_err(|_| "an aliases file cannot be read")?;
+        read.push((path, bytes));
     }
     let content = &last.collected.content;
     let mut spliced = Vec::new();
     for (path, bytes) in read {
-        let file = cache.aliases.get_mut(path)?;
+        let file = (cache.aliases.get_mut(path)).ok_or("an aliases file was not parsed before")?;
         let s = file.update(bytes);
         if s.old.is_empty() && s.new == 0 {
             continue;
         }
-        let id = content.files.binary_search(path).ok()? as u32;
+        let id = (content.files.binary_search(path))
+            .map_err(|_| "an aliases file is not in the file table")? as u32;
         spliced.push((id, file.entries()[s.at..s.at + s.new].to_vec(), s));
     }
     let aliases = alias_changes(content, &last.duplicates, &spliced)?;
@@ -93,7 +102,9 @@ pub(super) fn patch(
             ..Changes::default()
         };
         Collected {
-            content: Arc::new(proto::delta::apply(content, &changes).ok()?),
+            content: Arc::new(
+                proto::delta::apply(content, &changes).map_err(|_| "the changes do not apply")?,
+            ),
             paths: Arc::clone(&last.collected.paths),
             patched: true,
         }
@@ -104,21 +115,27 @@ pub(super) fn patch(
             ..collected.clone()
         };
     }
-    Some(collected)
+    Ok(collected)
 }
 
 /// The aliases that change when each file `(id, new, splice)` replaced `splice.old` by `new`,
-/// as changes to `content`; `None` if a patch cannot tell (see the module docs).
+/// as changes to `content`; or why a patch cannot tell (see the module docs).
 fn alias_changes(
     content: &Content,
     duplicates: &HashSet<String>,
     spliced: &[(u32, Vec<ParsedAlias>, Splice)],
-) -> Option<Section<Alias>> {
+) -> Result<Section<Alias>, Why> {
     let (mut old_names, mut new_names) = (HashSet::new(), HashSet::new());
     let mut upsert = Vec::new();
     for (file, new, s) in spliced {
-        if s.shift != 0 || s.diagnostics_changed || includes(&s.old) != includes(new) {
-            return None;
+        if s.shift != 0 {
+            return Err("lines were added or removed");
+        }
+        if s.diagnostics_changed {
+            return Err("the diagnostics changed");
+        }
+        if includes(&s.old) != includes(new) {
+            return Err("the changed entries name other include files");
         }
         // The span is widened to whole entries: some are the same, at the same line.
         let by_line: HashMap<u32, &ParsedAlias> = s.old.iter().map(|e| (e.line, e)).collect();
@@ -131,12 +148,12 @@ fn alias_changes(
         // Each name that changed is defined once before (not a duplicate) and once after.
         for e in s.old.iter().filter(changed) {
             if duplicates.contains(&e.name) || !old_names.insert(e.name.as_str()) {
-                return None;
+                return Err(TWICE);
             }
         }
         for e in new.iter().filter(changed) {
             if duplicates.contains(&e.name) || !new_names.insert(e.name.as_str()) {
-                return None;
+                return Err(TWICE);
             }
             upsert.push(Alias {
                 name: e.name.clone(),
@@ -154,7 +171,7 @@ fn alias_changes(
     };
     // A name new to the files must be new to the content: else it is defined twice now.
     if new_names.iter().any(|n| !old_names.contains(n) && find(n)) {
-        return None;
+        return Err(TWICE);
     }
     let mut remove: Vec<String> = old_names
         .difference(&new_names)
@@ -162,8 +179,10 @@ fn alias_changes(
         .collect();
     remove.sort_unstable();
     upsert.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    Some(Section { remove, upsert })
+    Ok(Section { remove, upsert })
 }
+
+const TWICE: Why = "a changed name is defined more than once";
 
 /// The `:include:` files `entries` name.
 fn includes(entries: &[ParsedAlias]) -> BTreeSet<&str> {

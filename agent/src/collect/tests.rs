@@ -357,3 +357,31 @@ fn edits_of_aliases_files_are_patched_only_where_a_full_collection_agrees() {
         true,
     );
 }
+
+#[test]
+fn a_read_is_whole_only_if_the_file_stood_still() {
+    use std::time::{Duration, SystemTime};
+    let t = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    let later = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_001));
+    let check = |before: Stamp, got: u64, after: Stamp, expected: bool| {
+        assert_eq!(
+            whole(before, got, after),
+            expected,
+            "{before:?} {got} {after:?}"
+        );
+    };
+    check((100, t), 100, (100, t), true);
+    // Written to during the read: it grew, or was rewritten to the same size.
+    check((40, t), 60, (100, t), false);
+    check((100, t), 100, (100, later), false);
+    // Truncated and not written back yet when the size was taken the second time.
+    check((100, t), 100, (0, t), false);
+    // Fewer bytes than the size says (the file grew between the read and the stat).
+    check((100, t), 60, (100, t), false);
+    check((0, None), 0, (0, None), true);
+    // A file that stands still reads whole, at once.
+    let p = Primary::new();
+    let path = p.write("aliases", "a: b@remote.net\n");
+    assert_eq!(read_whole(Path::new(&path)).unwrap(), b"a: b@remote.net\n");
+    assert!(read_whole(Path::new(&p.path("none"))).is_err());
+}
