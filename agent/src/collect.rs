@@ -219,7 +219,8 @@ pub fn collect_with(
     cache.last = Some(patch::Last {
         domains: domains.to_vec(),
         aliases,
-        collected: got.clone(),
+        content: Arc::clone(&got.content),
+        paths: Arc::clone(&got.paths),
         duplicates,
     });
     got

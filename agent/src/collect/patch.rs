@@ -31,8 +31,10 @@ pub(super) struct Last {
     pub domains: Vec<String>,
     /// The aliases files, as the patterns expanded, in order.
     pub aliases: Vec<String>,
-    /// What it gave.
-    pub collected: Collected,
+    /// The content it gave.
+    pub content: Arc<Content>,
+    /// The paths it read or looked for.
+    pub paths: Arc<BTreeSet<PathBuf>>,
     /// Names defined more than once across the aliases files.
     pub duplicates: HashSet<String>,
 }
@@ -60,7 +62,7 @@ pub(super) fn patch(
     let is_aliases = |p: &Path| last.aliases.iter().any(|a| Path::new(a) == p);
     // Paths order by component, so the ones under `c` follow it.
     let only_aliases = changed.iter().all(|c| {
-        let under = last.collected.paths.range(c.clone()..);
+        let under = last.paths.range(c.clone()..);
         under
             .take_while(|p| p.starts_with(c))
             .all(|p| is_aliases(p))
@@ -78,7 +80,7 @@ pub(super) fn patch(
             super::read_whole(Path::new(path)).map_err(|_| "an aliases file cannot be read")?;
         read.push((path, bytes));
     }
-    let content = &last.collected.content;
+    let content = &last.content;
     let mut spliced = Vec::new();
     for (path, bytes) in read {
         let file = (cache.aliases.get_mut(path)).ok_or("an aliases file was not parsed before")?;
@@ -91,31 +93,25 @@ pub(super) fn patch(
         spliced.push((id, file.entries()[s.at..s.at + s.new].to_vec(), s));
     }
     let aliases = alias_changes(content, &last.duplicates, &spliced)?;
-    let collected = if aliases.remove.is_empty() && aliases.upsert.is_empty() {
-        Collected {
-            patched: true,
-            ..last.collected.clone()
-        }
+    let content = if aliases.remove.is_empty() && aliases.upsert.is_empty() {
+        Arc::clone(content)
     } else {
         let changes = Changes {
             aliases,
             ..Changes::default()
         };
-        Collected {
-            content: Arc::new(
-                proto::delta::apply(content, &changes).map_err(|_| "the changes do not apply")?,
-            ),
-            paths: Arc::clone(&last.collected.paths),
-            patched: true,
-        }
+        let patched = proto::delta::apply(content, &changes);
+        Arc::new(patched.map_err(|_| "the changes do not apply")?)
     };
+    let paths = Arc::clone(&last.paths);
     if let Some(last) = &mut cache.last {
-        last.collected = Collected {
-            patched: false,
-            ..collected.clone()
-        };
+        last.content = Arc::clone(&content);
     }
-    Ok(collected)
+    Ok(Collected {
+        content,
+        paths,
+        patched: true,
+    })
 }
 
 /// The aliases that change when each file `(id, new, splice)` replaced `splice.old` by `new`,
