@@ -32,6 +32,11 @@ pub(crate) fn summary(scenario: &str, measure: &str, ours: String, peer: String,
     }
 }
 
+/// The allocator of `mxsync-agent` and `mxsync-server`, so that the steps timed in process
+/// cost what they cost in the binaries.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
