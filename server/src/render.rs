@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use proto::plan::Affected;
 use proto::{Class, Content, Planner, addr};
@@ -47,8 +48,10 @@ impl Rendered {
     pub fn write_file(&self, name: &str, w: &mut impl std::io::Write) -> std::io::Result<()> {
         w.write_all(self.header.as_bytes())?;
         for p in &self.parts {
-            if let Some(lines) = p.files.get(name) {
-                w.write_all(lines.as_bytes())?;
+            if let Some(text) = p.files.get(name) {
+                for piece in text.pieces() {
+                    w.write_all(piece.as_bytes())?;
+                }
             }
         }
         Ok(())
@@ -113,12 +116,69 @@ fn exim_route(primary: &str) -> String {
     }
 }
 
+/// The size in bytes past which a piece of a [`Text`] ends, at the next address.
+const PIECE: usize = 64 * 1024;
+
+/// One agent's lines of one map file, sorted by address, in pieces of about [`PIECE`] bytes
+/// that end between two addresses. The part rendered after a delta shares every piece it did
+/// not change with the part before it: a re-plan copies a few pieces, not the whole file (at a
+/// million addresses, tens of MiB per file).
+#[derive(Debug, Default, Clone)]
+pub struct Text {
+    /// Non-empty, each ending with a whole line.
+    pieces: Vec<Arc<String>>,
+}
+
+impl Text {
+    /// The pieces, in order: their concatenation is the text.
+    pub fn pieces(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().map(|p| p.as_str())
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(|p| p.len()).sum()
+    }
+
+    /// Whether there are no lines.
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+}
+
+impl From<String> for Text {
+    /// One piece (no piece when `s` is empty).
+    fn from(s: String) -> Text {
+        let mut pieces = Vec::new();
+        if !s.is_empty() {
+            pieces.push(Arc::new(s));
+        }
+        Text { pieces }
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.pieces().try_for_each(|p| f.write_str(p))
+    }
+}
+
+impl PartialEq for Text {
+    /// The same lines, however they are cut into pieces.
+    fn eq(&self, other: &Text) -> bool {
+        let bytes = |t: &Text| t.pieces.iter().flat_map(|p| p.bytes()).collect::<Vec<u8>>();
+        self.len() == other.len() && bytes(self) == bytes(other)
+    }
+}
+
+impl Eq for Text {}
+
 /// One agent's lines of each file (no header) and its plan counts: what [`render_agent`] plans
 /// once and the server keeps, so that another agent's apply does not plan this one again.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AgentPart {
     /// File name to lines.
-    pub files: BTreeMap<&'static str, String>,
+    pub files: BTreeMap<&'static str, Text>,
     /// Plan counts.
     pub counts: Counts,
 }
@@ -189,8 +249,13 @@ const ADDRESS_FILES: [&str; 4] = [
 /// One agent's address lines of each file being built, from plans in address order.
 struct Lines<'x> {
     agent: &'x str,
-    /// `relay_recipients`, exim `recipients`, `virtual`, exim `forward`, when rendered.
+    /// `relay_recipients`, exim `recipients`, `virtual`, exim `forward`, when rendered: the
+    /// lines since the last full piece.
     bufs: [Option<String>; 4],
+    /// The full pieces of each buffer.
+    pieces: [Vec<Arc<String>>; 4],
+    /// The size past which a buffer becomes a piece (after an address's lines).
+    piece: usize,
     counts: Counts,
     error: Option<RenderError>,
     /// Reused per plan: the targets of a line, sorted and unique.
@@ -198,11 +263,13 @@ struct Lines<'x> {
 }
 
 impl<'x> Lines<'x> {
-    fn new(agent: &'x str, formats: &[String]) -> Self {
+    fn new(agent: &'x str, formats: &[String], piece: usize) -> Self {
         let names: Vec<&str> = file_names(formats).collect();
         Lines {
             agent,
             bufs: ADDRESS_FILES.map(|n| names.contains(&n).then(String::new)),
+            pieces: Default::default(),
+            piece,
             counts: Counts::default(),
             error: None,
             order: Vec::new(),
@@ -222,6 +289,29 @@ impl<'x> Lines<'x> {
         if self.error.is_some() {
             return;
         }
+        self.lines(p);
+        // A piece ends between two addresses.
+        for (b, pieces) in self.bufs.iter_mut().zip(&mut self.pieces) {
+            if let Some(b) = b.as_mut().filter(|b| b.len() >= self.piece) {
+                pieces.push(Arc::new(std::mem::take(b)));
+            }
+        }
+    }
+
+    /// The lines of every file, by [`ADDRESS_FILES`], for those rendered.
+    fn finish(self) -> [Option<Text>; 4] {
+        let mut pieces = self.pieces.into_iter();
+        self.bufs.map(|b| {
+            let mut pieces = pieces.next().unwrap_or_default();
+            let b = b?;
+            if !b.is_empty() {
+                pieces.push(Arc::new(b));
+            }
+            Some(Text { pieces })
+        })
+    }
+
+    fn lines(&mut self, p: &proto::Plan) {
         if !addr::valid_address(&p.address) {
             self.error = Some(self.bad("address", &p.address));
             return;
@@ -279,7 +369,7 @@ impl<'x> Lines<'x> {
 fn domain_files(
     a: &AgentMaps<'_>,
     formats: &[String],
-) -> Result<BTreeMap<&'static str, String>, RenderError> {
+) -> Result<BTreeMap<&'static str, Text>, RenderError> {
     let mut bufs: BTreeMap<&'static str, String> = file_names(formats)
         .filter(|n| !ADDRESS_FILES.contains(n))
         .map(|n| (n, String::new()))
@@ -304,26 +394,33 @@ fn domain_files(
             }
         }
     }
-    Ok(bufs)
+    Ok(bufs.into_iter().map(|(n, b)| (n, Text::from(b))).collect())
 }
 
 /// Plans one agent and renders its lines of every file of `formats`.
 pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, RenderError> {
+    render_agent_in(a, formats, PIECE)
+}
+
+/// [`render_agent`] with pieces of `piece` bytes.
+fn render_agent_in(
+    a: &AgentMaps<'_>,
+    formats: &[String],
+    piece: usize,
+) -> Result<AgentPart, RenderError> {
     let mut files = domain_files(a, formats)?;
-    let mut lines = Lines::new(a.id, formats);
+    let mut lines = Lines::new(a.id, formats, piece);
     Planner::new(a.content).plan_each(|p| lines.add(p));
-    if let Some(e) = lines.error {
+    if let Some(e) = lines.error.take() {
         return Err(e);
     }
-    for (name, b) in ADDRESS_FILES.into_iter().zip(lines.bufs) {
+    let counts = lines.counts;
+    for (name, b) in ADDRESS_FILES.into_iter().zip(lines.finish()) {
         if let Some(b) = b {
             files.insert(name, b);
         }
     }
-    Ok(AgentPart {
-        files,
-        counts: lines.counts,
-    })
+    Ok(AgentPart { files, counts })
 }
 
 /// The address a map line is for: up to the first space, `:` or end of line (none of which a
@@ -368,6 +465,64 @@ fn merge(
     fresh.next().is_none().then_some(out)
 }
 
+/// [`merge`] over the pieces of `old`: the doomed addresses and new lines are handed to the
+/// piece whose addresses they fall among, and only those pieces are merged (and cut again when
+/// they grew past twice `piece` bytes); every other piece is shared with `old`.
+fn merge_pieces(
+    old: &Text,
+    new: &str,
+    doomed: &[String],
+    piece: usize,
+    mut gone: impl FnMut(&str, &str),
+) -> Option<Text> {
+    // Piece `k` holds the addresses from its first one up to the next piece's first one.
+    let firsts: Vec<&str> = old.pieces.iter().map(|p| line_address(p)).collect();
+    let fresh: Vec<&str> = new.split_inclusive('\n').collect();
+    let mut out = Vec::with_capacity(old.pieces.len() + 1);
+    let (mut d, mut f, mut copied) = (0, 0, 0);
+    loop {
+        let next = match (doomed.get(d), fresh.get(f)) {
+            (None, None) => break,
+            (Some(a), None) => a.as_str(),
+            (None, Some(l)) => line_address(l),
+            (Some(a), Some(l)) => a.as_str().min(line_address(l)),
+        };
+        let k = firsts.partition_point(|x| *x <= next).saturating_sub(1);
+        out.extend(old.pieces[copied.min(k)..k].iter().cloned());
+        let below_next_piece = |a: &str| firsts.get(k + 1).is_none_or(|e| a < *e);
+        let d_end = d + doomed[d..].partition_point(|a| below_next_piece(a));
+        let f_end = f + fresh[f..].partition_point(|l| below_next_piece(line_address(l)));
+        let text = old.pieces.get(k).map_or("", |p| p.as_str());
+        let merged = merge(text, &fresh[f..f_end].concat(), &doomed[d..d_end], &mut gone)?;
+        cut(merged, piece, &mut out);
+        (d, f, copied) = (d_end, f_end, k + 1);
+    }
+    out.extend(old.pieces[copied.min(old.pieces.len())..].iter().cloned());
+    Some(Text { pieces: out })
+}
+
+/// Appends `text` (lines sorted by address) to `out` as one piece, or as pieces of about
+/// `piece` bytes when it holds more than twice that; never between two lines of one address.
+fn cut(text: String, piece: usize, out: &mut Vec<Arc<String>>) {
+    if text.len() < 2 * piece {
+        if !text.is_empty() {
+            out.push(Arc::new(text));
+        }
+        return;
+    }
+    let (mut start, mut at, mut last) = (0, 0, None);
+    for line in text.split_inclusive('\n') {
+        let address = line_address(line);
+        if at - start >= piece && last != Some(address) {
+            out.push(Arc::new(text[start..at].to_string()));
+            start = at;
+        }
+        last = Some(address);
+        at += line.len();
+    }
+    out.push(Arc::new(text[start..].to_string()));
+}
+
 /// The offset of the first line of `text` (lines sorted by address) whose address is not below
 /// `address`: a binary search over bytes, each probe moved back to the start of its line.
 fn seek(text: &str, address: &str) -> usize {
@@ -401,6 +556,17 @@ pub fn render_agent_affected(
     old: &AgentPart,
     affected: &Affected,
 ) -> Result<AgentPart, RenderError> {
+    render_agent_affected_in(a, formats, old, affected, PIECE)
+}
+
+/// [`render_agent_affected`] cutting grown pieces at `piece` bytes.
+fn render_agent_affected_in(
+    a: &AgentMaps<'_>,
+    formats: &[String],
+    old: &AgentPart,
+    affected: &Affected,
+    piece: usize,
+) -> Result<AgentPart, RenderError> {
     // The counts of the old lines that go: every address has a line in a recipients file, and
     // a forward or split one a line in a forward file, whose targets at served domains (units
     // on the primary) tell a split from a forward.
@@ -413,11 +579,13 @@ pub fn render_agent_affected(
     let (Some(recipients), Some(forwards)) = (recipients, forwards) else {
         return render_agent(a, formats);
     };
-    let mut lines = Lines::new(a.id, formats);
+    let mut lines = Lines::new(a.id, formats, usize::MAX);
     Planner::sparse(a.content).plan_affected(affected, |p| lines.add(p));
-    if let Some(e) = lines.error {
+    if let Some(e) = lines.error.take() {
         return Err(e);
     }
+    let counts_new = lines.counts;
+    let new_lines = lines.finish().map(|t| t.map(|t| t.to_string()));
     // Every line is for an address at a served domain.
     let mut doomed: Vec<String> = affected
         .names()
@@ -435,17 +603,17 @@ pub fn render_agent_affected(
     };
     // What the lines that go counted: addresses, forwards, splits.
     let mut gone = [0u64; 3];
-    let mut files: BTreeMap<&'static str, String> = old
+    let mut files: BTreeMap<&'static str, Text> = old
         .files
         .iter()
         .filter(|(n, _)| !ADDRESS_FILES.contains(n))
         .map(|(n, b)| (*n, b.clone()))
         .collect();
-    for (name, new) in ADDRESS_FILES.into_iter().zip(&lines.bufs) {
+    for (name, new) in ADDRESS_FILES.into_iter().zip(&new_lines) {
         let (Some(new), Some(old)) = (new, old.files.get(name)) else {
             continue;
         };
-        let merged = merge(old, new, &doomed, |address, line| {
+        let merged = merge_pieces(old, new, &doomed, piece, |address, line| {
             if name == recipients {
                 gone[0] += 1;
             } else if name == forwards {
@@ -459,7 +627,7 @@ pub fn render_agent_affected(
         };
         files.insert(name, merged);
     }
-    let (o, n) = (old.counts, lines.counts);
+    let (o, n) = (old.counts, counts_new);
     let counts = (|| {
         let punt_gone = gone[0].checked_sub(gone[1] + gone[2])?;
         Some(Counts {

@@ -11,7 +11,7 @@ fn set(tag: &str) -> Rendered {
         .iter()
         .chain(crate::render::EXIM.iter())
     {
-        part.files.insert(f, format!("{f} {tag}\n"));
+        part.files.insert(f, format!("{f} {tag}\n").into());
         names.push(*f);
     }
     names.sort_unstable();

@@ -229,6 +229,80 @@ fn merge_replaces_only_the_doomed_lines() {
     check(&["b@x.org"], "c@x.org OK\n", None);
 }
 
+/// `text` cut by [`Lines`] into pieces of `piece` bytes: after every line past the size.
+fn pieces(text: &str, piece: usize) -> Text {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.split_inclusive('\n') {
+        cur.push_str(line);
+        if cur.len() >= piece {
+            out.push(Arc::new(std::mem::take(&mut cur)));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(Arc::new(cur));
+    }
+    Text { pieces: out }
+}
+
+#[test]
+fn merge_over_pieces_equals_merge_and_shares_what_it_leaves() {
+    let old = "a@x.org OK\nb@x.org OK\nc@x.org OK\nd@x.org OK\ne@x.org OK\nf@x.org OK\n";
+    // (doomed, new lines): the result of `merge` on the whole text is the expected one.
+    let check = |doomed: &[&str], new: &str| {
+        let doomed: Vec<String> = doomed.iter().map(|d| d.to_string()).collect();
+        let mut gone_whole = Vec::new();
+        let whole = merge(old, new, &doomed, |a, _| gone_whole.push(a.to_string()));
+        for piece in [1, 11, 12, 22, 23, 1000] {
+            let before = pieces(old, piece);
+            let mut gone = Vec::new();
+            let got = merge_pieces(&before, new, &doomed, piece, |a, _| gone.push(a.to_string()));
+            let got_text = got.as_ref().map(Text::to_string);
+            assert_eq!(got_text, whole, "piece {piece}, doomed {doomed:?}, new {new:?}");
+            assert_eq!(gone, gone_whole, "piece {piece}, doomed {doomed:?}");
+            let Some(got) = got else { continue };
+            // A piece of `before` is shared, not copied, unless a doomed address falls among
+            // its addresses (from its first one to the next piece's first one).
+            let n = before.pieces.len();
+            for (k, p) in before.pieces.iter().enumerate() {
+                let first = (k > 0).then(|| line_address(p));
+                let end = before.pieces.get(k + 1).map(|q| line_address(q));
+                let among = |d: &str| first.is_none_or(|f| f <= d) && end.is_none_or(|e| d < e);
+                let shared = got.pieces.iter().any(|q| Arc::ptr_eq(p, q));
+                let touched = doomed.iter().any(|d| among(d));
+                assert_eq!(shared, !touched, "piece {piece}: {k} of {n}, {p:?}");
+            }
+            assert!(got.pieces.iter().all(|p| !p.is_empty()), "an empty piece");
+        }
+    };
+    check(&[], "");
+    check(&["a@x.org"], "");
+    check(&["a@x.org"], "a@x.org: t@r.net\n");
+    check(&["0@x.org"], "0@x.org OK\n");
+    check(&["c@x.org", "cc@x.org"], "cc@x.org OK\n");
+    check(&["b@x.org", "e@x.org"], "b@x.org: t@r.net\ne@x.org: u@r.net\n");
+    check(&["f@x.org", "g@x.org", "h@x.org"], "g@x.org OK\nh@x.org OK\n");
+    check(&["a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org", "f@x.org"], "");
+    // A new line for an address not doomed: the caller renders everything instead.
+    check(&["b@x.org"], "c@x.org OK\n");
+}
+
+#[test]
+fn a_grown_piece_is_cut_between_addresses() {
+    let check = |text: &str, piece: usize, expected: &[&str]| {
+        let mut out = Vec::new();
+        cut(text.to_string(), piece, &mut out);
+        let got: Vec<&str> = out.iter().map(|p| p.as_str()).collect();
+        assert_eq!(got, expected, "{text:?} at {piece}");
+    };
+    check("", 4, &[]);
+    check("a@x OK\n", 4, &["a@x OK\n"]);
+    check("a@x OK\nb@x OK\n", 4, &["a@x OK\n", "b@x OK\n"]);
+    check("a@x OK\nb@x OK\n", 8, &["a@x OK\nb@x OK\n"]);
+    // Two lines of one address stay in one piece.
+    check("a@x 1\na@x 2\nb@x 3\n", 2, &["a@x 1\na@x 2\n", "b@x 3\n"]);
+}
+
 mod after_a_delta {
     //! The incremental render after a delta equals the full render of the result, lines and
     //! counts, over random edit sequences of a model primary.
@@ -239,6 +313,10 @@ mod after_a_delta {
     use proto::testkit::model::{edit, walk};
 
     fn part(c: &Content, formats: &[String]) -> AgentPart {
+        part_in(c, formats, PIECE)
+    }
+
+    fn part_in(c: &Content, formats: &[String], piece: usize) -> AgentPart {
         let maps = AgentMaps {
             id: "mx1",
             version: 1,
@@ -246,11 +324,21 @@ mod after_a_delta {
             primary: "[mx1.example.org]:25",
             content: c,
         };
-        render_agent(&maps, formats).expect("the model renders")
+        render_agent_in(&maps, formats, piece).expect("the model renders")
     }
 
     /// Renders `new` from `old`'s part and the delta between them, and fully.
     fn both(old: &Content, new: &Content, formats: &[String]) -> (AgentPart, AgentPart) {
+        both_in(old, new, formats, PIECE)
+    }
+
+    /// [`both`], with the old part and the merge in pieces of `piece` bytes.
+    fn both_in(
+        old: &Content,
+        new: &Content,
+        formats: &[String],
+        piece: usize,
+    ) -> (AgentPart, AgentPart) {
         let mut affected = Affected::of(&diff(old, new)).expect("same domains");
         affected.close_over(new);
         let maps = AgentMaps {
@@ -260,7 +348,8 @@ mod after_a_delta {
             primary: "[mx1.example.org]:25",
             content: new,
         };
-        let got = render_agent_affected(&maps, formats, &part(old, formats), &affected)
+        let before = part_in(old, formats, piece);
+        let got = render_agent_affected_in(&maps, formats, &before, &affected, piece)
             .expect("the model renders");
         (got, part(new, formats))
     }
@@ -304,9 +393,10 @@ mod after_a_delta {
                 Just(vec!["postfix".to_string()]),
                 Just(vec!["exim".to_string()]),
             ],
+            piece in prop_oneof![Just(1usize), 2usize..200, Just(PIECE)],
         ) {
             walk(&start, &edits, |old, new| {
-                let (got, want) = both(old, new, &formats);
+                let (got, want) = both_in(old, new, &formats, piece);
                 prop_assert_eq!(got, want);
                 Ok(())
             })?;
