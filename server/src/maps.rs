@@ -5,7 +5,8 @@
 //! symlink `DIR/current` is switched to it with one atomic rename. `DIR/postfix` and `DIR/exim`
 //! are fixed links into `current/`. So a reader, or a crash at any point, sees either the whole
 //! old set or the whole new set, never a mix. The previous generation is kept (the MTA may still
-//! have its files open); older ones are removed.
+//! have its files open); older ones are moved to `DIR/.trash/` and removed there on another
+//! thread.
 
 use std::fs::{self, File};
 use std::os::unix::fs::symlink;
@@ -110,7 +111,7 @@ pub fn install(
         let _ = fs::remove_dir_all(&new);
         return result.map(|()| new);
     }
-    cleanup(&gens, &[Some(name.as_str()), previous.as_deref()]);
+    cleanup(dir, &gens, &[Some(name.as_str()), previous.as_deref()]);
     Ok(new)
 }
 
@@ -134,7 +135,7 @@ fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError>
             let Some(name) = rendered.names.get(i) else {
                 return Ok(());
             };
-            write_file(&new.join(name), |w| rendered.write_file(name, w))?;
+            write_file(&new.join(name), |f| rendered.write_file(name, f))?;
         }
     };
     std::thread::scope(|s| {
@@ -151,17 +152,15 @@ fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError>
     Ok(())
 }
 
-/// Creates `path`, fills it with `fill` and fsyncs it.
+/// Creates `path`, fills it with `fill` and fsyncs it. Unbuffered: `fill` writes pieces of a
+/// file's lines (tens of KiB), a copy into a buffer would only add to the copy into the page
+/// cache.
 fn write_file(
     path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<File>) -> std::io::Result<()>,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), InstallError> {
-    let f = File::create(path).map_err(io("create", path))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    fill(&mut w).map_err(io("write", path))?;
-    let f = w
-        .into_inner()
-        .map_err(|e| io("write", path)(e.into_error()))?;
+    let mut f = File::create(path).map_err(io("create", path))?;
+    fill(&mut f).map_err(io("write", path))?;
     f.sync_all().map_err(io("fsync", path))
 }
 
@@ -182,17 +181,31 @@ fn switch(dir: &Path, name: &str) -> Result<(), InstallError> {
     fsync_dir(dir)
 }
 
-/// Removes every generation but those in `keep` (the new one and the one it replaced).
-fn cleanup(gens: &Path, keep: &[Option<&str>]) {
+/// Removes every generation but those in `keep` (the new one and the one it replaced): each is
+/// moved to `DIR/.trash/` at once (a rename), and the trash is emptied on another thread, since
+/// unlinking a million lines' files takes a while and the apply's reply need not wait for it.
+/// What a crash leaves in the trash goes with the next install's.
+fn cleanup(dir: &Path, gens: &Path, keep: &[Option<&str>]) {
     let Ok(entries) = fs::read_dir(gens) else {
         return;
     };
+    let trash = dir.join(".trash");
+    let _ = fs::create_dir_all(&trash);
     for e in entries.filter_map(Result::ok) {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !keep.contains(&Some(name.as_str())) {
+        if !keep.contains(&Some(name.as_str())) && fs::rename(e.path(), trash.join(&name)).is_err()
+        {
             let _ = fs::remove_dir_all(e.path());
         }
     }
+    let empty = move || {
+        for e in fs::read_dir(&trash).into_iter().flatten().flatten() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("mxsync-cleanup".into())
+        .spawn(empty);
 }
 
 #[cfg(test)]

@@ -493,7 +493,12 @@ fn merge_pieces(
         let d_end = d + doomed[d..].partition_point(|a| below_next_piece(a));
         let f_end = f + fresh[f..].partition_point(|l| below_next_piece(line_address(l)));
         let text = old.pieces.get(k).map_or("", |p| p.as_str());
-        let merged = merge(text, &fresh[f..f_end].concat(), &doomed[d..d_end], &mut gone)?;
+        let merged = merge(
+            text,
+            &fresh[f..f_end].concat(),
+            &doomed[d..d_end],
+            &mut gone,
+        )?;
         cut(merged, piece, &mut out);
         (d, f, copied) = (d_end, f_end, k + 1);
     }

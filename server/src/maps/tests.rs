@@ -43,8 +43,15 @@ fn generations_switch_whole_and_old_ones_are_removed() {
         install(dir, &set(tag), |_| Ok(())).unwrap();
         assert!(is_current(dir, &set(tag)));
     }
-    // The live generation and the one before it are kept.
+    // The live generation and the one before it are kept; the others go to the trash, which
+    // another thread empties.
     assert_eq!(fs::read_dir(dir.join(".gen")).unwrap().count(), 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left = || fs::read_dir(dir.join(".trash")).unwrap().count();
+    while left() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(left(), 0, "the trash is emptied");
     assert!(
         fs::symlink_metadata(dir.join("postfix"))
             .unwrap()

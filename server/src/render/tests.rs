@@ -256,9 +256,14 @@ fn merge_over_pieces_equals_merge_and_shares_what_it_leaves() {
         for piece in [1, 11, 12, 22, 23, 1000] {
             let before = pieces(old, piece);
             let mut gone = Vec::new();
-            let got = merge_pieces(&before, new, &doomed, piece, |a, _| gone.push(a.to_string()));
+            let got = merge_pieces(&before, new, &doomed, piece, |a, _| {
+                gone.push(a.to_string())
+            });
             let got_text = got.as_ref().map(Text::to_string);
-            assert_eq!(got_text, whole, "piece {piece}, doomed {doomed:?}, new {new:?}");
+            assert_eq!(
+                got_text, whole,
+                "piece {piece}, doomed {doomed:?}, new {new:?}"
+            );
             assert_eq!(gone, gone_whole, "piece {piece}, doomed {doomed:?}");
             let Some(got) = got else { continue };
             // A piece of `before` is shared, not copied, unless a doomed address falls among
@@ -280,9 +285,20 @@ fn merge_over_pieces_equals_merge_and_shares_what_it_leaves() {
     check(&["a@x.org"], "a@x.org: t@r.net\n");
     check(&["0@x.org"], "0@x.org OK\n");
     check(&["c@x.org", "cc@x.org"], "cc@x.org OK\n");
-    check(&["b@x.org", "e@x.org"], "b@x.org: t@r.net\ne@x.org: u@r.net\n");
-    check(&["f@x.org", "g@x.org", "h@x.org"], "g@x.org OK\nh@x.org OK\n");
-    check(&["a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org", "f@x.org"], "");
+    check(
+        &["b@x.org", "e@x.org"],
+        "b@x.org: t@r.net\ne@x.org: u@r.net\n",
+    );
+    check(
+        &["f@x.org", "g@x.org", "h@x.org"],
+        "g@x.org OK\nh@x.org OK\n",
+    );
+    check(
+        &[
+            "a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org", "f@x.org",
+        ],
+        "",
+    );
     // A new line for an address not doomed: the caller renders everything instead.
     check(&["b@x.org"], "c@x.org OK\n");
 }
