@@ -2,8 +2,10 @@
 //!
 //! Order (DESIGN section 3): decompress within the limit, parse, check the agent's domains,
 //! validate and re-hash the content, compare versions, apply the shrink guard, store, plan,
-//! render, install, record the apply, and only then answer. Every refusal of an authenticated
-//! request is a history row; nothing it carried reaches the maps.
+//! render, install, record the apply, and only then answer. (A snapshot that claims to be new is
+//! planned and rendered in memory while another thread hashes it; the checks come before
+//! anything of it is stored or written.) Every refusal of an authenticated request is a history
+//! row; nothing it carried reaches the maps.
 
 use std::fmt;
 use std::io::Read;
@@ -38,6 +40,11 @@ impl Steps {
             last: now,
             done: Vec::new(),
         }
+    }
+
+    /// Records `name`, which ran beside the current step and took `ms`.
+    fn beside(&mut self, name: &'static str, ms: u128) {
+        self.done.push((name, ms));
     }
 
     /// Ends the step `name` (the time since the previous one ended).
@@ -272,7 +279,7 @@ fn ingest(
     agent: &str,
     mut snap: Snapshot,
     keep: Body<'_>,
-    delta: Option<Since<'_>>,
+    mut delta: Option<Since<'_>>,
     mut steps: Steps,
 ) -> Result<SnapshotReply, ApiError> {
     if snap.agent != agent {
@@ -312,8 +319,36 @@ fn ingest(
         ));
     }
     steps.mark("validate");
-    let hash = snap.content.hash();
-    steps.mark("hash");
+    let (applied, held) = {
+        let live = lock(&server.live);
+        let l = live.get(agent);
+        (
+            l.and_then(|l| l.applied.clone()),
+            l.and_then(|l| l.held.clone()),
+        )
+    };
+    // Planned once: the part gives the shrink guard its count and then goes into the maps. When
+    // the snapshot claims to be new, it is planned while another thread hashes it (the plan has
+    // no effect before the hash is checked); a repeat is only hashed.
+    let mut since = delta.as_mut().and_then(|d| d.part.take());
+    let new = applied
+        .as_ref()
+        .is_none_or(|a| a.hash != snap.hash && snap.version > a.version)
+        && held.as_ref().is_none_or(|h| h.hash != snap.hash);
+    let (hash, mut part) = std::thread::scope(|s| {
+        let hashing = s.spawn(|| {
+            let started = StdInstant::now();
+            (snap.content.hash(), started.elapsed().as_millis())
+        });
+        let part = new.then(|| plan(server, agent, &snap, since.take()));
+        let hashed = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (hashed, part)
+    });
+    let (hash, hash_ms) = hash;
+    steps.beside("hash", hash_ms);
+    steps.mark("plan");
     if hash != snap.hash {
         let e = ApiError::Invalid(format!(
             "content hash is {hash}, not the claimed {}",
@@ -324,14 +359,6 @@ fn ingest(
     server
         .contact(agent, snap.version, &hash)
         .map_err(|e| server.storage_failed(agent, "the contact", e))?;
-    let (applied, held) = {
-        let live = lock(&server.live);
-        let l = live.get(agent);
-        (
-            l.and_then(|l| l.applied.clone()),
-            l.and_then(|l| l.held.clone()),
-        )
-    };
     if let Some(a) = &applied {
         if a.hash == hash {
             return Ok(SnapshotReply {
@@ -374,23 +401,14 @@ fn ingest(
         }
     };
     steps.mark("encode");
-    // Planned once: the part gives the shrink guard its count and then goes into the maps.
-    let maps = AgentMaps {
-        id: agent,
-        version: snap.version,
-        hash: &hash,
-        primary: primary_of(server, agent),
-        content: &snap.content,
-    };
-    let formats = &server.cfg.config.output.formats;
-    let part = match delta.and_then(|d| d.part) {
-        Some((old, mut affected)) => {
-            affected.close_over(&snap.content);
-            render_agent_affected(&maps, formats, &old, &affected)
+    let part = match part.take() {
+        Some(p) => p,
+        None => {
+            let p = plan(server, agent, &snap, since.take());
+            steps.mark("plan");
+            p
         }
-        None => render_agent(&maps, formats),
     };
-    steps.mark("plan");
     let addresses = match &part {
         Ok(p) => p.counts.addresses,
         Err(_) => proto::plan::address_count(&snap.content) as u64,
@@ -460,6 +478,31 @@ fn ingest(
             .spawn(move || drop(old));
     }
     Ok(reply)
+}
+
+/// Plans `snap` and renders its part: after a delta, only what the change reaches, into the
+/// base's part (`since`); otherwise every address.
+fn plan(
+    server: &Server,
+    agent: &str,
+    snap: &Snapshot,
+    since: Option<(Arc<AgentPart>, Affected)>,
+) -> Result<AgentPart, crate::render::RenderError> {
+    let formats = &server.cfg.config.output.formats;
+    let maps = AgentMaps {
+        id: agent,
+        version: snap.version,
+        hash: &snap.hash,
+        primary: primary_of(server, agent),
+        content: &snap.content,
+    };
+    match since {
+        Some((old, mut affected)) => {
+            affected.close_over(&snap.content);
+            render_agent_affected(&maps, formats, &old, &affected)
+        }
+        None => render_agent(&maps, formats),
+    }
 }
 
 /// Counts a refusal whose history row was already written.
