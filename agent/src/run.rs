@@ -100,22 +100,28 @@ fn note(changed: &mut Changed, ev: &notify::Event) {
     }
 }
 
-/// Waits for quiet after a change: until `debounce` passes without a relevant event (a file
-/// written in several steps is read once it is whole, not halfway), or at most
-/// [`settle_cap`]`(debounce)` after the call, so a file that never stops changing is still
-/// read. Every event that wakes the agent is noted in `changed`.
+/// Waits for quiet after a change (`first`, already noted): until `debounce` passes without a
+/// relevant event and every file written since has been closed by its writer (a file written in
+/// several steps, or truncated and then written at length, is read once it is whole, not
+/// halfway), or at most [`settle_cap`]`(debounce)` after the call, so a file that never stops
+/// changing, or a writer that keeps it open, still has it read. Every event that wakes the agent
+/// is noted in `changed`.
 async fn settle(
     rx: &mut mpsc::UnboundedReceiver<notify::Event>,
     changed: &mut Changed,
     paths: &BTreeSet<PathBuf>,
     debounce: Duration,
+    first: &notify::Event,
 ) {
     let now = tokio::time::Instant::now();
     let give_up = now + settle_cap(debounce);
     let mut quiet = now + debounce;
+    let mut writing = BTreeSet::new();
+    track(&mut writing, first);
     loop {
+        let until = if writing.is_empty() { quiet } else { give_up };
         tokio::select! {
-            _ = tokio::time::sleep_until(quiet.min(give_up)) => return,
+            _ = tokio::time::sleep_until(until.min(give_up)) => return,
             more = rx.recv() => match more {
                 // Only what can change a collected path is noted: the agent's own reads of
                 // the last collection are reported too, and would keep the next from being a
@@ -123,12 +129,31 @@ async fn settle(
                 Some(ev) => {
                     if wakes(&ev, paths) {
                         note(changed, &ev);
+                        track(&mut writing, &ev);
                         quiet = tokio::time::Instant::now() + debounce;
                     }
                 }
                 None => return,
             },
         }
+    }
+}
+
+/// Keeps `writing`, the paths written (or truncated) and not yet closed by their writer, up to
+/// date with `ev`.
+fn track(writing: &mut BTreeSet<PathBuf>, ev: &notify::Event) {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match ev.kind {
+        EventKind::Modify(ModifyKind::Data(_)) => writing.extend(ev.paths.iter().cloned()),
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Remove(_)
+        | EventKind::Modify(ModifyKind::Name(_)) => {
+            ev.paths.iter().for_each(|p| {
+                writing.remove(p);
+            });
+        }
+        _ => {}
     }
 }
 
@@ -358,7 +383,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 if wakes(&ev, &paths) {
                     tracing::debug!(paths = ?ev.paths, kind = ?ev.kind, "change noticed");
                     note(&mut changed, &ev);
-                    settle(&mut ev_rx, &mut changed, &paths, debounce).await;
+                    settle(&mut ev_rx, &mut changed, &paths, debounce, &ev).await;
                     dirty = true;
                 }
             }

@@ -127,22 +127,48 @@ fn reading_a_collected_file_is_not_a_change_and_writing_it_is() {
     );
 }
 
-/// How long (virtual milliseconds) the agent waits after a change when further events come
-/// after each of `gaps` (ms; `true`: an event for a collected path), and which paths it noted.
-async fn settled_after(gaps: &[(u64, bool)], debounce: u64) -> (u64, usize) {
+/// An event in a settle test: a write of (or truncation of) the aliases file, its writer's
+/// close, its removal, its arrival by rename, or a write of a file the agent does not read.
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    Write,
+    Close,
+    Remove,
+    Renamed,
+    Unrelated,
+}
+
+impl Ev {
+    fn event(self, i: usize) -> Event {
+        let (kind, path) = match self {
+            Ev::Write => (EventKind::Modify(ModifyKind::Data(DataChange::Any)), None),
+            Ev::Close => (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                None,
+            ),
+            Ev::Remove => (EventKind::Remove(RemoveKind::File), None),
+            Ev::Renamed => (
+                EventKind::Modify(ModifyKind::Name(notify::event::RenameMode::To)),
+                None,
+            ),
+            Ev::Unrelated => (
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                Some(format!("/var/tmp/unrelated-{i}")),
+            ),
+        };
+        let path = path.unwrap_or_else(|| "/etc/aliases".to_string());
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+}
+
+/// How long (virtual milliseconds) the agent waits after a change `first` when further events
+/// come after each of `gaps` (ms), and how many paths it noted.
+async fn settled_after(first: Ev, gaps: &[(u64, Ev)], debounce: u64) -> (u64, usize) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let events: Vec<(u64, Event)> = gaps
         .iter()
         .enumerate()
-        .map(|(i, &(gap, ours))| {
-            let path = if ours {
-                "/etc/aliases".to_string()
-            } else {
-                format!("/var/tmp/unrelated-{i}")
-            };
-            let kind = EventKind::Modify(ModifyKind::Data(DataChange::Any));
-            (gap, Event::new(kind).add_path(PathBuf::from(path)))
-        })
+        .map(|(i, &(gap, ev))| (gap, ev.event(i)))
         .collect();
     tokio::spawn(async move {
         for (gap, ev) in events {
@@ -159,6 +185,7 @@ async fn settled_after(gaps: &[(u64, bool)], debounce: u64) -> (u64, usize) {
         &mut changed,
         &collected(),
         Duration::from_millis(debounce),
+        &first.event(usize::MAX),
     )
     .await;
     let noted = changed.map_or(usize::MAX, |c| c.len());
@@ -166,28 +193,50 @@ async fn settled_after(gaps: &[(u64, bool)], debounce: u64) -> (u64, usize) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_agent_reads_once_the_files_are_quiet_but_not_never() {
+async fn the_agent_reads_once_the_files_are_quiet_and_closed_but_not_never() {
     let cap = settle_cap(Duration::from_millis(20)).as_millis() as u64;
     assert_eq!(cap, 1000);
     assert_eq!(settle_cap(Duration::from_millis(500)).as_millis(), 5000);
-    let ours = |gap| (gap, true);
-    // Events after the first (gap in ms, whether for a watched file) and (ms waited, paths noted).
-    type Case = (Vec<(u64, bool)>, (u64, usize));
+    use Ev::*;
+    // The first event, the events after it (gap in ms, event), and (ms waited, paths noted).
+    type Case = (Ev, Vec<(u64, Ev)>, (u64, usize));
     let cases: Vec<Case> = vec![
-        // Nothing more: one debounce period.
-        (vec![], (20, 0)),
+        // A write closed at once: one debounce period.
+        (Write, vec![(0, Close)], (20, 1)),
         // A file written in three steps 10 ms apart: read 20 ms after the last.
-        (vec![ours(10), ours(10), ours(10)], (50, 1)),
+        (
+            Write,
+            vec![(10, Write), (10, Write), (10, Write), (0, Close)],
+            (50, 1),
+        ),
         // The next change comes after the quiet period: it is the next collection's.
-        (vec![ours(25)], (20, 0)),
+        (Write, vec![(0, Close), (25, Write)], (20, 1)),
         // Events for files the agent does not read do not hold it back, nor are they noted
         // (the agent's own reads are reported too: noted, they would make the next collection
         // read what they name again, and keep it from being a patch).
-        (vec![(5, false), (5, false)], (20, 0)),
+        (
+            Write,
+            vec![(0, Close), (5, Unrelated), (5, Unrelated)],
+            (20, 1),
+        ),
+        // Truncated, then written at length (one long write: no event until it ends): read
+        // once the writer closed it, not at the debounce.
+        (Write, vec![(300, Write), (0, Close)], (320, 1)),
+        // Nor does an unrelated event end the wait for the writer.
+        (Write, vec![(30, Unrelated), (300, Close)], (350, 1)),
+        // A writer that keeps the file open: read at the cap.
+        (Write, vec![], (cap, 0)),
         // A file that never stops changing is read at the cap.
-        (vec![ours(15); 200], (cap, 1)),
+        (Write, vec![(15, Write); 200], (cap, 1)),
+        // Put in place by a rename, or removed: nothing to wait for.
+        (Renamed, vec![], (20, 0)),
+        (Write, vec![(5, Remove)], (25, 1)),
     ];
-    for (gaps, expected) in cases {
-        assert_eq!(settled_after(&gaps, 20).await, expected, "{gaps:?}");
+    for (first, gaps, expected) in cases {
+        assert_eq!(
+            settled_after(first, &gaps, 20).await,
+            expected,
+            "{first:?} {gaps:?}"
+        );
     }
 }
