@@ -26,6 +26,9 @@ pub struct Collected {
     pub paths: Arc<BTreeSet<PathBuf>>,
     /// Whether it was patched from the last collection (see [`Cache`]).
     pub patched: bool,
+    /// When patched: the content it was patched from, and the changes from that content (what
+    /// a diff of the two gives), so that a delta against it needs no diff.
+    pub since: Option<(Arc<Content>, Arc<proto::delta::Changes>)>,
 }
 
 /// Expands a configured source: a glob pattern to its sorted matches, a plain path to itself.
@@ -324,6 +327,7 @@ fn collect_inner(
         content: Arc::new(content),
         paths: Arc::new(paths),
         patched: false,
+        since: None,
     };
     (got, aliases, duplicates)
 }

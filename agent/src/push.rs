@@ -33,6 +33,9 @@ pub struct Current {
     pub body: std::sync::OnceLock<Vec<u8>>,
     /// The normalized content.
     pub content: Arc<proto::Content>,
+    /// The hash of the content this one was patched from, and the changes from it: a delta
+    /// against a receiver that holds that content is made of these, without a diff.
+    pub since: Option<(String, Arc<proto::delta::Changes>)>,
 }
 
 impl Current {
@@ -78,7 +81,10 @@ const DELTA_MAX_PERCENT: usize = 50;
 
 /// The zstd body of a delta from `base` to `cur`, or `None` when the full snapshot is as good.
 pub fn encode_delta(agent: &str, base: &Current, cur: &Current) -> Option<Vec<u8>> {
-    let changes = proto::delta::diff(&base.content, &cur.content);
+    let changes = match &cur.since {
+        Some((from, changes)) if *from == base.hash => (**changes).clone(),
+        _ => proto::delta::diff(&base.content, &cur.content),
+    };
     let c = &cur.content;
     let entries = c.aliases.len()
         + c.includes.len()
@@ -460,9 +466,52 @@ pub async fn receiver_loop(
 
 #[cfg(test)]
 mod tests {
-    //! Backoff bounds.
+    //! Backoff bounds; deltas from a patch's changes.
 
     use super::*;
+
+    #[test]
+    fn a_delta_uses_the_patch_changes_only_against_the_content_they_start_from() {
+        let content = |aliases: &str| {
+            let mut b = proto::Builder::new(&["example.org".to_string()]);
+            // Enough unchanged aliases that a delta is worth sending.
+            let rest: String = (0..10)
+                .map(|i| format!("same{i}: s{i}@remote.net\n"))
+                .collect();
+            b.aliases("/etc/aliases", format!("{aliases}{rest}").as_bytes());
+            Arc::new(b.finish())
+        };
+        let a = content("x: r@remote.net\ny: s@remote.net\n");
+        let b = content("x: q@remote.net\ny: s@remote.net\n");
+        let c = content("x: q@remote.net\ny: t@remote.net\n");
+        let snap = |v: u64, content: &Arc<proto::Content>, since| {
+            crate::run::current("mx1", v, Arc::clone(content), content.hash(), since)
+        };
+        let changes = |body: Option<Vec<u8>>| -> proto::delta::Changes {
+            let json = zstd::stream::decode_all(&body.expect("a delta")[..]).expect("zstd");
+            serde_json::from_slice::<proto::delta::Delta>(&json)
+                .expect("a delta")
+                .changes
+        };
+        let (sa, sb) = (snap(1, &a, None), snap(2, &b, None));
+        // c was patched from b: against b its changes are sent as they are, against a (an
+        // older base) the two contents are diffed.
+        let from_b = Arc::new(proto::delta::diff(&b, &c));
+        let sc = snap(3, &c, Some((sb.hash.clone(), Arc::clone(&from_b))));
+        assert_eq!(changes(encode_delta("mx1", &sb, &sc)), *from_b);
+        assert_eq!(
+            changes(encode_delta("mx1", &sa, &sc)),
+            proto::delta::diff(&a, &c)
+        );
+        // Changes that are not b's to c (a stand-in): used only against b, as told.
+        let odd = Arc::new(proto::delta::diff(&a, &b));
+        let sc = snap(3, &c, Some((sb.hash.clone(), Arc::clone(&odd))));
+        assert_eq!(changes(encode_delta("mx1", &sb, &sc)), *odd);
+        assert_eq!(
+            changes(encode_delta("mx1", &sa, &sc)),
+            proto::delta::diff(&a, &c)
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {

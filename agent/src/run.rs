@@ -56,9 +56,16 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The snapshot of `content` (whose hash is `hash`) at `version`. Its full body is encoded
-/// when a receiver first needs it.
-pub fn current(agent: &str, version: u64, content: Arc<proto::Content>, hash: String) -> Current {
+/// The snapshot of `content` (whose hash is `hash`) at `version`, patched from the content
+/// whose hash `since` names with its changes, if it was. Its full body is encoded when a
+/// receiver first needs it.
+pub fn current(
+    agent: &str,
+    version: u64,
+    content: Arc<proto::Content>,
+    hash: String,
+    since: Option<(String, Arc<proto::delta::Changes>)>,
+) -> Current {
     Current {
         version,
         hash,
@@ -66,6 +73,7 @@ pub fn current(agent: &str, version: u64, content: Arc<proto::Content>, hash: St
         created_at: now_secs(),
         body: std::sync::OnceLock::new(),
         content,
+        since,
     }
 }
 
@@ -363,7 +371,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     })
                     .await??
                 };
-                let cur = current(&cfg.agent_id, version, Arc::clone(&fresh), hash.clone());
+                // The changes of a patch stand for a diff against the snapshot it was patched
+                // from: the one being pushed, when it holds that very content.
+                let since = c.since.and_then(|(from, changes)| {
+                    let last = cur_tx.borrow();
+                    let last = last.as_ref().filter(|l| Arc::ptr_eq(&l.content, &from))?;
+                    Some((last.hash.clone(), changes))
+                });
+                let cur = current(
+                    &cfg.agent_id,
+                    version,
+                    Arc::clone(&fresh),
+                    hash.clone(),
+                    since,
+                );
                 tracing::info!(
                     version,
                     hash = &hash[..16],
@@ -394,14 +415,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 dirty = true;
             }
             Some(Control::RaiseAbove(v)) = ctl_rx.recv() => {
-                let content = cur_tx.borrow().as_ref().map(|c| (Arc::clone(&c.content), c.hash.clone()));
-                if let Some((c, hash)) = content {
+                let content = cur_tx.borrow().as_ref().map(|c| (Arc::clone(&c.content), c.hash.clone(), c.since.clone()));
+                if let Some((c, hash, since)) = content {
                     let counters2 = Arc::clone(&counters);
                     let version = tokio::task::spawn_blocking(move || counters2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).raise_above(v)).await??;
                     let cur_version = cur_tx.borrow().as_ref().map_or(0, |c| c.version);
                     if version != cur_version {
                         tracing::info!(version, "version moved above the receiver's");
-                        cur_tx.send_replace(Some(Arc::new(current(&cfg.agent_id, version, c, hash))));
+                        cur_tx.send_replace(Some(Arc::new(current(&cfg.agent_id, version, c, hash, since))));
                     }
                 }
             }
@@ -441,6 +462,7 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
                 version,
                 Arc::clone(&content),
                 hash.clone(),
+                None,
             ));
             match t.push(&cur, None, &counters).await {
                 Outcome::Accepted => {

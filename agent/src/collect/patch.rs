@@ -93,13 +93,14 @@ pub(super) fn patch(
         spliced.push((id, file.entries()[s.at..s.at + s.new].to_vec(), s));
     }
     let aliases = alias_changes(content, &last.duplicates, &spliced)?;
-    let content = if aliases.remove.is_empty() && aliases.upsert.is_empty() {
+    let changes = Changes {
+        aliases,
+        ..Changes::default()
+    };
+    let from = Arc::clone(content);
+    let content = if changes.aliases.remove.is_empty() && changes.aliases.upsert.is_empty() {
         Arc::clone(content)
     } else {
-        let changes = Changes {
-            aliases,
-            ..Changes::default()
-        };
         let patched = proto::delta::apply(content, &changes);
         Arc::new(patched.map_err(|_| "the changes do not apply")?)
     };
@@ -111,6 +112,7 @@ pub(super) fn patch(
         content,
         paths,
         patched: true,
+        since: Some((from, Arc::new(changes))),
     })
 }
 

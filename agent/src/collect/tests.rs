@@ -212,9 +212,11 @@ fn edits_of_aliases_files_are_patched_only_where_a_full_collection_agrees() {
     let domains = vec!["example.org".to_string()];
     let mut cache = Cache::default();
     let first = collect_with(&domains, &sources, &mut cache, &None);
-    assert!(!first.patched);
+    assert!(!first.patched && first.since.is_none());
+    let mut last = first.content;
     // Each step: a file and its new text, the paths events named, and whether it is patched.
-    // Every collection must equal a full one without a cache.
+    // Every collection must equal a full one without a cache, and a patch's changes must be
+    // what a diff from the last collection gives.
     let mut check = |file: &str, text: String, named: &[&str], patched: bool| {
         p.write(file, &text);
         let changed = Some(named.iter().map(PathBuf::from).collect());
@@ -223,6 +225,18 @@ fn edits_of_aliases_files_are_patched_only_where_a_full_collection_agrees() {
         assert_eq!(got.content, fresh.content, "{file}: {text}");
         assert_eq!(got.paths, fresh.paths, "{file}: {text}");
         assert_eq!(got.patched, patched, "{file}: {text}");
+        match &got.since {
+            Some((from, changes)) => {
+                assert!(
+                    Arc::ptr_eq(from, &last),
+                    "{file}: patched from another content"
+                );
+                let want = proto::delta::diff(&last, &got.content);
+                assert_eq!(**changes, want, "{file}: {text}");
+            }
+            None => assert!(!got.patched, "{file}: a patch without its changes"),
+        }
+        last = got.content;
     };
     let staff = format!("staff: :include:{list}, boss@remote.net\n");
     let a_with = |rest: &str| format!("{staff}{rest}dup: a@remote.net\n# end\n");
