@@ -94,6 +94,8 @@ pub struct Live {
     pub problem: Option<String>,
     /// The freshness state last announced.
     pub state: Option<State>,
+    /// The content the applied one replaced, kept to apply the next delta to in place.
+    pub spare: Option<Box<ingest::Spare>>,
 }
 
 /// The server: configuration, database, in-memory state, metrics and alert sinks.

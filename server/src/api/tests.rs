@@ -743,6 +743,76 @@ async fn a_delta_gives_the_maps_the_full_snapshot_gives() {
     assert_eq!(snap.content, crate::testkit::content(CHANGED));
 }
 
+/// How a step of [`deltas_in_a_row_give_what_full_snapshots_give`] reaches the receiver.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    Delta,
+    Full,
+    /// A delta claiming a wrong hash (refused), then the right one.
+    RefusedFirst,
+}
+
+#[tokio::test]
+async fn deltas_in_a_row_give_what_full_snapshots_give() {
+    let (mut by_delta, mut by_full) = (Harness::new(""), Harness::new(""));
+    applied(&mut by_delta).await;
+    applied(&mut by_full).await;
+    let with = |a: &str, extra: &str| {
+        format!("a: {a}\nlist: x@remote.net, list-archive\nlist-archive: /var/archive\n{extra}")
+    };
+    // Each step: the aliases now, how they reach `by_delta`, and whether it then keeps the
+    // replaced content as the spare the next delta is applied to in place (only after a delta).
+    let steps = [
+        (CHANGED.to_string(), How::Delta, true),
+        (with("b@remote.net", ""), How::Delta, true),
+        (
+            with("b@remote.net", "new: n@remote.net\n"),
+            How::Delta,
+            true,
+        ),
+        (
+            with("c@remote.net", "new: n@remote.net\n"),
+            How::Full,
+            false,
+        ),
+        (
+            with("c@remote.net", "new: m@remote.net\n"),
+            How::Delta,
+            true,
+        ),
+        (with("c@remote.net", "new: a\n"), How::RefusedFirst, true),
+        (with("d@remote.net", "new: a\nz: list\n"), How::Delta, true),
+        (with("d@remote.net", "z: list\n"), How::Delta, true),
+    ];
+    let mut old = ALIASES.to_string();
+    for (version, (new, how, spare)) in (2..).zip(steps) {
+        let d = delta_between(&old, &new, version);
+        if let How::RefusedFirst = how {
+            let mut bad = d.clone();
+            bad.hash = crate::testkit::content("x: y@remote.net\n").hash();
+            let r = push_delta(&mut by_delta, &bad).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+        }
+        let r = match how {
+            How::Full => push(&mut by_delta, &snapshot(&new, version)).await,
+            How::Delta | How::RefusedFirst => push_delta(&mut by_delta, &d).await,
+        };
+        assert_eq!(r.status, StatusCode::OK, "{how:?} {new:?}: {}", r.json);
+        let r = push(&mut by_full, &snapshot(&new, version)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        assert_eq!(by_delta.maps(), by_full.maps(), "{how:?} {new:?}");
+        let content = |h: &Harness| {
+            let live = lock(&h.server.live);
+            let a = live["mx1"].applied.as_ref().expect("applied");
+            (a.hash.clone(), a.content.clone())
+        };
+        assert_eq!(content(&by_delta), content(&by_full), "{how:?} {new:?}");
+        let kept = crate::ingest::spare_fits(&lock(&by_delta.server.live)["mx1"]);
+        assert_eq!(kept, spare.then_some(true), "{how:?} {new:?}");
+        old = new;
+    }
+}
+
 #[tokio::test]
 async fn deltas_that_do_not_fit_are_refused_and_change_nothing() {
     let mut h = Harness::new("");
