@@ -26,6 +26,9 @@ pub struct Collected {
     pub paths: Arc<BTreeSet<PathBuf>>,
     /// Whether it was patched from the last collection (see [`Cache`]).
     pub patched: bool,
+    /// Whether the patch moved the entries of an earlier content no longer shared, instead of
+    /// copying the last one.
+    pub in_place: bool,
     /// When patched: the content it was patched from, and the changes from that content (what
     /// a diff of the two gives), so that a delta against it needs no diff.
     pub since: Option<(Arc<Content>, Arc<proto::delta::Changes>)>,
@@ -225,6 +228,7 @@ pub fn collect_with(
         content: Arc::clone(&got.content),
         paths: Arc::clone(&got.paths),
         duplicates,
+        prev: None,
     });
     got
 }
@@ -327,6 +331,7 @@ fn collect_inner(
         content: Arc::new(content),
         paths: Arc::new(paths),
         patched: false,
+        in_place: false,
         since: None,
     };
     (got, aliases, duplicates)

@@ -393,6 +393,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     collect_ms = collected.as_millis() as u64,
                     watch_ms = (watched - collected).as_millis() as u64,
                     patched = c.patched,
+                    in_place = c.in_place,
                     "new snapshot"
                 );
                 cur_tx.send_replace(Some(Arc::new(cur)));

@@ -37,6 +37,10 @@ pub(super) struct Last {
     pub paths: Arc<BTreeSet<PathBuf>>,
     /// Names defined more than once across the aliases files.
     pub duplicates: HashSet<String>,
+    /// After a patch: the content it was patched from, and the changes from that to `content`.
+    /// Once nothing else holds that content (the receivers took `content`), the next patch moves
+    /// its entries instead of copying the shared `content` (0.1-0.2 s at a million aliases).
+    pub prev: Option<(Arc<Content>, Arc<Changes>)>,
 }
 
 /// The aliases files `sources` name now, in order.
@@ -58,6 +62,7 @@ pub(super) fn patch(
     cache: &mut Cache,
     changed: &BTreeSet<PathBuf>,
 ) -> Result<Collected, Why> {
+    let prev = cache.last.as_mut().and_then(|l| l.prev.take());
     let last = cache.last.as_ref().ok_or("no earlier collection")?;
     let is_aliases = |p: &Path| last.aliases.iter().any(|a| Path::new(a) == p);
     // Paths order by component, so the ones under `c` follow it.
@@ -98,21 +103,38 @@ pub(super) fn patch(
         ..Changes::default()
     };
     let from = Arc::clone(content);
-    let content = if changes.aliases.remove.is_empty() && changes.aliases.upsert.is_empty() {
-        Arc::clone(content)
-    } else {
-        let patched = proto::delta::apply(content, &changes);
-        Arc::new(patched.map_err(|_| "the changes do not apply")?)
-    };
+    let changes = Arc::new(changes);
+    let (content, prev, in_place) =
+        if changes.aliases.remove.is_empty() && changes.aliases.upsert.is_empty() {
+            (Arc::clone(content), prev, false)
+        } else {
+            // The content two collections back, if nothing else holds it, brought up to date
+            // and patched in place; otherwise a copy of the last one, patched.
+            let owned = prev.and_then(|(c, to_last)| Some((Arc::try_unwrap(c).ok()?, to_last)));
+            let moved = owned.and_then(|(c, to_last)| {
+                let c = proto::delta::apply_owned(c, &to_last).ok()?;
+                proto::delta::apply_owned(c, &changes).ok()
+            });
+            let in_place = moved.is_some();
+            let patched = match moved {
+                Some(c) => c,
+                None => proto::delta::apply(content, &changes)
+                    .map_err(|_| "the changes do not apply")?,
+            };
+            let prev = Some((Arc::clone(&from), Arc::clone(&changes)));
+            (Arc::new(patched), prev, in_place)
+        };
     let paths = Arc::clone(&last.paths);
     if let Some(last) = &mut cache.last {
         last.content = Arc::clone(&content);
+        last.prev = prev;
     }
     Ok(Collected {
         content,
         paths,
         patched: true,
-        since: Some((from, Arc::new(changes))),
+        in_place,
+        since: Some((from, changes)),
     })
 }
 

@@ -214,6 +214,9 @@ fn edits_of_aliases_files_are_patched_only_where_a_full_collection_agrees() {
     let first = collect_with(&domains, &sources, &mut cache, &None);
     assert!(!first.patched && first.since.is_none());
     let mut last = first.content;
+    // Whether the cache holds the content a patch was made from (after a patch that changed it).
+    let mut prev = false;
+    let mut moved = 0;
     // Each step: a file and its new text, the paths events named, and whether it is patched.
     // Every collection must equal a full one without a cache, and a patch's changes must be
     // what a diff from the last collection gives.
@@ -235,6 +238,16 @@ fn edits_of_aliases_files_are_patched_only_where_a_full_collection_agrees() {
                 assert_eq!(**changes, want, "{file}: {text}");
             }
             None => assert!(!got.patched, "{file}: a patch without its changes"),
+        }
+        // Nothing here holds the content two collections back: a patch that changes something
+        // moves its entries, when the cache kept it.
+        let changes = got.content != last;
+        assert_eq!(got.in_place, patched && changes && prev, "{file}: {text}");
+        moved += usize::from(got.in_place);
+        if !patched {
+            prev = false;
+        } else if changes {
+            prev = true;
         }
         last = got.content;
     };
@@ -370,6 +383,8 @@ fn edits_of_aliases_files_are_patched_only_where_a_full_collection_agrees() {
         &[&tmp, &b],
         true,
     );
+    // The table reaches the in-place patch several times.
+    assert!(moved >= 3, "{moved} in-place patches");
 }
 
 #[test]
