@@ -238,6 +238,12 @@ fn file_names(formats: &[String]) -> impl Iterator<Item = &'static str> + '_ {
         .copied()
 }
 
+/// The room to reserve for a piece of `piece` bytes: its last line takes it past the size, and a
+/// buffer left to grow by doubling would end twice as large as its lines (0 when nothing is cut).
+fn room(piece: usize) -> usize {
+    if piece <= PIECE { piece + piece / 8 } else { 0 }
+}
+
 /// The files with one line per address, in the order of [`Lines`]' buffers.
 const ADDRESS_FILES: [&str; 4] = [
     "postfix/relay_recipients",
@@ -267,7 +273,11 @@ impl<'x> Lines<'x> {
         let names: Vec<&str> = file_names(formats).collect();
         Lines {
             agent,
-            bufs: ADDRESS_FILES.map(|n| names.contains(&n).then(String::new)),
+            bufs: ADDRESS_FILES.map(|n| {
+                names
+                    .contains(&n)
+                    .then(|| String::with_capacity(room(piece)))
+            }),
             pieces: Default::default(),
             piece,
             counts: Counts::default(),
@@ -293,7 +303,10 @@ impl<'x> Lines<'x> {
         // A piece ends between two addresses.
         for (b, pieces) in self.bufs.iter_mut().zip(&mut self.pieces) {
             if let Some(b) = b.as_mut().filter(|b| b.len() >= self.piece) {
-                pieces.push(Arc::new(std::mem::take(b)));
+                pieces.push(Arc::new(std::mem::replace(
+                    b,
+                    String::with_capacity(room(self.piece)),
+                )));
             }
         }
     }
@@ -303,8 +316,10 @@ impl<'x> Lines<'x> {
         let mut pieces = self.pieces.into_iter();
         self.bufs.map(|b| {
             let mut pieces = pieces.next().unwrap_or_default();
-            let b = b?;
+            let mut b = b?;
             if !b.is_empty() {
+                // The room reserved for a full piece is not kept for the last one's lines.
+                b.shrink_to_fit();
                 pieces.push(Arc::new(b));
             }
             Some(Text { pieces })
