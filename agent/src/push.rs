@@ -494,23 +494,16 @@ mod tests {
                 .changes
         };
         let (sa, sb) = (snap(1, &a, None), snap(2, &b, None));
-        // c was patched from b: against b its changes are sent as they are, against a (an
-        // older base) the two contents are diffed.
-        let from_b = Arc::new(proto::delta::diff(&b, &c));
-        let sc = snap(3, &c, Some((sb.hash.clone(), Arc::clone(&from_b))));
-        assert_eq!(changes(encode_delta("mx1", &sb, &sc)), *from_b);
-        assert_eq!(
-            changes(encode_delta("mx1", &sa, &sc)),
-            proto::delta::diff(&a, &c)
-        );
-        // Changes that are not b's to c (a stand-in): used only against b, as told.
-        let odd = Arc::new(proto::delta::diff(&a, &b));
-        let sc = snap(3, &c, Some((sb.hash.clone(), Arc::clone(&odd))));
-        assert_eq!(changes(encode_delta("mx1", &sb, &sc)), *odd);
-        assert_eq!(
-            changes(encode_delta("mx1", &sa, &sc)),
-            proto::delta::diff(&a, &c)
-        );
+        // c was patched from b: against b the changes it carries are sent as they are, against a
+        // (an older base) the two contents are diffed. The second set is not b's to c (a
+        // stand-in): it is used only against b, as told.
+        for carried in [proto::delta::diff(&b, &c), proto::delta::diff(&a, &b)] {
+            let carried = Arc::new(carried);
+            let sc = snap(3, &c, Some((sb.hash.clone(), Arc::clone(&carried))));
+            assert_eq!(changes(encode_delta("mx1", &sb, &sc)), *carried);
+            let against_a = changes(encode_delta("mx1", &sa, &sc));
+            assert_eq!(against_a, proto::delta::diff(&a, &c));
+        }
     }
 
     #[test]
