@@ -237,7 +237,9 @@ pub fn delta(
     let spare = match (lock(&server.live).get_mut(agent)).and_then(|l| l.spare.take()) {
         Some(s) if s.to == d.base_hash => Some(s),
         other => {
-            free_later(other);
+            if let Some(s) = other {
+                free_later(s);
+            }
             None
         }
     };
@@ -719,7 +721,9 @@ fn apply(
             }
             l.held = None;
             // A spare made for the snapshot being replaced no longer fits (see `Spare`).
-            free_later(l.spare.take());
+            if let Some(s) = l.spare.take() {
+                free_later(s);
+            }
             l.applied = Some(Arc::new(Applied {
                 snapshot: id,
                 links: row.links,
