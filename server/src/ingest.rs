@@ -649,20 +649,9 @@ fn apply(
 ) -> Result<SnapshotReply, ApiError> {
     let _apply = lock(&server.apply_lock);
     let id = row.snapshot;
-    let formats = &server.cfg.config.output.formats;
     let result = match part {
         Some(p) => Ok(p),
-        None => render_agent(
-            &AgentMaps {
-                id: agent,
-                version: snap.version,
-                hash: &snap.hash,
-                primary: primary_of(server, agent),
-                content: &snap.content,
-            },
-            formats,
-        )
-        .map(Arc::new),
+        None => plan(server, agent, &snap, None).map(Arc::new),
     }
     .map_err(anyhow::Error::from)
     .and_then(|part| {

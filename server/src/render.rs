@@ -166,8 +166,8 @@ impl std::fmt::Display for Text {
 impl PartialEq for Text {
     /// The same lines, however they are cut into pieces.
     fn eq(&self, other: &Text) -> bool {
-        let bytes = |t: &Text| t.pieces.iter().flat_map(|p| p.bytes()).collect::<Vec<u8>>();
-        self.len() == other.len() && bytes(self) == bytes(other)
+        let theirs = other.pieces().flat_map(str::bytes);
+        self.len() == other.len() && self.pieces().flat_map(str::bytes).eq(theirs)
     }
 }
 
@@ -597,7 +597,7 @@ fn render_agent_affected_in(
         .into_iter()
         .find(|n| old.files.contains_key(n));
     let (Some(recipients), Some(forwards)) = (recipients, forwards) else {
-        return render_agent(a, formats);
+        return render_agent_in(a, formats, piece);
     };
     let mut lines = Lines::new(a.id, formats, usize::MAX);
     Planner::sparse(a.content).plan_affected(affected, |p| lines.add(p));
@@ -643,7 +643,7 @@ fn render_agent_affected_in(
             }
         });
         let Some(merged) = merged else {
-            return render_agent(a, formats);
+            return render_agent_in(a, formats, piece);
         };
         files.insert(name, merged);
     }
@@ -659,7 +659,7 @@ fn render_agent_affected_in(
     })();
     // Counts that do not add up mean `old` is not what this content's base rendered to.
     let Some(counts) = counts else {
-        return render_agent(a, formats);
+        return render_agent_in(a, formats, piece);
     };
     Ok(AgentPart { files, counts })
 }

@@ -304,6 +304,25 @@ fn merge_over_pieces_equals_merge_and_shares_what_it_leaves() {
 }
 
 #[test]
+fn texts_are_equal_by_their_lines_however_they_are_cut() {
+    let check = |a: (&str, usize), b: (&str, usize), expected: bool| {
+        assert_eq!(
+            pieces(a.0, a.1) == pieces(b.0, b.1),
+            expected,
+            "{a:?} {b:?}"
+        );
+    };
+    let text = "a@x OK\nb@x OK\nc@x OK\n";
+    check((text, 1), (text, 1000), true);
+    check((text, 8), (text, 15), true);
+    check(("", 1), ("", 8), true);
+    // The same length, one byte apart; a line more.
+    check((text, 1), (&text.replace("b@x", "d@x"), 1), false);
+    check((text, 8), (&text.replace("c@x", "c@y"), 1000), false);
+    check((text, 1), (&format!("{text}d@x OK\n"), 1), false);
+}
+
+#[test]
 fn a_grown_piece_is_cut_between_addresses() {
     let check = |text: &str, piece: usize, expected: &[&str]| {
         let mut out = Vec::new();
