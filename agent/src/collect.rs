@@ -24,14 +24,20 @@ pub struct Collected {
     pub content: Arc<Content>,
     /// Every path read or looked for (existing or not), for the watcher.
     pub paths: Arc<BTreeSet<PathBuf>>,
-    /// Whether it was patched from the last collection (see [`Cache`]).
-    pub patched: bool,
     /// Whether the patch moved the entries of an earlier content no longer shared, instead of
     /// copying the last one.
     pub in_place: bool,
-    /// When patched: the content it was patched from, and the changes from that content (what
-    /// a diff of the two gives), so that a delta against it needs no diff.
+    /// When patched from the last collection (see [`Cache`]): the content it was patched from,
+    /// and the changes from that content (what a diff of the two gives), so that a delta against
+    /// it needs no diff.
     pub since: Option<(Arc<Content>, Arc<proto::delta::Changes>)>,
+}
+
+impl Collected {
+    /// Whether it was patched from the last collection.
+    pub fn patched(&self) -> bool {
+        self.since.is_some()
+    }
 }
 
 /// Expands a configured source: a glob pattern to its sorted matches, a plain path to itself.
@@ -330,7 +336,6 @@ fn collect_inner(
     let got = Collected {
         content: Arc::new(content),
         paths: Arc::new(paths),
-        patched: false,
         in_place: false,
         since: None,
     };

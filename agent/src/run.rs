@@ -348,6 +348,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             let same_paths = Arc::ptr_eq(&c.paths, &paths) || c.paths == paths;
             watches.update(&c.paths, &since, same_paths);
             let watched = began.elapsed();
+            let patched = c.patched();
             paths = c.paths;
             let fresh = c.content;
             let hash = {
@@ -392,7 +393,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     ms = began.elapsed().as_millis() as u64,
                     collect_ms = collected.as_millis() as u64,
                     watch_ms = (watched - collected).as_millis() as u64,
-                    patched = c.patched,
+                    patched,
                     in_place = c.in_place,
                     "new snapshot"
                 );

@@ -178,7 +178,7 @@ pub(crate) fn collect_scenario(n: usize) -> anyhow::Result<()> {
     }
     let second = second.context("five edits")?;
     warm.sort_by(f64::total_cmp);
-    let how = if second.patched {
+    let how = if second.patched() {
         "patched"
     } else {
         "assembled again"

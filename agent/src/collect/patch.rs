@@ -132,7 +132,6 @@ pub(super) fn patch(
     Ok(Collected {
         content,
         paths,
-        patched: true,
         in_place,
         since: Some((from, changes)),
     })
