@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::fxhash::{FxHashMap, FxHashSet};
 
@@ -199,6 +200,8 @@ enum Ref<'a> {
 const UNSEEN: u8 = 0;
 const ON_STACK: u8 = 1;
 const DONE: u8 = 2;
+/// No expansion kept for a node.
+const NONE: u32 = u32::MAX;
 
 struct Frame<'a> {
     node: usize,
@@ -214,7 +217,7 @@ pub struct Planner<'a> {
     domains: FxHashSet<&'a str>,
     /// Hash indexes of the entries, or `None`: found by binary search in the sorted lists of
     /// normalized content ([`Planner::sparse`]).
-    maps: Option<Maps<'a>>,
+    maps: Option<Arc<Maps<'a>>>,
     /// `UNSEEN`, `ON_STACK` (being expanded, or finished but its strongly connected component
     /// not yet complete) or `DONE` (memoised).
     state: Vec<u8>,
@@ -228,7 +231,12 @@ pub struct Planner<'a> {
     tarjan: Vec<usize>,
     /// Next discovery index.
     counter: u32,
-    memo: Vec<Option<Exp<'a>>>,
+    /// Each node's expansion in `exps`, or [`NONE`]: a planner on another thread expands only
+    /// what its addresses reach, so an index per node costs less than a slot per node.
+    memo: Vec<u32>,
+    exps: Vec<Exp<'a>>,
+    /// Accumulators of finished frames, cleared, for the next ones.
+    pool: Vec<Exp<'a>>,
     unknown: BTreeSet<(&'a str, At)>,
 }
 
@@ -313,7 +321,13 @@ impl<'a> Planner<'a> {
     /// Indexes `content` (which should be [validated](Content::validate)) for planning many
     /// addresses.
     pub fn new(c: &'a Content) -> Self {
-        Self::with(c, Some(Maps::of(c)))
+        Self::with(c, Some(Arc::new(Maps::of(c))))
+    }
+
+    /// A planner of the same content sharing this one's indexes, with nothing expanded yet: for
+    /// planning on another thread.
+    fn fork(&self) -> Planner<'a> {
+        Self::with(self.c, self.maps.clone())
     }
 
     /// For planning a few addresses of validated, [normalized](Content::normalize) content:
@@ -331,7 +345,7 @@ impl<'a> Planner<'a> {
         Self::with(c, None)
     }
 
-    fn with(c: &'a Content, maps: Option<Maps<'a>>) -> Self {
+    fn with(c: &'a Content, maps: Option<Arc<Maps<'a>>>) -> Self {
         let n = c.aliases.len() + c.virtuals.len();
         Planner {
             c,
@@ -343,7 +357,9 @@ impl<'a> Planner<'a> {
             self_loop: vec![false; n],
             tarjan: Vec::new(),
             counter: 0,
-            memo: vec![None; n],
+            memo: vec![NONE; n],
+            exps: Vec::new(),
+            pool: Vec::new(),
             unknown: BTreeSet::new(),
         }
     }
@@ -649,6 +665,17 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The expansion kept for `node`.
+    fn memo(&self, node: usize) -> Option<&Exp<'a>> {
+        self.exps.get(self.memo[node] as usize)
+    }
+
+    /// Keeps `exp` as the expansion of `node`.
+    fn keep(&mut self, node: usize, exp: Exp<'a>) {
+        self.memo[node] = u32::try_from(self.exps.len()).expect("fewer than 2^32 nodes");
+        self.exps.push(exp);
+    }
+
     fn node_at(&self, node: usize) -> (&'a str, At) {
         let c = self.c;
         if node < c.aliases.len() {
@@ -703,7 +730,7 @@ impl<'a> Planner<'a> {
             }
             Ref::Node { id, unit, domain } => match self.state[id] {
                 DONE => {
-                    let child = self.memo[id].as_ref()?;
+                    let child = self.memo(id)?;
                     if child.is_punt() {
                         acc.units.push(unit);
                         acc.add_reasons(child.reasons.iter().map(|r| R {
@@ -775,21 +802,34 @@ impl<'a> Planner<'a> {
                     node,
                     items,
                     pos: 0,
-                    acc: Exp::default(),
+                    acc: self.pool.pop().unwrap_or_default(),
                 });
             }
             Err(mut direct) => {
                 direct.sort_unstable();
                 direct.dedup();
                 direct.truncate(MAX_REASONS);
+                direct.shrink_to_fit();
                 self.state[node] = DONE;
-                self.memo[node] = Some(Exp::punt(direct));
+                self.keep(node, Exp::punt(direct));
             }
         }
     }
 
+    /// Completes `frame`'s node, and gives its accumulator back to the pool.
     fn finish(&mut self, frame: Frame<'a>) {
-        let node = frame.node;
+        let Frame { node, mut acc, .. } = frame;
+        self.complete(node, &mut acc);
+        acc.forward.clear();
+        acc.units.clear();
+        acc.reasons.clear();
+        acc.height = 0;
+        self.pool.push(acc);
+    }
+
+    /// Keeps the expansion of `node` from what its items gave (`acc`) once its strongly
+    /// connected component is complete.
+    fn complete(&mut self, node: usize, acc: &mut Exp<'a>) {
         if self.low[node] < self.index[node] {
             // Part of a larger component whose root is still being expanded: it will punt as a
             // loop when the root completes.
@@ -801,32 +841,37 @@ impl<'a> Planner<'a> {
             for n in component {
                 let (name, at) = self.node_at(n);
                 self.state[n] = DONE;
-                self.memo[n] = Some(Exp::punt(vec![R {
-                    code: Code::Loop,
-                    target: name,
-                    at,
-                    via: None,
-                }]));
+                self.keep(
+                    n,
+                    Exp::punt(vec![R {
+                        code: Code::Loop,
+                        target: name,
+                        at,
+                        via: None,
+                    }]),
+                );
             }
             return;
         }
-        let mut exp = frame.acc;
-        exp.height += 1;
-        if exp.height > MAX_DEPTH && !exp.forward.is_empty() {
+        acc.height += 1;
+        let exp = if acc.height > MAX_DEPTH && !acc.forward.is_empty() {
             let (name, at) = self.node_at(node);
-            exp = Exp::punt(vec![R {
+            Exp::punt(vec![R {
                 code: Code::Depth,
                 target: name,
                 at,
                 via: None,
-            }]);
-        }
-        exp.seal();
-        if exp.is_punt() {
-            exp.units.clear();
-        }
+            }])
+        } else {
+            acc.seal();
+            if acc.is_punt() {
+                acc.units.clear();
+            }
+            // Kept at its size: the accumulator's room would be most of the memo's memory.
+            acc.clone()
+        };
         self.state[node] = DONE;
-        self.memo[node] = Some(exp);
+        self.keep(node, exp);
     }
 
     /// The content-owned `(local, domain)` of a valid address, or `None`.
@@ -882,7 +927,7 @@ impl<'a> Planner<'a> {
         let key = self.key_of(local, domain)?;
         let mut scratch = Exp::default();
         let (id, _) = self.top(key, &mut scratch);
-        let exp = id.and_then(|i| self.memo[i].as_ref()).unwrap_or(&scratch);
+        let exp = id.and_then(|i| self.memo(i)).unwrap_or(&scratch);
         Some(class(exp))
     }
 
@@ -892,7 +937,7 @@ impl<'a> Planner<'a> {
         let (id, bound) = self.top(key, scratch);
         let (local, domain) = key;
         let c = self.c;
-        let exp: &Exp<'a> = id.and_then(|i| self.memo[i].as_ref()).unwrap_or(scratch);
+        let exp: &Exp<'a> = id.and_then(|i| self.memo(i)).unwrap_or(scratch);
         let bind = |u: Unit<'a>| match u.bind(bound) {
             Unit::Local(n) => (n, domain),
             Unit::Addr(l, d) => (l, d),
@@ -950,14 +995,62 @@ impl<'a> Planner<'a> {
 
     /// Calls `f` with the plan of every valid address, in address order. The `Plan` passed is
     /// reused between calls (no allocation per plan once warm); clone it to keep it.
-    pub fn plan_each(&mut self, mut f: impl FnMut(&Plan)) {
+    pub fn plan_each(&mut self, f: impl FnMut(&Plan)) {
         let keys = keys(self.c);
+        self.plan_keys(&keys, f);
+    }
+
+    fn plan_keys(&mut self, keys: &[(&'a str, &'a str)], mut f: impl FnMut(&Plan)) {
         let mut plan = Plan::empty();
         let mut scratch = Exp::default();
-        for key in keys {
+        for &key in keys {
             self.fill(key, &mut plan, &mut scratch);
             f(&plan);
         }
+    }
+
+    /// Like [`Planner::plan_each`], on as many threads as there are `sinks`: the addresses, in
+    /// order, are cut into that many runs of about the same length, and run `i` is planned into
+    /// `sinks[i]` by a planner of its own that shares this one's indexes. A plan does not depend
+    /// on what was planned before it (see the module), so the runs together make exactly the
+    /// plans of [`Planner::plan_each`]; an expansion that two runs need is made by both. Returns
+    /// the sinks, in order.
+    pub fn plan_runs<S: Send>(
+        &mut self,
+        sinks: Vec<S>,
+        f: impl Fn(&mut S, &Plan) + Sync,
+    ) -> Vec<S> {
+        let keys = keys(self.c);
+        let runs = sinks.len().max(1);
+        let len = keys.len().div_ceil(runs);
+        let run = |i: usize| &keys[(i * len).min(keys.len())..((i + 1) * len).min(keys.len())];
+        let f = &f;
+        std::thread::scope(|s| {
+            let mut sinks = sinks.into_iter().enumerate();
+            let first = sinks.next();
+            let others: Vec<_> = sinks
+                .map(|(i, mut sink)| {
+                    let mut planner = self.fork();
+                    let keys = run(i);
+                    s.spawn(move || {
+                        planner.plan_keys(keys, |p| f(&mut sink, p));
+                        sink
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(runs);
+            if let Some((i, mut sink)) = first {
+                self.plan_keys(run(i), |p| f(&mut sink, p));
+                out.push(sink);
+            }
+            for h in others {
+                out.push(
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+            out
+        })
     }
 
     /// Like [`Planner::plan_each`], for only the valid addresses whose local part is in

@@ -720,6 +720,13 @@ mod properties {
                 sorted.dedup();
                 prop_assert_eq!(&sorted, &p.forward);
             }
+            // Planned in runs side by side, however many, the plans are the same, in order.
+            for runs in 1..=4 {
+                let sinks = vec![Vec::new(); runs];
+                let got = Planner::new(&c).plan_runs(sinks, |v: &mut Vec<Plan>, p| v.push(p.clone()));
+                prop_assert_eq!(got.len(), runs);
+                prop_assert_eq!(&got.concat(), &plans, "in {} runs", runs);
+            }
             // The order of planning does not matter: each address alone gives the same plan.
             let mut fresh = Planner::new(&c);
             for p in plans.iter().rev() {
