@@ -417,20 +417,54 @@ pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, 
     render_agent_in(a, formats, PIECE)
 }
 
+/// Entries per planning thread: below this, a content is planned on one thread.
+const RUN: usize = 50_000;
+
+/// How many threads plan `c`: one per core (at most four), each with at least [`RUN`] entries.
+fn runs(c: &Content) -> usize {
+    let entries = c.aliases.len() + c.users.len() + c.virtuals.len() + c.recipients.len();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(4).min(entries / RUN).max(1)
+}
+
 /// [`render_agent`] with pieces of `piece` bytes.
 fn render_agent_in(
     a: &AgentMaps<'_>,
     formats: &[String],
     piece: usize,
 ) -> Result<AgentPart, RenderError> {
+    render_agent_runs(a, formats, piece, runs(a.content))
+}
+
+/// [`render_agent_in`], planned in `runs` runs side by side ([`Planner::plan_runs`]), each run's
+/// lines cut into pieces of its own, joined in order.
+fn render_agent_runs(
+    a: &AgentMaps<'_>,
+    formats: &[String],
+    piece: usize,
+    runs: usize,
+) -> Result<AgentPart, RenderError> {
     let mut files = domain_files(a, formats)?;
-    let mut lines = Lines::new(a.id, formats, piece);
-    Planner::new(a.content).plan_each(|p| lines.add(p));
-    if let Some(e) = lines.error.take() {
-        return Err(e);
+    let sinks = (0..runs)
+        .map(|_| Lines::new(a.id, formats, piece))
+        .collect();
+    let runs = Planner::new(a.content).plan_runs(sinks, |lines, p| lines.add(p));
+    let mut joined: [Option<Text>; 4] = Default::default();
+    let mut counts = Counts::default();
+    for mut lines in runs {
+        if let Some(e) = lines.error.take() {
+            return Err(e);
+        }
+        counts += lines.counts;
+        for (text, run) in joined.iter_mut().zip(lines.finish()) {
+            if let Some(run) = run {
+                text.get_or_insert_with(Text::default)
+                    .pieces
+                    .extend(run.pieces);
+            }
+        }
     }
-    let counts = lines.counts;
-    for (name, b) in ADDRESS_FILES.into_iter().zip(lines.finish()) {
+    for (name, b) in ADDRESS_FILES.into_iter().zip(joined) {
         if let Some(b) = b {
             files.insert(name, b);
         }

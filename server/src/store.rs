@@ -146,6 +146,15 @@ pub struct Counts {
     pub punt: u64,
 }
 
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.addresses += o.addresses;
+        self.forward += o.forward;
+        self.split += o.split;
+        self.punt += o.punt;
+    }
+}
+
 /// A new history row.
 #[derive(Debug, Clone)]
 pub struct NewSnapshot<'a> {

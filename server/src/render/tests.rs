@@ -436,5 +436,36 @@ mod after_a_delta {
                 Ok(())
             })?;
         }
+
+        #[test]
+        fn planned_in_runs_side_by_side_the_part_is_the_same(
+            edits in prop::collection::vec(edit(), 1..32),
+            piece in prop_oneof![Just(1usize), 2usize..200, Just(PIECE)],
+            runs in 2usize..6,
+        ) {
+            let formats = ["postfix".to_string(), "exim".to_string()];
+            walk(&[], &edits, |_, new| {
+                let maps = AgentMaps {
+                    id: "mx1",
+                    version: 1,
+                    hash: "h",
+                    primary: "[mx1.example.org]:25",
+                    content: new,
+                };
+                let one = render_agent_runs(&maps, &formats, piece, 1).expect("renders");
+                let many = render_agent_runs(&maps, &formats, piece, runs).expect("renders");
+                let plans = proto::plan::plan_all(new);
+                let count = |k| plans.iter().filter(|p| p.class == k).count() as u64;
+                let counts = Counts {
+                    addresses: plans.len() as u64,
+                    forward: count(Class::Forward),
+                    split: count(Class::Split),
+                    punt: count(Class::Punt),
+                };
+                prop_assert_eq!(one.counts, counts);
+                prop_assert_eq!(many, one);
+                Ok(())
+            })?;
+        }
     }
 }
