@@ -42,10 +42,15 @@ use std::time::{Duration, Instant};
 
 /// Peak resident set size of this process so far, in MiB (VmHWM).
 fn peak_rss_mib() -> f64 {
+    rss_mib("VmHWM:")
+}
+
+/// This process's `VmRSS:` or `VmHWM:` in MiB.
+fn rss_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -65,15 +70,40 @@ fn proto_scenario(n: usize) {
     let t = Instant::now();
     let hash = content.hash();
     let hash_s = t.elapsed().as_secs_f64();
+    // As the server plans a large content: one run per core, side by side.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The peak of planning alone, above what is resident before it (Linux resets VmHWM on a
+    // write of 5 to clear_refs).
+    let plan_peak = |plan: &mut dyn FnMut()| {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = rss_mib("VmRSS:");
+        plan();
+        rss_mib("VmHWM:") - before
+    };
     let t = Instant::now();
-    let mut classes = [0usize; 3];
-    let mut targets = 0usize;
-    proto::Planner::new(&content).plan_each(|pl| {
-        classes[pl.class as usize] += 1;
-        targets += pl.forward.len() + pl.punt.len();
+    let mut runs = Vec::new();
+    let runs_mib = plan_peak(&mut || {
+        runs = proto::Planner::new(&content).plan_runs(
+            vec![([0usize; 3], 0usize); cores],
+            |(classes, targets), pl| {
+                classes[pl.class as usize] += 1;
+                *targets += pl.forward.len() + pl.punt.len();
+            },
+        );
     });
     let plan_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut one = 0usize;
+    let one_mib = plan_peak(&mut || proto::Planner::new(&content).plan_each(|_| one += 1));
+    let one_s = t.elapsed().as_secs_f64();
+    let mut classes = [0usize; 3];
+    let mut targets = 0usize;
+    for (c, t) in runs {
+        (0..3).for_each(|k| classes[k] += c[k]);
+        targets += t;
+    }
     let plans = classes.iter().sum::<usize>();
+    assert_eq!(plans, one, "planned in runs, every address once");
     println!(
         "scenario: proto (parse + hash + plan), {} aliases, {} include files, {} users",
         p.n,
@@ -88,7 +118,13 @@ fn proto_scenario(n: usize) {
     println!("|---|---|");
     println!("| parse + build (normalized content) | {parse_s:.3} |");
     println!("| canonical hash | {hash_s:.3} |");
-    println!("| plan every address ({plans} plans, {targets} targets) | {plan_s:.3} |");
+    println!(
+        "| plan every address ({plans} plans, {targets} targets), {cores} runs side by side | {plan_s:.3} |"
+    );
+    println!("| the same on one thread | {one_s:.3} |");
+    println!(
+        "planning's peak RSS above the content: {runs_mib:.0} MiB in {cores} runs, {one_mib:.0} MiB on one thread"
+    );
     println!("| parse + plan | {:.3} |", parse_s + plan_s);
     summary(
         "proto 1M",
