@@ -184,9 +184,71 @@ fn internal_name(raw: &str) -> String {
     out.trim().to_string()
 }
 
+/// Files at least this large are parsed in two halves side by side.
+const HALVES: usize = 4 << 20;
+
 /// Parses an aliases(5) file. Duplicates are all returned (in file order); the caller keeps the
-/// first, as postalias does.
+/// first, as postalias does. A large file is parsed in two halves on two threads.
 pub fn parse_aliases(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<ParsedAlias> {
+    let half = (bytes.len() >= HALVES)
+        .then(|| entry_after(bytes, bytes.len() / 2))
+        .flatten();
+    match half {
+        Some(at) => parse_aliases_at(bytes, file, diags, at),
+        None => parse_aliases_serial(bytes, file, diags),
+    }
+}
+
+/// The first line at or after `at` that opens an entry whatever precedes it, if any.
+pub(super) fn entry_after(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut at = at;
+    while at < bytes.len() {
+        if opens_entry(bytes, at) {
+            return Some(at);
+        }
+        at += bytes[at..].iter().position(|&b| b == b'\n')? + 1;
+    }
+    None
+}
+
+/// [`parse_aliases`] of `bytes[..at]` and `bytes[at..]` side by side, `at` being a line that
+/// opens an entry ([`opens_entry`]): what comes before such a line cannot change how it or the
+/// lines after it are read, so the second half parsed alone, its lines moved down by the first
+/// half's, is what the whole file gives there.
+pub(super) fn parse_aliases_at(
+    bytes: &[u8],
+    file: &str,
+    diags: &mut Vec<Diagnostic>,
+    at: usize,
+) -> Vec<ParsedAlias> {
+    let (first, second) = bytes.split_at(at);
+    let (mut out, (mut rest, mut later)) = std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            let mut d = Vec::new();
+            (parse_aliases_serial(second, file, &mut d), d)
+        });
+        let out = parse_aliases_serial(first, file, diags);
+        let rest = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (out, rest)
+    });
+    let by = newlines(first);
+    for e in &mut rest {
+        e.line = e.line.saturating_add(by);
+        (e.targets.iter_mut()).for_each(|t| t.line = t.line.saturating_add(by));
+    }
+    (later.iter_mut()).for_each(|d| d.line = d.line.saturating_add(by));
+    out.append(&mut rest);
+    diags.append(&mut later);
+    out
+}
+
+pub(super) fn parse_aliases_serial(
+    bytes: &[u8],
+    file: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<ParsedAlias> {
     let mut out = Vec::new();
     for l in logical(bytes, file, diags) {
         if let Some((line, why)) = l.bad {
@@ -526,7 +588,7 @@ pub struct AliasesFile {
 }
 
 /// Whether a line begins at `at` and starts an entry whatever precedes it.
-fn opens_entry(bytes: &[u8], at: usize) -> bool {
+pub(super) fn opens_entry(bytes: &[u8], at: usize) -> bool {
     let begins_line = at == 0 || bytes.get(at - 1) == Some(&b'\n');
     begins_line
         && bytes

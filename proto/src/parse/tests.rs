@@ -376,6 +376,31 @@ mod reparse {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn two_halves_cut_where_an_entry_opens_parse_as_the_whole(bytes in file()) {
+            let mut diags = Vec::new();
+            let whole = lines::parse_aliases_serial(&bytes, "f", &mut diags);
+            let mut cuts = 0;
+            for at in 0..=bytes.len() {
+                if lines::entry_after(&bytes, at) != Some(at) {
+                    prop_assert!(!lines::opens_entry(&bytes, at) || at == bytes.len());
+                    continue;
+                }
+                cuts += 1;
+                let mut got_diags = Vec::new();
+                let got = lines::parse_aliases_at(&bytes, "f", &mut got_diags, at);
+                prop_assert_eq!(&got, &whole, "cut at {} of {:?}", at, String::from_utf8_lossy(&bytes));
+                prop_assert_eq!(&got_diags, &diags, "cut at {}", at);
+            }
+            // Every entry that opens at the start of a line is a place to cut.
+            let starts = bytes.split(|&b| b == b'\n').filter(|l| l.first().is_some_and(|&b| b.is_ascii_alphabetic())).count();
+            prop_assert_eq!(cuts, starts);
+        }
+    }
+
     #[test]
     fn one_changed_line_parses_one_entry() {
         let mut text = String::new();
