@@ -54,8 +54,11 @@ impl Current {
         if let Some(b) = self.body.get() {
             return Ok(b.clone());
         }
-        // Streamed into the encoder: no copy of the whole content as JSON in memory.
+        // Streamed into the encoder: no copy of the whole content as JSON in memory. One zstd
+        // worker compresses while this thread writes the JSON (at a million aliases, 1.6 s in
+        // turn, 1.0 s side by side).
         let mut enc = zstd::stream::Encoder::new(Vec::new(), 3)?;
+        enc.multithread(1)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
         serde_json::to_writer(
             &mut w,

@@ -167,6 +167,8 @@ impl Body<'_> {
 fn encode_full(snap: &Snapshot) -> Result<Vec<u8>, ApiError> {
     let internal = |e: std::io::Error| ApiError::Internal(e.into());
     let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(internal)?;
+    // Compressed by a zstd worker while this thread writes the JSON, as the agent does.
+    enc.multithread(1).map_err(internal)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
     serde_json::to_writer(&mut w, snap).map_err(|e| ApiError::Internal(e.into()))?;
     std::io::Write::flush(&mut w).map_err(internal)?;
