@@ -370,20 +370,7 @@ fn ingest(
         return Err(refuse(server, agent, Some(&snap), e));
     }
     snap.content.normalize();
-    // The content a delta was applied to was valid: only what the delta upserted is checked.
-    let valid = match &delta {
-        Some(d) => snap.content.validate_changed(d.changes),
-        None => snap.content.validate(),
-    };
-    if let Err(e) = valid {
-        return Err(refuse(
-            server,
-            agent,
-            Some(&snap),
-            ApiError::Invalid(e.to_string()),
-        ));
-    }
-    steps.mark("validate");
+    steps.mark("normalize");
     let (applied, held) = {
         let live = lock(&server.live);
         let l = live.get(agent);
@@ -393,17 +380,30 @@ fn ingest(
         )
     };
     // Planned once: the part gives the shrink guard its count and then goes into the maps. When
-    // the snapshot claims to be new, it is planned while another thread hashes it (the plan has
-    // no effect before the hash is checked); a repeat is only hashed.
+    // the snapshot claims to be new, it is planned while another thread validates and hashes it
+    // (the plan has no effect before both are checked, and planning reads any content safely);
+    // a repeat is only validated and hashed.
     let mut since = delta.as_mut().and_then(|d| d.part.take());
     let new = applied
         .as_ref()
         .is_none_or(|a| a.hash != snap.hash && snap.version > a.version)
         && held.as_ref().is_none_or(|h| h.hash != snap.hash);
-    let (hash, mut part) = std::thread::scope(|s| {
+    let changes = delta.as_ref().map(|d| d.changes);
+    let (checked, mut part) = std::thread::scope(|s| {
         let hashing = s.spawn(|| {
             let started = StdInstant::now();
-            (snap.content.hash(), started.elapsed().as_millis())
+            // The content a delta was applied to was valid: only what it upserted is checked.
+            let valid = match changes {
+                Some(c) => snap.content.validate_changed(c),
+                None => snap.content.validate(),
+            };
+            let validate_ms = started.elapsed().as_millis();
+            let hash = valid.map(|()| snap.content.hash());
+            (
+                hash,
+                validate_ms,
+                started.elapsed().as_millis() - validate_ms,
+            )
         });
         let part = new.then(|| plan(server, agent, &snap, since.take()));
         let hashed = hashing
@@ -411,9 +411,17 @@ fn ingest(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (hashed, part)
     });
-    let (hash, hash_ms) = hash;
+    let (hash, validate_ms, hash_ms) = checked;
+    steps.beside("validate", validate_ms);
     steps.beside("hash", hash_ms);
     steps.mark("plan");
+    let hash = match hash {
+        Ok(hash) => hash,
+        Err(e) => {
+            let e = ApiError::Invalid(e.to_string());
+            return Err(refuse(server, agent, Some(&snap), e));
+        }
+    };
     if hash != snap.hash {
         let e = ApiError::Invalid(format!(
             "content hash is {hash}, not the claimed {}",
