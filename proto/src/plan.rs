@@ -308,9 +308,14 @@ fn cmp_joined(s: &str, (local, domain): (&str, &str)) -> std::cmp::Ordering {
     s.bytes().cmp(joined)
 }
 
-/// Lowercases only when needed.
+/// Lowercases only when needed (ASCII, the usual case, without decoding characters).
 fn lower(s: &str) -> Cow<'_, str> {
-    if s.chars().any(char::is_uppercase) {
+    let upper = if s.is_ascii() {
+        s.bytes().any(|b| b.is_ascii_uppercase())
+    } else {
+        s.chars().any(char::is_uppercase)
+    };
+    if upper {
         Cow::Owned(s.to_lowercase())
     } else {
         Cow::Borrowed(s)
@@ -1124,6 +1129,8 @@ fn local_of(key: &str) -> Cow<'_, str> {
 
 /// Passes [`Affected::close_over`] makes before it indexes the alias graph.
 const PASSES: usize = 3;
+/// A pass looks through at least twice this many aliases in two halves side by side.
+const PASS_HALF: usize = 50_000;
 
 /// What an item can name that a change reaches through it.
 enum Reach<'a> {
@@ -1184,17 +1191,18 @@ impl Affected {
     /// alias graph), and the rest is a walk through that index, so a long chain of aliases costs
     /// no more passes. The index costs several passes itself: its map holds every name.
     pub fn close_over(&mut self, c: &Content) {
-        self.close_over_in(c, PASSES);
+        self.close_over_in(c, PASSES, PASS_HALF);
     }
 
-    /// [`Affected::close_over`] with at most `passes` passes before the index.
-    fn close_over_in(&mut self, c: &Content, passes: usize) {
+    /// [`Affected::close_over`] with at most `passes` passes before the index, each looking
+    /// through the aliases in two halves side by side when there are `2 * half` or more.
+    fn close_over_in(&mut self, c: &Content, passes: usize, half: usize) {
         if self.is_empty() {
             return;
         }
         let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
         for _ in 0..passes {
-            if !self.pass(c, &domains) {
+            if !self.pass(c, &domains, half) {
                 return;
             }
         }
@@ -1203,7 +1211,7 @@ impl Affected {
 
     /// One pass over `c`: adds every entry that reaches an affected name or include. Whether
     /// it added any.
-    fn pass(&mut self, c: &Content, domains: &FxHashSet<&str>) -> bool {
+    fn pass(&mut self, c: &Content, domains: &FxHashSet<&str>, half: usize) -> bool {
         let reaches = |ts: &[Target]| {
             ts.iter().any(|t| match reference(t, domains) {
                 Some(Reach::Name(n)) => self.names.contains(n.as_ref()),
@@ -1211,16 +1219,35 @@ impl Affected {
                 None => false,
             })
         };
-        let mut names: Vec<String> = Vec::new();
-        for a in &c.aliases {
-            if !self.names.contains(&a.name) && reaches(&a.targets) {
-                names.push(a.name.clone());
-            }
-        }
+        // The aliases new to the set whose items reach it (items first: most reach nothing).
+        let new = |aliases: &[crate::snapshot::Alias]| -> Vec<String> {
+            (aliases.iter())
+                .filter(|a| reaches(&a.targets) && !self.names.contains(&a.name))
+                .map(|a| a.name.clone())
+                .collect()
+        };
+        // A million aliases are looked through in two halves side by side.
+        let mut names = if c.aliases.len() >= half.saturating_mul(2) {
+            let (first, second) = c.aliases.split_at(c.aliases.len() / 2);
+            std::thread::scope(|s| {
+                let other = s.spawn(|| new(second));
+                let mut names = new(first);
+                names.extend(
+                    other
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+                names
+            })
+        } else {
+            new(&c.aliases)
+        };
         for v in &c.virtuals {
-            let name = local_of(&v.key);
-            if !self.names.contains(name.as_ref()) && reaches(&v.targets) {
-                names.push(name.into_owned());
+            if reaches(&v.targets) {
+                let name = local_of(&v.key);
+                if !self.names.contains(name.as_ref()) {
+                    names.push(name.into_owned());
+                }
             }
         }
         let includes: Vec<String> = (c.includes.iter())

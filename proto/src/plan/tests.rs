@@ -945,11 +945,14 @@ mod affected {
                 let mut a = Affected::of(&diff(old, new)).expect("domains unchanged");
                 let mut passes = a.clone();
                 fixpoint(&mut passes, new);
-                // However many passes come before the index walk, the same closure.
+                // However many passes come before the index walk, and passes in two halves
+                // side by side or not, the same closure.
                 for n in [0, 1, 2, usize::MAX] {
-                    let mut b = a.clone();
-                    b.close_over_in(new, n);
-                    prop_assert_eq!(&passes, &b, "{} passes", n);
+                    for half in [1, 3, usize::MAX] {
+                        let mut b = a.clone();
+                        b.close_over_in(new, n, half);
+                        prop_assert_eq!(&passes, &b, "{} passes, halves from {}", n, half);
+                    }
                 }
                 a.close_over(new);
                 prop_assert_eq!(&passes, &a);
