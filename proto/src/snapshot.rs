@@ -316,8 +316,58 @@ impl Content {
     }
 
     /// SHA-256 over the canonical encoding, lowercase hex. Call on normalized content.
+    ///
+    /// A large content is encoded on this thread while another runs SHA-256 over what is
+    /// encoded so far (each takes about half the time at a million aliases).
     pub fn hash(&self) -> String {
-        let mut c = Canon::new();
+        let entries = self.aliases.len()
+            + self.includes.len()
+            + self.virtuals.len()
+            + self.recipients.len()
+            + self.users.len();
+        self.hash_with(entries >= HASH_BESIDE)
+    }
+
+    /// [`Content::hash`], with SHA-256 on another thread (`beside`) or on this one.
+    fn hash_with(&self, beside: bool) -> String {
+        if !beside {
+            let mut c = Canon::new(Out::Here(Sha256::new()));
+            self.encode(&mut c);
+            c.flush();
+            let Out::Here(h) = c.out else {
+                unreachable!("made with Out::Here")
+            };
+            return hex(&h.finalize());
+        }
+        let (full, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, empty) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|s| {
+            let hashing = s.spawn(move || {
+                let mut h = Sha256::new();
+                for mut chunk in chunks {
+                    h.update(&chunk);
+                    chunk.clear();
+                    let _ = give_back.send(chunk);
+                }
+                h.finalize()
+            });
+            let mut c = Canon::new(Out::Beside {
+                full,
+                empty: &empty,
+            });
+            self.encode(&mut c);
+            c.flush();
+            // The last chunk is sent; dropping the sender ends the hashing loop.
+            drop(c);
+            let digest = hashing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            hex(&digest)
+        })
+    }
+
+    /// The canonical encoding, into `c`.
+    fn encode(&self, c: &mut Canon<'_>) {
         c.bytes(b"mxsync-content");
         c.u32(FORMAT);
         c.strs(&self.domains);
@@ -379,7 +429,6 @@ impl Content {
             c.u8(d.severity as u8);
             c.str(&d.message);
         }
-        c.finish()
     }
 
     /// Checks everything the server will rely on: names and keys that can be written to a map,
@@ -582,22 +631,53 @@ impl Entries<'_> {
 
 /// The canonical encoding, streamed straight into SHA-256: fixed-width little-endian integers,
 /// length-prefixed strings and lists, one tag byte per enum.
-struct Canon {
-    hasher: Sha256,
+/// Contents with at least this many entries are hashed on two threads.
+const HASH_BESIDE: usize = 50_000;
+/// The encoding goes to SHA-256 in chunks of about this many bytes.
+const CHUNK: usize = 1 << 16;
+
+/// Where [`Canon`]'s chunks go: SHA-256 here, or another thread running it.
+enum Out<'a> {
+    Here(Sha256),
+    Beside {
+        full: std::sync::mpsc::SyncSender<Vec<u8>>,
+        /// Chunks the other thread hashed, for reuse.
+        empty: &'a std::sync::mpsc::Receiver<Vec<u8>>,
+    },
+}
+
+struct Canon<'a> {
+    out: Out<'a>,
     buf: Vec<u8>,
 }
 
-impl Canon {
-    fn new() -> Self {
+impl<'a> Canon<'a> {
+    fn new(out: Out<'a>) -> Self {
         Canon {
-            hasher: Sha256::new(),
-            buf: Vec::with_capacity(1 << 16),
+            out,
+            buf: Vec::with_capacity(CHUNK),
         }
     }
     fn flush_if_full(&mut self) {
-        if self.buf.len() >= 1 << 16 {
-            self.hasher.update(&self.buf);
-            self.buf.clear();
+        if self.buf.len() >= CHUNK {
+            self.flush();
+        }
+    }
+    /// Hands what is buffered to SHA-256.
+    fn flush(&mut self) {
+        match &mut self.out {
+            Out::Here(h) => {
+                h.update(&self.buf);
+                self.buf.clear();
+            }
+            Out::Beside { full, empty } => {
+                let next = empty
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let chunk = std::mem::replace(&mut self.buf, next);
+                // The other thread only stops by panicking, which its join passes on.
+                let _ = full.send(chunk);
+            }
         }
     }
     fn bytes(&mut self, b: &[u8]) {
@@ -639,10 +719,6 @@ impl Canon {
             self.str(&t.value);
             self.u32(t.line);
         }
-    }
-    fn finish(mut self) -> String {
-        self.hasher.update(&self.buf);
-        hex(&self.hasher.finalize())
     }
 }
 

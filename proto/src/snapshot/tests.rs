@@ -264,3 +264,25 @@ fn duplicates_are_found_sorted_or_not() {
     check(&["b", "a", "b"], &["b"]);
     check(&["c", "a", "c", "a"], &["c", "a"]);
 }
+
+/// SHA-256 on another thread, beside the encoding, gives the hash: empty, the pinned fixture,
+/// contents around the chunk size and over many chunks; past the threshold `hash` is that one.
+#[test]
+fn hashing_beside_the_encoding_gives_the_same_hash() {
+    let check = |c: &Content, what: &str| {
+        assert_eq!(c.hash_with(true), c.hash_with(false), "{what}");
+    };
+    check(&Content::default(), "empty");
+    check(&content(FIXTURE), "fixture");
+    let aliases = |n: usize| {
+        let text: String = (0..n)
+            .map(|i| format!("a{i}: r{i}@remote.net, l{i}\n"))
+            .collect();
+        content(&format!("== aliases\n{text}"))
+    };
+    for n in [1, 100, 1000, 1500, 20_000] {
+        check(&aliases(n), &format!("{n} aliases"));
+    }
+    let big = aliases(HASH_BESIDE);
+    assert_eq!(big.hash(), big.hash_with(false));
+}
