@@ -828,13 +828,15 @@ fn render_all(
     Ok(assemble(&with, formats))
 }
 
-/// Installs `rendered` as the live maps, running `prepare` in the new generation first.
+/// Installs `rendered` as the live maps, running `prepare` in the new generation first; the
+/// files that did not change since the last install are linked, not written.
 fn install(server: &Server, rendered: &Rendered) -> anyhow::Result<()> {
     let cfg = &server.cfg.config;
     let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
-    maps::install(&cfg.output.dir, rendered, |dir| {
-        crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
-    })?;
+    let prepare =
+        |dir: &std::path::Path| crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit);
+    let mut last = lock(&server.installed);
+    maps::install_after(&cfg.output.dir, rendered, prepare, &mut last)?;
     Ok(())
 }
 

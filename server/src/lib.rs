@@ -110,6 +110,8 @@ pub struct Server {
     pub live: Mutex<BTreeMap<String, Live>>,
     /// Serializes applies, so that two agents' snapshots never render over each other.
     pub apply_lock: Mutex<()>,
+    /// The set installed last, whose unchanged files the next install links.
+    pub installed: Mutex<maps::Last>,
     /// Per agent: serializes its pushes and releases, so that the row a stored delta is based
     /// on stays applied, with its body, until the delta is stored and applied.
     pub ingesting: BTreeMap<String, Mutex<()>>,
@@ -328,6 +330,7 @@ impl Server {
             sinks,
             tracker: TaskTracker::new(),
             hook_lock: tokio::sync::Mutex::new(()),
+            installed: Mutex::new(maps::Last::default()),
             cfg,
         };
         server.refresh_metrics();

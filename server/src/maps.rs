@@ -50,14 +50,14 @@ pub fn current(dir: &Path) -> Option<PathBuf> {
 }
 
 /// The agents, versions and hashes named in the header of the live set (`# agent ID version V
-/// hash H` lines), read from its first file; empty when nothing is live.
+/// hash H` lines), read from its first file that carries them; empty when nothing is live.
 pub fn live_versions(dir: &Path) -> Vec<(String, u64, String)> {
     let Some(cur) = current(dir) else {
         return Vec::new();
     };
-    let files = crate::render::POSTFIX
-        .iter()
-        .chain(crate::render::EXIM.iter());
+    let files = (crate::render::POSTFIX.iter())
+        .chain(crate::render::EXIM.iter())
+        .filter(|f| crate::render::carries_versions(f));
     let Some(text) = files
         .filter_map(|f| fs::read_to_string(cur.join(f)).ok())
         .next()
@@ -85,12 +85,47 @@ pub fn is_current(dir: &Path, rendered: &Rendered) -> bool {
         .all(|name| fs::read(cur.join(name)).is_ok_and(|b| b == rendered.file(name)))
 }
 
+/// The set a server installed last, and where: the next install links the files that did not
+/// change from there instead of writing them again.
+#[derive(Debug, Default)]
+pub struct Last(Option<(PathBuf, Rendered)>);
+
 /// Writes `rendered` as a new generation and makes it live. `prepare` runs in the new
 /// generation directory before the switch; its error aborts the install.
 pub fn install(
     dir: &Path,
     rendered: &Rendered,
     prepare: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, InstallError> {
+    install_after(dir, rendered, prepare, &mut Last::default())
+}
+
+/// [`install`], after the install `last` records (and then records this one). A file that is
+/// the same as in that set ([`Rendered::same_file`]) is hard-linked from its generation, when
+/// that generation is still the live one: a generation is never written once it is complete,
+/// so the link is the same bytes, already on disk. Anything else is written.
+pub fn install_after(
+    dir: &Path,
+    rendered: &Rendered,
+    prepare: impl FnOnce(&Path) -> Result<(), String>,
+    last: &mut Last,
+) -> Result<PathBuf, InstallError> {
+    let live = current(dir);
+    let from = last
+        .0
+        .as_ref()
+        .filter(|(at, _)| live.as_deref() == Some(at.as_path()))
+        .map(|(at, set)| (at.as_path(), set));
+    let new = install_from(dir, rendered, prepare, from)?;
+    last.0 = Some((new.clone(), rendered.clone()));
+    Ok(new)
+}
+
+fn install_from(
+    dir: &Path,
+    rendered: &Rendered,
+    prepare: impl FnOnce(&Path) -> Result<(), String>,
+    from: Option<(&Path, &Rendered)>,
 ) -> Result<PathBuf, InstallError> {
     let gens = dir.join(".gen");
     fs::create_dir_all(&gens).map_err(io("create directory", &gens))?;
@@ -103,7 +138,7 @@ pub fn install(
     let previous =
         current(dir).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
     fs::create_dir(&new).map_err(io("create directory", &new))?;
-    let result = write_generation(&new, rendered).and_then(|()| {
+    let result = write_generation(&new, rendered, from).and_then(|()| {
         prepare(&new).map_err(InstallError::Prepare)?;
         switch(dir, &name)
     });
@@ -115,7 +150,11 @@ pub fn install(
     Ok(new)
 }
 
-fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError> {
+fn write_generation(
+    new: &Path,
+    rendered: &Rendered,
+    from: Option<(&Path, &Rendered)>,
+) -> Result<(), InstallError> {
     let mut dirs = vec![new.to_path_buf()];
     for name in &rendered.names {
         let path = new.join(name);
@@ -135,7 +174,14 @@ fn write_generation(new: &Path, rendered: &Rendered) -> Result<(), InstallError>
             let Some(name) = rendered.names.get(i) else {
                 return Ok(());
             };
-            write_file(&new.join(name), |f| rendered.write_file(name, f))?;
+            let path = new.join(name);
+            if let Some((at, set)) = from
+                && set.same_file(rendered, name)
+                && fs::hard_link(at.join(name), &path).is_ok()
+            {
+                continue;
+            }
+            write_file(&path, |f| rendered.write_file(name, f))?;
         }
     };
     std::thread::scope(|s| {

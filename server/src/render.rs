@@ -29,13 +29,18 @@ pub struct AgentMaps<'a> {
     pub content: &'a Content,
 }
 
-/// The rendered file set: each file is the header, then every agent's part of it, in order.
+/// The first line of every rendered file.
+pub const BANNER: &str = "# mxsync: generated file, do not edit\n";
+
+/// The rendered file set: each file is its header, then every agent's part of it, in order.
 /// The parts are shared with the server's memory, not copied into one buffer per file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Rendered {
     /// File names (below the output directory), sorted.
     pub names: Vec<&'static str>,
-    /// The header of every file: one comment line per agent with its version and hash.
+    /// The header of the files that carry versions ([`carries_versions`]): [`BANNER`], then
+    /// one comment line per agent with its version and hash. The other files start with the
+    /// banner alone.
     pub header: String,
     /// Every agent's part, in file order.
     pub parts: Vec<std::sync::Arc<AgentPart>>,
@@ -46,7 +51,12 @@ pub struct Rendered {
 impl Rendered {
     /// Writes file `name` to `w`.
     pub fn write_file(&self, name: &str, w: &mut impl std::io::Write) -> std::io::Result<()> {
-        w.write_all(self.header.as_bytes())?;
+        let header = if carries_versions(name) {
+            self.header.as_str()
+        } else {
+            BANNER
+        };
+        w.write_all(header.as_bytes())?;
         for p in &self.parts {
             if let Some(text) = p.files.get(name) {
                 for piece in text.pieces() {
@@ -55,6 +65,29 @@ impl Rendered {
             }
         }
         Ok(())
+    }
+
+    /// Whether file `name` is the same in `self` and `other`, known without reading it: a file
+    /// without versions in its header, made of the very same pieces (the parts' pieces are
+    /// shared, and `other` holds them, so equal pointers are equal text).
+    pub fn same_file(&self, other: &Rendered, name: &str) -> bool {
+        !carries_versions(name)
+            && self.names.contains(&name)
+            && other.names.contains(&name)
+            && self.parts.len() == other.parts.len()
+            && self.parts.iter().zip(&other.parts).all(|(a, b)| {
+                match (a.files.get(name), b.files.get(name)) {
+                    (Some(a), Some(b)) => {
+                        a.pieces.len() == b.pieces.len()
+                            && a.pieces
+                                .iter()
+                                .zip(&b.pieces)
+                                .all(|(x, y)| Arc::ptr_eq(x, y))
+                    }
+                    (None, None) => true,
+                    _ => false,
+                }
+            })
     }
 
     /// File `name` in one buffer.
@@ -198,7 +231,7 @@ pub fn assemble(
     agents: &[(&AgentMaps<'_>, std::sync::Arc<AgentPart>)],
     formats: &[String],
 ) -> Rendered {
-    let mut header = String::from("# mxsync: generated file, do not edit\n");
+    let mut header = String::from(BANNER);
     for (a, _) in agents {
         let _ = writeln!(
             header,
@@ -242,6 +275,13 @@ fn file_names(formats: &[String]) -> impl Iterator<Item = &'static str> + '_ {
 /// buffer left to grow by doubling would end twice as large as its lines (0 when nothing is cut).
 fn room(piece: usize) -> usize {
     if piece <= PIECE { piece + piece / 8 } else { 0 }
+}
+
+/// Whether file `name` names each agent's version and hash in its header: the small files
+/// (domains, routes), written at every apply. The files with a line per address do not, so
+/// that one whose lines did not change is the same file, and need not be written again.
+pub fn carries_versions(name: &str) -> bool {
+    !ADDRESS_FILES.contains(&name)
 }
 
 /// The files with one line per address, in the order of [`Lines`]' buffers.

@@ -248,7 +248,7 @@ async fn restarting_the_agent_does_not_bump_the_version() {
     let s = setup();
     let server = tests::RunningServer::start(&s.server_config).await;
     let version = |maps: &std::path::Path| {
-        let v = std::fs::read_to_string(maps.join("postfix/virtual")).unwrap_or_default();
+        let v = std::fs::read_to_string(maps.join("postfix/relay_domains")).unwrap_or_default();
         v.lines()
             .find_map(|l| l.strip_prefix("# agent mx1 version "))
             .and_then(|r| r.split(' ').next().map(str::to_string))
@@ -307,7 +307,7 @@ async fn an_agent_that_lost_its_state_dir_recovers_by_itself() {
         true,
     )
     .await;
-    let v = std::fs::read_to_string(s.maps.join("postfix/virtual")).unwrap();
+    let v = std::fs::read_to_string(s.maps.join("postfix/relay_domains")).unwrap();
     assert!(v.contains("# agent mx1 version 3 "), "{v}");
     agent.stop().await;
     server.stop().await;

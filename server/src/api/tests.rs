@@ -438,7 +438,10 @@ async fn the_shrink_guard_holds_then_release_applies() {
     // The operator releases it.
     assert!(lock(&h.server.db).request_release("mx1").unwrap());
     h.server.apply_releases();
-    assert!(h.map("postfix/virtual").contains("# agent mx1 version 2 "));
+    assert!(
+        h.map("postfix/relay_domains")
+            .contains("# agent mx1 version 2 ")
+    );
     assert!(!h.map("postfix/virtual").contains("u15@example.org"));
     assert_eq!(
         history(&h)

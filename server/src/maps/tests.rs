@@ -2,7 +2,9 @@
 //! generations are cleaned up.
 
 use super::*;
+use crate::render::BANNER;
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 
 fn set(tag: &str) -> Rendered {
     let mut part = crate::render::AgentPart::default();
@@ -34,11 +36,19 @@ fn generations_switch_whole_and_old_ones_are_removed() {
     assert!(!is_current(dir, &set("one")));
     install(dir, &set("one"), |_| Ok(())).unwrap();
     assert!(is_current(dir, &set("one")));
+    // The address files start with the banner alone; the small ones name the versions.
     assert_eq!(
         read_live(dir, "postfix/virtual"),
-        "# one\npostfix/virtual one\n"
+        format!("{BANNER}postfix/virtual one\n")
     );
-    assert_eq!(read_live(dir, "exim/forward"), "# one\nexim/forward one\n");
+    assert_eq!(
+        read_live(dir, "exim/forward"),
+        format!("{BANNER}exim/forward one\n")
+    );
+    assert_eq!(
+        read_live(dir, "postfix/relay_domains"),
+        "# one\npostfix/relay_domains one\n"
+    );
     for tag in ["two", "three", "four"] {
         install(dir, &set(tag), |_| Ok(())).unwrap();
         assert!(is_current(dir, &set(tag)));
@@ -74,7 +84,7 @@ fn a_failed_prepare_leaves_the_old_set_live() {
     assert!(e.to_string().contains("postmap: fatal"));
     assert_eq!(
         seen.borrow().as_deref(),
-        Some("# new\npostfix/virtual new\n"),
+        Some(format!("{BANNER}postfix/virtual new\n").as_str()),
         "prepare runs in the new generation"
     );
     assert!(is_current(dir, &set("old")));
@@ -92,4 +102,61 @@ fn an_unwritable_output_directory_is_an_error_not_a_panic() {
     fs::write(&file, "").unwrap();
     let e = install(&file, &set("x"), |_| Ok(())).unwrap_err();
     assert!(e.to_string().contains("not-a-dir"), "{e}");
+}
+
+/// `set`, with `changed`'s part new and every other file's part shared with `base`.
+fn changed(base: &Rendered, tag: &str, changed: &str) -> Rendered {
+    let mut part = crate::render::AgentPart::default();
+    for (f, text) in &base.parts[0].files {
+        let text = if *f == changed {
+            format!("{f} {tag}\n").into()
+        } else {
+            text.clone()
+        };
+        part.files.insert(f, text);
+    }
+    Rendered {
+        header: format!("# {tag}\n"),
+        parts: vec![std::sync::Arc::new(part)],
+        ..base.clone()
+    }
+}
+
+#[test]
+fn unchanged_address_files_are_linked_from_the_live_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ino = |gen_dir: &Path, name: &str| fs::metadata(gen_dir.join(name)).unwrap().ino();
+    let mut last = Last::default();
+    let one = set("one");
+    let g1 = install_after(dir, &one, |_| Ok(()), &mut last).unwrap();
+    let two = changed(&one, "two", "postfix/virtual");
+    let g2 = install_after(dir, &two, |_| Ok(()), &mut last).unwrap();
+    for name in &two.names {
+        assert_eq!(fs::read(dir.join(name)).unwrap(), two.file(name), "{name}");
+        // Linked: an address file whose pieces are the same. Written: the changed one, and the
+        // small files, whose header names the versions.
+        let linked = !name.ends_with("virtual") && !crate::render::carries_versions(name);
+        assert_eq!(ino(&g1, name) == ino(&g2, name), linked, "{name}");
+    }
+    assert!(is_current(dir, &two));
+    // An install the record does not know of (another process, a restart) makes the recorded
+    // generation no longer live: nothing is linked from it.
+    let before: Vec<u64> = two.names.iter().map(|n| ino(&g2, n)).collect();
+    install(dir, &set("three"), |_| Ok(())).unwrap();
+    let four = changed(&two, "four", "exim/forward");
+    let g4 = install_after(dir, &four, |_| Ok(()), &mut last).unwrap();
+    for (name, old) in four.names.iter().zip(before) {
+        assert_eq!(fs::read(dir.join(name)).unwrap(), four.file(name), "{name}");
+        assert_ne!(old, ino(&g4, name), "{name}");
+    }
+    // A failed install leaves the record as it was: the next one links from the live set.
+    let five = changed(&four, "five", "postfix/virtual");
+    assert!(install_after(dir, &five, |_| Err("no".into()), &mut last).is_err());
+    let g5 = install_after(dir, &five, |_| Ok(()), &mut last).unwrap();
+    assert_eq!(
+        ino(&g4, "postfix/relay_recipients"),
+        ino(&g5, "postfix/relay_recipients")
+    );
+    assert!(is_current(dir, &five));
 }
