@@ -588,7 +588,12 @@ fn merge_pieces(
             &doomed[d..d_end],
             &mut gone,
         )?;
-        cut(merged, piece, &mut out);
+        match old.pieces.get(k) {
+            // Its addresses planned again to the same lines: the piece is kept, so that a file
+            // whose pieces are all kept is known to be unchanged (`Rendered::same_file`).
+            Some(p) if **p == merged => out.push(Arc::clone(p)),
+            _ => cut(merged, piece, &mut out),
+        }
         (d, f, copied) = (d_end, f_end, k + 1);
     }
     out.extend(old.pieces[copied.min(old.pieces.len())..].iter().cloned());
