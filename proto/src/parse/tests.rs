@@ -427,3 +427,45 @@ mod reparse {
         );
     }
 }
+
+/// The block-at-a-time prefix and suffix give what a byte loop gives, whatever the lengths and
+/// wherever the first difference is, around the block size.
+#[test]
+fn common_prefix_and_suffix_equal_a_byte_loop() {
+    let naive_prefix = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let naive_suffix = |a: &[u8], b: &[u8]| {
+        (a.iter().rev().zip(b.iter().rev()))
+            .take_while(|(x, y)| x == y)
+            .count()
+    };
+    for len in [0, 1, 4095, 4096, 4097, 8192, 10_000] {
+        let a: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        for extra in [0, 1, 5000] {
+            let mut longer = a.clone();
+            longer.extend(std::iter::repeat_n(7u8, extra));
+            let mut before = vec![9u8; extra];
+            before.extend(&a);
+            assert_eq!(lines::common_prefix(&a, &longer), len);
+            assert_eq!(lines::common_suffix(&a, &before), len);
+        }
+        for at in [0, 1, 4095, 4096, 4097, 9999]
+            .into_iter()
+            .filter(|&i| i < len)
+        {
+            let mut b = a.clone();
+            b[at] ^= 0xff;
+            assert_eq!(
+                lines::common_prefix(&a, &b),
+                naive_prefix(&a, &b),
+                "{len} {at}"
+            );
+            assert_eq!(
+                lines::common_suffix(&a, &b),
+                naive_suffix(&a, &b),
+                "{len} {at}"
+            );
+            assert_eq!(lines::common_prefix(&a, &b), at);
+            assert_eq!(lines::common_suffix(&a, &b), len - at - 1);
+        }
+    }
+}
