@@ -12,28 +12,32 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Path of one of the workspace's binaries, built if it is not there yet.
+/// Path of one of the workspace's binaries, built (once per test process) so that it is the
+/// binary of the code under test.
 ///
-/// `cargo test --workspace` builds every binary before running tests; running this crate alone
-/// (`cargo test -p tests`) may not, so it builds the one it needs.
+/// `cargo test --workspace` does not build the binaries of a package without integration tests
+/// of its own, so one left in `target/` by an earlier build would otherwise be run, stale.
 pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/it-HASH -> target/<profile>/NAME
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target directory");
-    let path = dir.join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--bin", name])
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo build");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--bin", name]).current_dir(workspace());
+        if dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build --bin {name} failed");
+        built.push(name.to_string());
     }
-    path
+    dir.join(name)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (for processes that must bind it themselves).
