@@ -1019,7 +1019,7 @@ impl<'a> Planner<'a> {
     /// `sinks[i]` by a planner of its own that shares this one's indexes. A plan does not depend
     /// on what was planned before it (see the module), so the runs together make exactly the
     /// plans of [`Planner::plan_each`]; an expansion that two runs need is made by both. Returns
-    /// the sinks, in order.
+    /// the sinks, in order. [`Planner::unknown_names`] afterwards holds the first run's only.
     pub fn plan_runs<S: Send>(
         &mut self,
         sinks: Vec<S>,
