@@ -99,16 +99,14 @@ impl Builder {
             all.to_vec()
         } else {
             let (a, b) = all.split_at(all.len() / 2);
-            std::thread::scope(|s| {
-                let second = s.spawn(|| b.to_vec());
+            let first = || {
                 let mut v = Vec::with_capacity(all.len());
                 v.extend_from_slice(a);
-                match second.join() {
-                    Ok(mut rest) => v.append(&mut rest),
-                    Err(_) => v.extend_from_slice(b),
-                }
                 v
-            })
+            };
+            let (mut v, mut rest) = crate::par::join(first, || b.to_vec());
+            v.append(&mut rest);
+            v
         };
         self.add_aliases(path, entries, parsed.diagnostics().to_vec());
     }
@@ -433,13 +431,10 @@ fn sorted<T: Send>(
     if second.is_empty() {
         v.sort_unstable_by(&cmp);
     } else {
-        std::thread::scope(|s| {
-            let other = s.spawn(|| second.sort_unstable_by(&cmp));
-            v.sort_unstable_by(&cmp);
-            if let Err(panic) = other.join() {
-                std::panic::resume_unwind(panic);
-            }
-        });
+        crate::par::join(
+            || v.sort_unstable_by(&cmp),
+            || second.sort_unstable_by(&cmp),
+        );
     }
     let (mut a, mut b) = (v.into_iter().peekable(), second.into_iter().peekable());
     std::iter::from_fn(move || match (a.peek(), b.peek()) {

@@ -299,18 +299,16 @@ fn merge_halves<T: Keyed + Send + Sync>(
     let r = s.remove.partition_point(|k| k.as_str() < key);
     let u = s.upsert.partition_point(|e| e.key() < key);
     let capacity = base.len() + s.upsert.len();
-    let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| {
+    let (first, second) = crate::par::join(
+        || {
+            let (remove, upsert) = (&s.remove[..r], &s.upsert[..u]);
+            merge_sorted(base[..mid].iter(), remove, upsert, Clone::clone, capacity)
+        },
+        || {
             let (remove, upsert) = (&s.remove[r..], &s.upsert[u..]);
             merge_sorted(base[mid..].iter(), remove, upsert, Clone::clone, 0)
-        });
-        let (remove, upsert) = (&s.remove[..r], &s.upsert[..u]);
-        let first = merge_sorted(base[..mid].iter(), remove, upsert, Clone::clone, capacity);
-        let second = second
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (first, second)
-    });
+        },
+    );
     let mut out = first?;
     out.extend(second?);
     Ok(out)

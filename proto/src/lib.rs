@@ -5,7 +5,7 @@
 //! - [`snapshot`]: the model and its canonical SHA-256 hash; [`delta`]: changes between two;
 //! - [`plan`]: forward / split / punt for every valid address;
 //! - [`sign`]: HMAC request signing; [`wire`]: the other HTTP bodies;
-//! - [`addr`]: what may be written into a map.
+//! - [`addr`]: what may be written into a map; [`par`]: two halves of the work side by side.
 //!
 //! Invariant: this crate does no I/O (no files, no network, no clock) and depends on no runtime.
 
@@ -13,6 +13,7 @@ pub mod addr;
 pub mod build;
 pub mod delta;
 pub mod fxhash;
+pub mod par;
 pub mod parse;
 pub mod plan;
 pub mod sign;

@@ -1229,16 +1229,9 @@ impl Affected {
         // A million aliases are looked through in two halves side by side.
         let mut names = if c.aliases.len() >= half.saturating_mul(2) {
             let (first, second) = c.aliases.split_at(c.aliases.len() / 2);
-            std::thread::scope(|s| {
-                let other = s.spawn(|| new(second));
-                let mut names = new(first);
-                names.extend(
-                    other
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                );
-                names
-            })
+            let (mut names, more) = crate::par::join(|| new(first), || new(second));
+            names.extend(more);
+            names
         } else {
             new(&c.aliases)
         };

@@ -341,29 +341,26 @@ impl Content {
         }
         let (full, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (give_back, empty) = std::sync::mpsc::channel::<Vec<u8>>();
-        std::thread::scope(|s| {
-            let hashing = s.spawn(move || {
-                let mut h = Sha256::new();
-                for mut chunk in chunks {
-                    h.update(&chunk);
-                    chunk.clear();
-                    let _ = give_back.send(chunk);
-                }
-                h.finalize()
-            });
+        let encoding = || {
             let mut c = Canon::new(Out::Beside {
                 full,
                 empty: &empty,
             });
             self.encode(&mut c);
             c.flush();
-            // The last chunk is sent; dropping the sender ends the hashing loop.
-            drop(c);
-            let digest = hashing
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            hex(&digest)
-        })
+            // The last chunk is sent; dropping the sender (with `c`) ends the hashing loop.
+        };
+        let hashing = move || {
+            let mut h = Sha256::new();
+            for mut chunk in chunks {
+                h.update(&chunk);
+                chunk.clear();
+                let _ = give_back.send(chunk);
+            }
+            h.finalize()
+        };
+        let ((), digest) = crate::par::join(encoding, hashing);
+        hex(&digest)
     }
 
     /// The canonical encoding, into `c`.

@@ -389,29 +389,23 @@ fn ingest(
         .is_none_or(|a| a.hash != snap.hash && snap.version > a.version)
         && held.as_ref().is_none_or(|h| h.hash != snap.hash);
     let changes = delta.as_ref().map(|d| d.changes);
-    let (checked, mut part) = std::thread::scope(|s| {
-        let hashing = s.spawn(|| {
-            let started = StdInstant::now();
-            // The content a delta was applied to was valid: only what it upserted is checked.
-            let valid = match changes {
-                Some(c) => snap.content.validate_changed(c),
-                None => snap.content.validate(),
-            };
-            let validate_ms = started.elapsed().as_millis();
-            let hash = valid.map(|()| snap.content.hash());
-            (
-                hash,
-                validate_ms,
-                started.elapsed().as_millis() - validate_ms,
-            )
-        });
-        let part = new.then(|| plan(server, agent, &snap, since.take()));
-        let hashed = hashing
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (hashed, part)
-    });
-    let (hash, validate_ms, hash_ms) = checked;
+    let checking = || {
+        let started = StdInstant::now();
+        // The content a delta was applied to was valid: only what it upserted is checked.
+        let valid = match changes {
+            Some(c) => snap.content.validate_changed(c),
+            None => snap.content.validate(),
+        };
+        let validate_ms = started.elapsed().as_millis();
+        let hash = valid.map(|()| snap.content.hash());
+        (
+            hash,
+            validate_ms,
+            started.elapsed().as_millis() - validate_ms,
+        )
+    };
+    let planning = || new.then(|| plan(server, agent, &snap, since.take()));
+    let (mut part, (hash, validate_ms, hash_ms)) = proto::par::join(planning, checking);
     steps.beside("validate", validate_ms);
     steps.beside("hash", hash_ms);
     steps.mark("plan");

@@ -184,14 +184,8 @@ fn write_generation(
             write_file(&path, |f| rendered.write_file(name, f))?;
         }
     };
-    std::thread::scope(|s| {
-        let other = s.spawn(writer);
-        let mine = writer();
-        let theirs = other
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        mine.and(theirs)
-    })?;
+    let (mine, theirs) = proto::par::join(writer, writer);
+    mine.and(theirs)?;
     for d in dirs.iter().rev() {
         fsync_dir(d)?;
     }

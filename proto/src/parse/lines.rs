@@ -222,17 +222,13 @@ pub(super) fn parse_aliases_at(
     at: usize,
 ) -> Vec<ParsedAlias> {
     let (first, second) = bytes.split_at(at);
-    let (mut out, (mut rest, mut later)) = std::thread::scope(|s| {
-        let other = s.spawn(|| {
+    let (mut out, (mut rest, mut later)) = crate::par::join(
+        || parse_aliases_serial(first, file, diags),
+        || {
             let mut d = Vec::new();
             (parse_aliases_serial(second, file, &mut d), d)
-        });
-        let out = parse_aliases_serial(first, file, diags);
-        let rest = other
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (out, rest)
-    });
+        },
+    );
     let by = newlines(first);
     for e in &mut rest {
         e.line = e.line.saturating_add(by);
