@@ -47,12 +47,7 @@ fn peak_rss_mib() -> f64 {
 
 /// This process's `VmRSS:` or `VmHWM:` in MiB.
 fn rss_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    procs::status_mib(std::process::id(), field)
 }
 
 fn proto_scenario(n: usize) {
