@@ -320,12 +320,17 @@ impl Content {
     /// A large content is encoded on this thread while another runs SHA-256 over what is
     /// encoded so far (each takes about half the time at a million aliases).
     pub fn hash(&self) -> String {
-        let entries = self.aliases.len()
+        self.hash_with(self.entries() >= HASH_BESIDE)
+    }
+
+    /// How many entries its lists hold: aliases, include files, virtual entries, recipients
+    /// and users (what decides whether a step is worth a second thread).
+    pub fn entries(&self) -> usize {
+        self.aliases.len()
             + self.includes.len()
             + self.virtuals.len()
             + self.recipients.len()
-            + self.users.len();
-        self.hash_with(entries >= HASH_BESIDE)
+            + self.users.len()
     }
 
     /// [`Content::hash`], with SHA-256 on another thread (`beside`) or on this one.

@@ -462,9 +462,8 @@ const RUN: usize = 50_000;
 
 /// How many threads plan `c`: one per core (at most four), each with at least [`RUN`] entries.
 fn runs(c: &Content) -> usize {
-    let entries = c.aliases.len() + c.users.len() + c.virtuals.len() + c.recipients.len();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.min(4).min(entries / RUN).max(1)
+    cores.min(4).min(c.entries() / RUN).max(1)
 }
 
 /// [`render_agent`] with pieces of `piece` bytes.
