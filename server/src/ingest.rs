@@ -830,7 +830,7 @@ fn install(server: &Server, rendered: &Rendered) -> anyhow::Result<()> {
     let prepare =
         |dir: &std::path::Path| crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit);
     let mut last = lock(&server.installed);
-    maps::install_after(&cfg.output.dir, rendered, prepare, &mut last)?;
+    maps::install(&cfg.output.dir, rendered, prepare, &mut last)?;
     Ok(())
 }
 

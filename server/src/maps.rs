@@ -92,40 +92,16 @@ pub struct Last(Option<(PathBuf, Rendered)>);
 
 /// Writes `rendered` as a new generation and makes it live. `prepare` runs in the new
 /// generation directory before the switch; its error aborts the install.
+///
+/// `last` records the install before (and then this one): a file that is the same as in that
+/// set ([`Rendered::same_file`]) is hard-linked from its generation, when that generation is
+/// still the live one: a generation is never written once it is complete, so the link is the
+/// same bytes, already on disk. Anything else is written. A fresh [`Last`] writes everything.
 pub fn install(
     dir: &Path,
     rendered: &Rendered,
     prepare: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<PathBuf, InstallError> {
-    install_after(dir, rendered, prepare, &mut Last::default())
-}
-
-/// [`install`], after the install `last` records (and then records this one). A file that is
-/// the same as in that set ([`Rendered::same_file`]) is hard-linked from its generation, when
-/// that generation is still the live one: a generation is never written once it is complete,
-/// so the link is the same bytes, already on disk. Anything else is written.
-pub fn install_after(
-    dir: &Path,
-    rendered: &Rendered,
-    prepare: impl FnOnce(&Path) -> Result<(), String>,
     last: &mut Last,
-) -> Result<PathBuf, InstallError> {
-    let live = current(dir);
-    let from = last
-        .0
-        .as_ref()
-        .filter(|(at, _)| live.as_deref() == Some(at.as_path()))
-        .map(|(at, set)| (at.as_path(), set));
-    let new = install_from(dir, rendered, prepare, from)?;
-    last.0 = Some((new.clone(), rendered.clone()));
-    Ok(new)
-}
-
-fn install_from(
-    dir: &Path,
-    rendered: &Rendered,
-    prepare: impl FnOnce(&Path) -> Result<(), String>,
-    from: Option<(&Path, &Rendered)>,
 ) -> Result<PathBuf, InstallError> {
     let gens = dir.join(".gen");
     fs::create_dir_all(&gens).map_err(io("create directory", &gens))?;
@@ -135,8 +111,12 @@ fn install_from(
         .unwrap_or(0);
     let name = format!("{stamp}-{}", std::process::id());
     let new = gens.join(&name);
+    let live = current(dir);
     let previous =
-        current(dir).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        (live.as_deref()).and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let from = (last.0.as_ref())
+        .filter(|(at, _)| live.as_deref() == Some(at.as_path()))
+        .map(|(at, set)| (at.as_path(), set));
     fs::create_dir(&new).map_err(io("create directory", &new))?;
     let result = write_generation(&new, rendered, from).and_then(|()| {
         prepare(&new).map_err(InstallError::Prepare)?;
@@ -147,6 +127,7 @@ fn install_from(
         return result.map(|()| new);
     }
     cleanup(dir, &gens, &[Some(name.as_str()), previous.as_deref()]);
+    last.0 = Some((new.clone(), rendered.clone()));
     Ok(new)
 }
 

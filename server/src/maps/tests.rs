@@ -34,7 +34,7 @@ fn generations_switch_whole_and_old_ones_are_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     assert!(!is_current(dir, &set("one")));
-    install(dir, &set("one"), |_| Ok(())).unwrap();
+    install(dir, &set("one"), |_| Ok(()), &mut Last::default()).unwrap();
     assert!(is_current(dir, &set("one")));
     // The address files start with the banner alone; the small ones name the versions.
     assert_eq!(
@@ -50,7 +50,7 @@ fn generations_switch_whole_and_old_ones_are_removed() {
         "# one\npostfix/relay_domains one\n"
     );
     for tag in ["two", "three", "four"] {
-        install(dir, &set(tag), |_| Ok(())).unwrap();
+        install(dir, &set(tag), |_| Ok(()), &mut Last::default()).unwrap();
         assert!(is_current(dir, &set(tag)));
     }
     // The live generation and the one before it are kept; the others go to the trash, which
@@ -74,12 +74,17 @@ fn generations_switch_whole_and_old_ones_are_removed() {
 fn a_failed_prepare_leaves_the_old_set_live() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    install(dir, &set("old"), |_| Ok(())).unwrap();
+    install(dir, &set("old"), |_| Ok(()), &mut Last::default()).unwrap();
     let seen = std::cell::RefCell::new(None);
-    let e = install(dir, &set("new"), |gen_dir| {
-        *seen.borrow_mut() = Some(fs::read_to_string(gen_dir.join("postfix/virtual")).unwrap());
-        Err("postmap: fatal".into())
-    })
+    let e = install(
+        dir,
+        &set("new"),
+        |gen_dir| {
+            *seen.borrow_mut() = Some(fs::read_to_string(gen_dir.join("postfix/virtual")).unwrap());
+            Err("postmap: fatal".into())
+        },
+        &mut Last::default(),
+    )
     .unwrap_err();
     assert!(e.to_string().contains("postmap: fatal"));
     assert_eq!(
@@ -100,7 +105,7 @@ fn an_unwritable_output_directory_is_an_error_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("not-a-dir");
     fs::write(&file, "").unwrap();
-    let e = install(&file, &set("x"), |_| Ok(())).unwrap_err();
+    let e = install(&file, &set("x"), |_| Ok(()), &mut Last::default()).unwrap_err();
     assert!(e.to_string().contains("not-a-dir"), "{e}");
 }
 
@@ -129,9 +134,9 @@ fn unchanged_address_files_are_linked_from_the_live_generation() {
     let ino = |gen_dir: &Path, name: &str| fs::metadata(gen_dir.join(name)).unwrap().ino();
     let mut last = Last::default();
     let one = set("one");
-    let g1 = install_after(dir, &one, |_| Ok(()), &mut last).unwrap();
+    let g1 = install(dir, &one, |_| Ok(()), &mut last).unwrap();
     let two = changed(&one, "two", "postfix/virtual");
-    let g2 = install_after(dir, &two, |_| Ok(()), &mut last).unwrap();
+    let g2 = install(dir, &two, |_| Ok(()), &mut last).unwrap();
     for name in &two.names {
         assert_eq!(fs::read(dir.join(name)).unwrap(), two.file(name), "{name}");
         // Linked: an address file whose pieces are the same. Written: the changed one, and the
@@ -143,17 +148,17 @@ fn unchanged_address_files_are_linked_from_the_live_generation() {
     // An install the record does not know of (another process, a restart) makes the recorded
     // generation no longer live: nothing is linked from it.
     let before: Vec<u64> = two.names.iter().map(|n| ino(&g2, n)).collect();
-    install(dir, &set("three"), |_| Ok(())).unwrap();
+    install(dir, &set("three"), |_| Ok(()), &mut Last::default()).unwrap();
     let four = changed(&two, "four", "exim/forward");
-    let g4 = install_after(dir, &four, |_| Ok(()), &mut last).unwrap();
+    let g4 = install(dir, &four, |_| Ok(()), &mut last).unwrap();
     for (name, old) in four.names.iter().zip(before) {
         assert_eq!(fs::read(dir.join(name)).unwrap(), four.file(name), "{name}");
         assert_ne!(old, ino(&g4, name), "{name}");
     }
     // A failed install leaves the record as it was: the next one links from the live set.
     let five = changed(&four, "five", "postfix/virtual");
-    assert!(install_after(dir, &five, |_| Err("no".into()), &mut last).is_err());
-    let g5 = install_after(dir, &five, |_| Ok(()), &mut last).unwrap();
+    assert!(install(dir, &five, |_| Err("no".into()), &mut last).is_err());
+    let g5 = install(dir, &five, |_| Ok(()), &mut last).unwrap();
     assert_eq!(
         ino(&g4, "postfix/relay_recipients"),
         ino(&g5, "postfix/relay_recipients")
