@@ -246,19 +246,77 @@ fn apply_in(base: &Content, changes: &Changes, parallel: usize) -> Result<Conten
     })
 }
 
-/// Like [`apply`], consuming `base`: its entries move into the result instead of being copied
-/// (replaying a chain of stored deltas at start).
+/// Like [`apply`], consuming `base`: its entries stay where they are or move into the result
+/// instead of being copied (the agent's and the receiver's patch of a spare content, replaying a
+/// chain of stored deltas at start).
 pub fn apply_owned(base: Content, changes: &Changes) -> Result<Content, DeltaError> {
+    apply_owned_in(base, changes, IN_PLACE_MOVES)
+}
+
+/// A list whose changes remove and add at most this many keys is patched in place: an entry
+/// that changed is replaced where it is, and each key removed or added shifts the entries after
+/// it once. More than that, and the list is merged into a new one (one pass, one copy).
+const IN_PLACE_MOVES: usize = 8;
+
+/// [`apply_owned`], patching a list in place when it removes and adds at most `moves` keys.
+fn apply_owned_in(base: Content, changes: &Changes, moves: usize) -> Result<Content, DeltaError> {
     Ok(Content {
         domains: changes.domains.clone().unwrap_or(base.domains),
         files: changes.files.clone().unwrap_or(base.files),
-        aliases: merge(base.aliases, &changes.aliases, |a| a)?,
-        includes: merge(base.includes, &changes.includes, |i| i)?,
-        virtuals: merge(base.virtuals, &changes.virtuals, |v| v)?,
-        recipients: merge(base.recipients, &changes.recipients, |r| r)?,
-        users: merge(base.users, &changes.users, |u| u)?,
+        aliases: patch(base.aliases, &changes.aliases, moves)?,
+        includes: patch(base.includes, &changes.includes, moves)?,
+        virtuals: patch(base.virtuals, &changes.virtuals, moves)?,
+        recipients: patch(base.recipients, &changes.recipients, moves)?,
+        users: patch(base.users, &changes.users, moves)?,
         diagnostics: changes.diagnostics.clone().unwrap_or(base.diagnostics),
     })
+}
+
+/// The sorted `base` with `s` applied: in place when it removes and adds at most `moves` keys,
+/// else by [`merge_sorted`]. Refuses what the merge refuses, the same way: the first removed key
+/// (in key order) that the base lacks or that is also upserted.
+fn patch<T: Keyed>(mut base: Vec<T>, s: &Section<T>, moves: usize) -> Result<Vec<T>, DeltaError> {
+    sorted(s)?;
+    if s.remove.is_empty() && s.upsert.is_empty() {
+        return Ok(base);
+    }
+    let find = |base: &[T], key: &str| base.binary_search_by(|e| e.key().cmp(key));
+    let mut removed = Vec::with_capacity(s.remove.len());
+    for key in &s.remove {
+        let error = match find(&base, key) {
+            Err(_) => DeltaError::Missing {
+                what: T::WHAT,
+                key: key.clone(),
+            },
+            Ok(_) if s.upsert.binary_search_by(|u| u.key().cmp(key)).is_ok() => DeltaError::Both {
+                what: T::WHAT,
+                key: key.clone(),
+            },
+            Ok(at) => {
+                removed.push(at);
+                continue;
+            }
+        };
+        return Err(error);
+    }
+    let added = (s.upsert.iter())
+        .filter(|u| find(&base, u.key()).is_err())
+        .count();
+    if removed.len() + added > moves {
+        let capacity = base.len() + added;
+        return merge_sorted(base.into_iter(), &s.remove, &s.upsert, |e| e, capacity);
+    }
+    // From the last removed key back, so that the positions found before stay right.
+    for &at in removed.iter().rev() {
+        base.remove(at);
+    }
+    for u in &s.upsert {
+        match find(&base, u.key()) {
+            Ok(at) => base[at] = u.clone(),
+            Err(at) => base.insert(at, u.clone()),
+        }
+    }
+    Ok(base)
 }
 
 /// Merges the sorted `base` (borrowed or owned entries; `own` makes an entry of one) with `s`.

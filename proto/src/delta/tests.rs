@@ -36,13 +36,27 @@ fn summary(c: &Changes) -> String {
     }
 }
 
+/// [`apply_owned`] both ways, which must agree: every list merged into a new one, and every list
+/// patched in place however many keys it removes and adds.
+fn owned(base: &Content, changes: &Changes) -> Result<Content, DeltaError> {
+    let merged = apply_owned_in(base.clone(), changes, 0);
+    let in_place = apply_owned_in(base.clone(), changes, usize::MAX);
+    assert_eq!(
+        in_place,
+        merged,
+        "in place and merged: {}",
+        summary(changes)
+    );
+    in_place
+}
+
 fn check(old: &str, new: &str, expected: &str) {
     let (a, b) = (content(old), content(new));
     let changes = diff(&a, &b);
     assert_eq!(summary(&changes), expected, "{old:?} -> {new:?}");
     let got = apply(&a, &changes).expect("applies to its base");
     assert_eq!(got, b, "{old:?} -> {new:?}");
-    let owned = apply_owned(a.clone(), &changes).expect("applies to its base, owned");
+    let owned = owned(&a, &changes).expect("applies to its base, owned");
     assert_eq!(owned, b, "owned: {old:?} -> {new:?}");
     let halves = apply_in(&a, &changes, 0).expect("applies to its base, in halves");
     assert_eq!(halves, b, "in halves: {old:?} -> {new:?}");
@@ -166,11 +180,7 @@ fn apply_refuses_changes_that_do_not_fit_the_base() {
         assert_eq!(apply(&base, &changes), Err(expected.clone()), "{changes:?}");
         let halves = apply_in(&base, &changes, 0);
         assert_eq!(halves, Err(expected.clone()), "in halves: {changes:?}");
-        assert_eq!(
-            apply_owned(base.clone(), &changes),
-            Err(expected),
-            "{changes:?}"
-        );
+        assert_eq!(owned(&base, &changes), Err(expected), "{changes:?}");
     }
 }
 
@@ -233,6 +243,7 @@ mod properties {
                 receiver = apply(&receiver, &changes).expect("a delta applies to its base");
                 prop_assert_eq!(&receiver, next);
                 prop_assert_eq!(receiver.hash(), next.hash());
+                prop_assert_eq!(owned(&replayed, &changes), Ok(next.clone()));
                 replayed = apply_owned(std::mem::take(&mut replayed), &changes)
                     .expect("a delta applies to its base, owned");
                 prop_assert_eq!(&replayed, next);
@@ -252,6 +263,7 @@ mod properties {
             // contents happen to be equal.
             let (base, other, next) = (content_after(&a), content_after(&b), content_after(&c));
             let changes = diff(&base, &next);
+            prop_assert_eq!(owned(&other, &changes), apply(&other, &changes));
             if let Ok(got) = apply(&other, &changes) {
                 prop_assert!(got.hash() != next.hash() || got == next);
             }
