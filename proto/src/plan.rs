@@ -1128,8 +1128,8 @@ fn local_of(key: &str) -> Cow<'_, str> {
 }
 
 /// Passes [`Affected::close_over`] makes before it indexes the alias graph.
-const PASSES: usize = 3;
-/// A pass looks through at least twice this many aliases in two halves side by side.
+const PASSES: usize = 32;
+/// The [`Slots`] of at least twice this many aliases are made in two halves side by side.
 const PASS_HALF: usize = 50_000;
 
 /// What an item can name that a change reaches through it.
@@ -1151,6 +1151,106 @@ fn reference<'a>(t: &'a Target, domains: &FxHashSet<&str>) -> Option<Reach<'a>> 
         },
         Kind::Include => Some(Reach::Include(&t.value)),
         _ => None,
+    }
+}
+
+/// A first test of whether a folded local name or an include path can be in an [`Affected`]
+/// set: one bit per 16-bit hash of a name ([`Sieve::slot`]), and another 64 Ki bits for include
+/// paths. A name whose bit is clear is not in the set; a set bit only says it may be (with a few
+/// dozen names, one other name in a thousand).
+struct Sieve(Vec<u64>);
+
+impl Sieve {
+    /// Include paths' slots follow the names'.
+    const INCLUDE: usize = 1 << 16;
+
+    fn of(a: &Affected) -> Sieve {
+        let mut bits = vec![0u64; 2 * Sieve::INCLUDE / 64];
+        let names = a.names.iter().map(|n| Sieve::slot(n));
+        let includes = (a.includes.iter()).map(|p| Sieve::INCLUDE | Sieve::slot(p));
+        for at in names.chain(includes) {
+            bits[at / 64] |= 1 << (at % 64);
+        }
+        Sieve(bits)
+    }
+
+    fn slot(name: &str) -> usize {
+        use std::hash::Hasher;
+        let mut h = crate::fxhash::FxHasher::default();
+        h.write(name.as_bytes());
+        (h.finish() & 0xffff) as usize
+    }
+
+    fn may_hold(&self, slot: usize) -> bool {
+        self.0[slot / 64] >> (slot % 64) & 1 == 1
+    }
+}
+
+/// The items of every entry that can reach another ("nodes": the aliases, then the virtual
+/// entries, then the include files), reduced to what a pass of [`Affected::close_over`] tests
+/// first: the [`Sieve::slot`] of each name or include an item names ([`reference`]); items that
+/// name neither are left out. Made by one look through the content's strings (the cost of one
+/// pass: a million aliases' items are 2.4 million strings apart in memory); each pass after that
+/// reads these few megabytes in order, and looks at a node's strings only when one of its slots
+/// is set in the sieve.
+struct Slots {
+    /// The nodes' items' slots, node after node.
+    items: Vec<u32>,
+    /// Per node, where its slots start in `items`; then one more, the end.
+    starts: Vec<u32>,
+}
+
+impl Slots {
+    /// The slots of `c`, with the aliases looked through in two halves side by side when there
+    /// are `2 * half` or more.
+    fn of(c: &Content, domains: &FxHashSet<&str>, half: usize) -> Slots {
+        let item = |t: &Target| match reference(t, domains) {
+            Some(Reach::Name(n)) => Some(Sieve::slot(&n) as u32),
+            Some(Reach::Include(p)) => Some((Sieve::INCLUDE | Sieve::slot(p)) as u32),
+            None => None,
+        };
+        let nodes = |s: &mut Slots, targets: &mut dyn Iterator<Item = &Vec<Target>>| {
+            for ts in targets {
+                s.starts.push(s.items.len() as u32);
+                s.items.extend(ts.iter().filter_map(item));
+            }
+        };
+        let aliases = |aliases: &[crate::snapshot::Alias]| {
+            let mut s = Slots {
+                items: Vec::with_capacity(aliases.len() * 2),
+                starts: Vec::with_capacity(aliases.len() + 1),
+            };
+            nodes(&mut s, &mut aliases.iter().map(|a| &a.targets));
+            s
+        };
+        let mut s = if c.aliases.len() >= half.saturating_mul(2) {
+            let (first, second) = c.aliases.split_at(c.aliases.len() / 2);
+            let (mut s, more) = crate::par::join(|| aliases(first), || aliases(second));
+            let at = s.items.len() as u32;
+            s.starts.extend(more.starts.iter().map(|&i| i + at));
+            s.items.extend(more.items);
+            s
+        } else {
+            aliases(&c.aliases)
+        };
+        nodes(&mut s, &mut c.virtuals.iter().map(|v| &v.targets));
+        nodes(&mut s, &mut c.includes.iter().map(|i| &i.targets));
+        s.starts.push(s.items.len() as u32);
+        s
+    }
+
+    /// The nodes with a slot set in `sieve`, in order.
+    fn maybe<'s>(&'s self, sieve: &'s Sieve) -> impl Iterator<Item = usize> + 's {
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let hit = from
+                + (self.items.get(from..)?.iter()).position(|&i| sieve.may_hold(i as usize))?;
+            // The last node starting at or before the hit holds it (nodes without items start
+            // where the next one does).
+            let node = self.starts.partition_point(|&s| s as usize <= hit) - 1;
+            from = self.starts[node + 1] as usize;
+            Some(node)
+        })
     }
 }
 
@@ -1185,24 +1285,29 @@ impl Affected {
     /// a walk reaches a changed name through unchanged entries only, which are the same before
     /// and after.
     ///
-    /// Most changes are reached by nothing, or through a name or two: a few passes over `c`
-    /// that look each item up in the affected set find those (each pass adds what reaches the
-    /// last one's). Past [`PASSES`], one more pass indexes who names what (the reverse of the
-    /// alias graph), and the rest is a walk through that index, so a long chain of aliases costs
-    /// no more passes. The index costs several passes itself: its map holds every name.
+    /// Most changes are reached by nothing, or through a few levels of names: passes over `c`
+    /// that test each item against the affected set find those (each pass adds what reaches
+    /// the last one's). Only the first looks through every item's strings, to make the
+    /// content's [`Slots`]; the others read those (milliseconds each at a million aliases).
+    /// Past [`PASSES`], one more pass indexes who names what (the reverse of the alias graph),
+    /// and the rest is a walk through that index, so a long chain of aliases costs no more
+    /// passes. The index costs several full looks through the strings: its map holds every
+    /// name.
     pub fn close_over(&mut self, c: &Content) {
         self.close_over_in(c, PASSES, PASS_HALF);
     }
 
-    /// [`Affected::close_over`] with at most `passes` passes before the index, each looking
-    /// through the aliases in two halves side by side when there are `2 * half` or more.
+    /// [`Affected::close_over`] with at most `passes` passes before the index, the content's
+    /// [`Slots`] made by looking through the aliases in two halves side by side when there are
+    /// `2 * half` or more.
     fn close_over_in(&mut self, c: &Content, passes: usize, half: usize) {
         if self.is_empty() {
             return;
         }
         let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+        let slots = Slots::of(c, &domains, half);
         for _ in 0..passes {
-            if !self.pass(c, &domains, half) {
+            if !self.pass(c, &domains, &slots) {
                 return;
             }
         }
@@ -1211,7 +1316,8 @@ impl Affected {
 
     /// One pass over `c`: adds every entry that reaches an affected name or include. Whether
     /// it added any.
-    fn pass(&mut self, c: &Content, domains: &FxHashSet<&str>, half: usize) -> bool {
+    fn pass(&mut self, c: &Content, domains: &FxHashSet<&str>, slots: &Slots) -> bool {
+        let sieve = Sieve::of(self);
         let reaches = |ts: &[Target]| {
             ts.iter().any(|t| match reference(t, domains) {
                 Some(Reach::Name(n)) => self.names.contains(n.as_ref()),
@@ -1219,37 +1325,29 @@ impl Affected {
                 None => false,
             })
         };
-        // The aliases new to the set whose items reach it (items first: most reach nothing).
-        let new = |aliases: &[crate::snapshot::Alias]| -> Vec<String> {
-            (aliases.iter())
-                .filter(|a| reaches(&a.targets) && !self.names.contains(&a.name))
-                .map(|a| a.name.clone())
-                .collect()
-        };
-        // A million aliases are looked through in two halves side by side.
-        let mut names = if c.aliases.len() >= half.saturating_mul(2) {
-            let (first, second) = c.aliases.split_at(c.aliases.len() / 2);
-            let (mut names, more) = crate::par::join(|| new(first), || new(second));
-            names.extend(more);
-            names
-        } else {
-            new(&c.aliases)
-        };
-        for v in &c.virtuals {
-            if reaches(&v.targets) {
+        let (na, nv) = (c.aliases.len(), c.virtuals.len());
+        let (mut new_names, mut new_includes) = (Vec::new(), Vec::new());
+        // The slots rule out nearly every entry; the strings of the others decide.
+        for node in slots.maybe(&sieve) {
+            if let Some(a) = c.aliases.get(node) {
+                if !self.names.contains(&a.name) && reaches(&a.targets) {
+                    new_names.push(a.name.clone());
+                }
+            } else if let Some(v) = c.virtuals.get(node - na) {
                 let name = local_of(&v.key);
-                if !self.names.contains(name.as_ref()) {
-                    names.push(name.into_owned());
+                if !self.names.contains(name.as_ref()) && reaches(&v.targets) {
+                    new_names.push(name.into_owned());
+                }
+            } else {
+                let i = &c.includes[node - na - nv];
+                if !self.includes.contains(&i.path) && reaches(&i.targets) {
+                    new_includes.push(i.path.clone());
                 }
             }
         }
-        let includes: Vec<String> = (c.includes.iter())
-            .filter(|i| !self.includes.contains(&i.path) && reaches(&i.targets))
-            .map(|i| i.path.clone())
-            .collect();
         let before = self.len();
-        self.names.extend(names);
-        self.includes.extend(includes);
+        self.names.extend(new_names);
+        self.includes.extend(new_includes);
         self.len() > before
     }
 

@@ -871,6 +871,72 @@ mod affected {
         assert_eq!(a.names().join(","), expected);
     }
 
+    /// An affected set of these names and include paths.
+    fn affected(names: &[&str], includes: &[&str]) -> Affected {
+        Affected {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            includes: includes.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_sieve_never_turns_away_a_name_of_its_set() {
+        let names = ["postmaster", "a", "", "émile", "x1", "info-list"];
+        let includes = ["/etc/mail/l"];
+        let sieve = Sieve::of(&affected(&names, &includes));
+        let name = |n: &str| sieve.may_hold(Sieve::slot(n));
+        let include = |p: &str| sieve.may_hold(Sieve::INCLUDE | Sieve::slot(p));
+        for n in names {
+            assert!(name(n), "{n:?}");
+        }
+        assert!(include("/etc/mail/l"));
+        // Others: turned away (none of these shares a slot with the set's).
+        for n in [
+            "postmasters",
+            "Postmaster",
+            "b",
+            "emile",
+            "x2",
+            "/etc/mail/l",
+        ] {
+            assert!(!name(n), "{n:?}");
+        }
+        assert!(!include("postmaster"));
+        assert!(!include("/etc/mail/m"));
+    }
+
+    #[test]
+    fn a_node_is_passed_over_only_when_none_of_its_items_can_reach_the_set() {
+        let c = content(
+            "== aliases\nbig: Postmaster, X1@example.org\nlist: :include:/etc/mail/l\n\
+             far: x1@remote.net\nnone: someone@remote.net, \"|/bin/x\"\nlast: postmaster\n\
+             == virtual\nv@example.org postmaster@example.org\n== /etc/mail/l\nInfo-List\n",
+        );
+        let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+        let nodes: Vec<&str> = (c.aliases.iter().map(|a| a.name.as_str()))
+            .chain(c.virtuals.iter().map(|v| v.key.as_str()))
+            .chain(c.includes.iter().map(|i| i.path.as_str()))
+            .collect();
+        let check = |names: &[&str], includes: &[&str], expected: &str| {
+            let sieve = Sieve::of(&affected(names, includes));
+            for half in [1, 2, usize::MAX] {
+                let slots = Slots::of(&c, &domains, half);
+                assert_eq!(slots.starts.len(), nodes.len() + 1);
+                let may: Vec<&str> = slots.maybe(&sieve).map(|n| nodes[n]).collect();
+                assert_eq!(may.join(","), expected, "halves from {half}");
+            }
+        };
+        // Names are folded; an address at a domain not served names nothing; a node is named
+        // once however many of its items may reach the set.
+        check(&["postmaster"], &[], "big,last,v@example.org");
+        check(&["postmaster", "x1"], &[], "big,last,v@example.org");
+        check(&["x1"], &[], "big");
+        check(&["info-list"], &[], "/etc/mail/l");
+        check(&[], &["/etc/mail/l"], "list");
+        check(&["/etc/mail/l"], &[], "");
+        check(&["someone", "bin"], &[], "");
+    }
+
     #[test]
     fn a_change_reaches_what_names_it() {
         let base = "== aliases\nx: r@remote.net\nl: x, s@remote.net\ntop: l\nother: o@remote.net\n";
