@@ -271,6 +271,27 @@ impl Content {
     ///
     /// Origins are remapped to the sorted file table; files no item refers to are kept.
     pub fn normalize(&mut self) {
+        self.normalize_whole();
+        self.aliases.sort_by(|a, b| a.name.cmp(&b.name));
+        self.includes.sort_by(|a, b| a.path.cmp(&b.path));
+        self.virtuals.sort_by(|a, b| a.key.cmp(&b.key));
+        self.recipients.sort_by(|a, b| a.address.cmp(&b.address));
+        self.users.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// [`Content::normalize`] of a content patched by a delta from a normalized one
+    /// ([`crate::delta::apply`] and its kin): the keyed lists come out of the patch sorted by key
+    /// (it refuses changes that are not), so only what a delta sends whole is sorted: the
+    /// domains, the file table (with the origins remapped) and the diagnostics. Sorting a
+    /// million sorted aliases again costs about 10 ms.
+    pub fn normalize_patched(&mut self) {
+        self.normalize_whole();
+        debug_assert!(self.aliases.is_sorted_by(|a, b| a.name <= b.name));
+        debug_assert!(self.users.is_sorted_by(|a, b| a.name <= b.name));
+    }
+
+    /// The part of [`Content::normalize`] for the lists a delta sends whole.
+    fn normalize_whole(&mut self) {
         self.domains.sort();
         self.domains.dedup();
         let mut order: Vec<u32> = (0..self.files.len() as u32).collect();
@@ -306,11 +327,6 @@ impl Content {
             }
             self.files = sorted;
         }
-        self.aliases.sort_by(|a, b| a.name.cmp(&b.name));
-        self.includes.sort_by(|a, b| a.path.cmp(&b.path));
-        self.virtuals.sort_by(|a, b| a.key.cmp(&b.key));
-        self.recipients.sort_by(|a, b| a.address.cmp(&b.address));
-        self.users.sort_by(|a, b| a.name.cmp(&b.name));
         self.diagnostics.sort();
         self.diagnostics.dedup();
     }

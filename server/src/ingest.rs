@@ -307,7 +307,7 @@ impl Spare {
     /// The applied content (hash `to`), then `changes` applied to it, made from the spare.
     fn catch_up(self, changes: &Changes) -> Result<proto::Content, proto::delta::DeltaError> {
         let mut c = proto::delta::apply_owned(self.content, &self.changes)?;
-        c.normalize();
+        c.normalize_patched();
         proto::delta::apply_owned(c, changes)
     }
 }
@@ -369,7 +369,11 @@ fn ingest(
         let e = ApiError::Forbidden(format!("agent {agent} may not speak for domain {d:?}"));
         return Err(refuse(server, agent, Some(&snap), e));
     }
-    snap.content.normalize();
+    // A delta's result has its keyed lists sorted by the patch.
+    match delta {
+        Some(_) => snap.content.normalize_patched(),
+        None => snap.content.normalize(),
+    }
     steps.mark("normalize");
     let (applied, held) = {
         let live = lock(&server.live);
