@@ -428,6 +428,27 @@ mod reparse {
     }
 }
 
+/// Newlines counted by the block give the plain count, wherever they are around the block size.
+#[test]
+fn newlines_by_the_block_equal_a_plain_count() {
+    let check = |bytes: &[u8]| {
+        let plain = bytes.iter().filter(|&&c| c == b'\n').count() as u32;
+        assert_eq!(lines::newlines(bytes), plain, "{} bytes", bytes.len());
+    };
+    for len in [0, 1, 63, 64, 65, 127, 128, 129, 300] {
+        check(&vec![b'\n'; len]);
+        check(&vec![b'x'; len]);
+        for at in [0, 1, 62, 63, 64, 65, 128, 299].into_iter().filter(|&i| i < len) {
+            let mut one = vec![b'x'; len];
+            one[at] = b'\n';
+            check(&one);
+            let mut all_but = vec![b'\n'; len];
+            all_but[at] = b'x';
+            check(&all_but);
+        }
+    }
+}
+
 /// The block-at-a-time prefix and suffix give what a byte loop gives, whatever the lengths and
 /// wherever the first difference is, around the block size.
 #[test]
