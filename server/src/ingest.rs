@@ -696,15 +696,12 @@ fn apply(
     let applied_at = now_secs();
     {
         let mut db = lock(&server.db);
-        let r = db
-            .set_applied(agent, id, snap.version, &snap.hash, applied_at, c.addresses)
-            .and_then(|()| db.set_outcome(id, "applied", None, Some(applied_at)))
-            .and_then(|()| db.prune(agent, server.cfg.config.history.keep).map(|_| ()));
+        let keep = server.cfg.config.history.keep;
+        let r = db.record_applied(agent, id, snap.version, &snap.hash, applied_at, c, keep);
         if let Err(e) = r {
             // The maps are live; the database will say so after the next apply or restart.
             tracing::error!(agent, error = %e, "cannot record an apply in the database");
         }
-        let _ = db.set_counts(id, c);
     }
     steps.mark("record");
     let version = snap.version;

@@ -194,6 +194,66 @@ pub struct Store {
     conn: Connection,
 }
 
+/// The statements of [`Store::set_applied`], in `tx`.
+fn applied_in(
+    tx: &rusqlite::Transaction<'_>,
+    agent: &str,
+    snapshot: i64,
+    version: u64,
+    hash: &str,
+    applied_at: u64,
+    addresses: u64,
+) -> Result<()> {
+    tx.execute(
+        &format!(
+            "WITH RECURSIVE {}, {}
+             UPDATE snapshots SET body = NULL WHERE agent = ?1
+               AND id IN old AND id NOT IN chain",
+            chain_cte("chain", "?2"),
+            chain_cte("old", "SELECT applied_snapshot FROM agents WHERE id = ?1"),
+        ),
+        params![agent, snapshot],
+    )?;
+    tx.execute(
+        "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
+           AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
+        params![agent, snapshot],
+    )?;
+    tx.execute(
+        "UPDATE agents SET applied_snapshot = ?2, applied_version = ?3, applied_hash = ?4,
+                applied_at = ?5, applied_addresses = ?6, held_snapshot = NULL,
+                release_requested = 0
+         WHERE id = ?1",
+        params![
+            agent,
+            snapshot,
+            version as i64,
+            hash,
+            applied_at as i64,
+            addresses as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// The statement of [`Store::prune`], on `conn` (or a transaction).
+fn prune_in(conn: &Connection, agent: &str, keep: u32) -> Result<usize> {
+    Ok(conn.execute(
+        &format!(
+            "WITH RECURSIVE {}
+             DELETE FROM snapshots WHERE agent = ?1
+               AND id NOT IN (SELECT id FROM snapshots WHERE agent = ?1 ORDER BY id DESC LIMIT ?2)
+               AND id NOT IN chain",
+            chain_cte(
+                "chain",
+                "SELECT applied_snapshot FROM agents WHERE id = ?1
+                 UNION SELECT held_snapshot FROM agents WHERE id = ?1"
+            )
+        ),
+        params![agent, keep as i64],
+    )?)
+}
+
 fn u(v: Option<i64>) -> Option<u64> {
     v.map(|v| v.max(0) as u64)
 }
@@ -352,35 +412,51 @@ impl Store {
         addresses: u64,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            &format!(
-                "WITH RECURSIVE {}, {}
-                 UPDATE snapshots SET body = NULL WHERE agent = ?1
-                   AND id IN old AND id NOT IN chain",
-                chain_cte("chain", "?2"),
-                chain_cte("old", "SELECT applied_snapshot FROM agents WHERE id = ?1"),
-            ),
-            params![agent, snapshot],
+        applied_in(&tx, agent, snapshot, version, hash, applied_at, addresses)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records an apply in one transaction: [`Store::set_applied`], the row's outcome
+    /// (`applied`, at `applied_at`) and plan counts, and [`Store::prune`] with `keep`. One
+    /// commit, because SQLite writes a row again whole when its size changes, and the row of a
+    /// full snapshot holds its body (30 MiB at a million aliases): each update of it in its own
+    /// transaction cost a write and an fsync of that much.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_applied(
+        &mut self,
+        agent: &str,
+        snapshot: i64,
+        version: u64,
+        hash: &str,
+        applied_at: u64,
+        counts: Counts,
+        keep: u32,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        applied_in(
+            &tx,
+            agent,
+            snapshot,
+            version,
+            hash,
+            applied_at,
+            counts.addresses,
         )?;
         tx.execute(
-            "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
-               AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
-            params![agent, snapshot],
-        )?;
-        tx.execute(
-            "UPDATE agents SET applied_snapshot = ?2, applied_version = ?3, applied_hash = ?4,
-                    applied_at = ?5, applied_addresses = ?6, held_snapshot = NULL,
-                    release_requested = 0
+            "UPDATE snapshots SET outcome = 'applied', detail = NULL, applied_at = ?2,
+                    addresses = ?3, forward = ?4, split = ?5, punt = ?6
              WHERE id = ?1",
             params![
-                agent,
                 snapshot,
-                version as i64,
-                hash,
                 applied_at as i64,
-                addresses as i64
+                counts.addresses as i64,
+                counts.forward as i64,
+                counts.split as i64,
+                counts.punt as i64
             ],
         )?;
+        prune_in(&tx, agent, keep)?;
         tx.commit()?;
         Ok(())
     }
@@ -412,15 +488,6 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
-    }
-
-    /// Stores the plan counts of a history row.
-    pub fn set_counts(&self, id: i64, c: Counts) -> Result<()> {
-        self.conn.execute(
-            "UPDATE snapshots SET addresses = ?2, forward = ?3, split = ?4, punt = ?5 WHERE id = ?1",
-            params![id, c.addresses as i64, c.forward as i64, c.split as i64, c.punt as i64],
-        )?;
-        Ok(())
     }
 
     /// Clears a release request that has nothing to release.
@@ -528,20 +595,7 @@ impl Store {
     /// Deletes all but the newest `keep` rows of `agent`, never the applied or held one nor a
     /// row either is rebuilt from.
     pub fn prune(&self, agent: &str, keep: u32) -> Result<usize> {
-        Ok(self.conn.execute(
-            &format!(
-                "WITH RECURSIVE {}
-                 DELETE FROM snapshots WHERE agent = ?1
-                   AND id NOT IN (SELECT id FROM snapshots WHERE agent = ?1 ORDER BY id DESC LIMIT ?2)
-                   AND id NOT IN chain",
-                chain_cte(
-                    "chain",
-                    "SELECT applied_snapshot FROM agents WHERE id = ?1
-                     UNION SELECT held_snapshot FROM agents WHERE id = ?1"
-                )
-            ),
-            params![agent, keep as i64],
-        )?)
+        prune_in(&self.conn, agent, keep)
     }
 
     /// `PRAGMA integrity_check` says "ok".

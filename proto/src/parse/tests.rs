@@ -438,7 +438,10 @@ fn newlines_by_the_block_equal_a_plain_count() {
     for len in [0, 1, 63, 64, 65, 127, 128, 129, 300] {
         check(&vec![b'\n'; len]);
         check(&vec![b'x'; len]);
-        for at in [0, 1, 62, 63, 64, 65, 128, 299].into_iter().filter(|&i| i < len) {
+        for at in [0, 1, 62, 63, 64, 65, 128, 299]
+            .into_iter()
+            .filter(|&i| i < len)
+        {
             let mut one = vec![b'x'; len];
             one[at] = b'\n';
             check(&one);

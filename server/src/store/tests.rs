@@ -96,6 +96,47 @@ fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
 }
 
 #[test]
+fn an_apply_is_recorded_in_one_transaction_with_its_counts_and_the_pruning() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.ensure_agents(["mx1"]).unwrap();
+    let old = s
+        .insert_snapshot(&row("mx1", 1, "received", Some(b"old")))
+        .unwrap();
+    s.set_applied("mx1", old, 1, "h1", 1, 5).unwrap();
+    for v in 2..=6 {
+        s.insert_snapshot(&row("mx1", v, "refused", None)).unwrap();
+    }
+    let id = s
+        .insert_snapshot(&row("mx1", 7, "received", Some(b"new")))
+        .unwrap();
+    let c = Counts {
+        addresses: 10,
+        forward: 4,
+        split: 3,
+        punt: 3,
+    };
+    s.record_applied("mx1", id, 7, "h7", 70, c, 3).unwrap();
+    let h = s.history(Some("mx1"), 100).unwrap();
+    let got: Vec<(u64, &str)> = h.iter().map(|r| (r.version, r.outcome.as_str())).collect();
+    assert_eq!(got, [(7, "applied"), (6, "refused"), (5, "refused")]);
+    let r = &h[0];
+    assert_eq!(
+        (r.id, r.applied_at, r.detail.as_deref()),
+        (id, Some(70), None)
+    );
+    assert_eq!(
+        (r.addresses, r.forward, r.split, r.punt),
+        (Some(10), Some(4), Some(3), Some(3))
+    );
+    let a = s.agent("mx1").unwrap().unwrap();
+    assert_eq!(
+        (a.applied_snapshot, a.applied_version, a.applied_addresses),
+        (Some(id), Some(7), Some(10))
+    );
+    assert_eq!(s.body(id).unwrap().as_deref(), Some(&b"new"[..]));
+}
+
+#[test]
 fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
     let mut s = Store::open_in_memory().unwrap();
     s.ensure_agents(["mx1"]).unwrap();
