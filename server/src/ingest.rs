@@ -22,7 +22,7 @@ use crate::api::ApiError;
 use crate::render::{
     AgentMaps, AgentPart, Rendered, assemble, render_agent, render_agent_affected,
 };
-use crate::store::{Counts, NewSnapshot};
+use crate::store::{ApplyRecord, Counts, NewSnapshot};
 use crate::{Applied, Held, Server, lock, maps, now_secs};
 
 /// Where an apply's time went, step by step, for its log line.
@@ -697,7 +697,15 @@ fn apply(
     {
         let mut db = lock(&server.db);
         let keep = server.cfg.config.history.keep;
-        let r = db.record_applied(agent, id, snap.version, &snap.hash, applied_at, c, keep);
+        let record = ApplyRecord {
+            agent,
+            snapshot: id,
+            version: snap.version,
+            hash: &snap.hash,
+            applied_at,
+            counts: c,
+        };
+        let r = db.record_applied(&record, keep);
         if let Err(e) = r {
             // The maps are live; the database will say so after the next apply or restart.
             tracing::error!(agent, error = %e, "cannot record an apply in the database");

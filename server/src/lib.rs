@@ -155,7 +155,14 @@ fn adopt_live_maps(cfg: &Loaded, store: &mut Store) -> anyhow::Result<()> {
                 version,
                 "the live maps are newer than the recorded apply (a crash in between); adopting them"
             );
-            store.set_applied(&agent, id, version, &hash, now_secs(), 0)?;
+            store.set_applied(&store::ApplyRecord {
+                agent: &agent,
+                snapshot: id,
+                version,
+                hash: &hash,
+                applied_at: now_secs(),
+                counts: Counts::default(),
+            })?;
             store.set_outcome(id, "applied", None, Some(now_secs()))?;
         }
     }

@@ -194,16 +194,34 @@ pub struct Store {
     conn: Connection,
 }
 
+/// An apply, as the history and the agent's row record it.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyRecord<'a> {
+    /// The agent.
+    pub agent: &'a str,
+    /// Its history row now applied.
+    pub snapshot: i64,
+    /// The snapshot's version.
+    pub version: u64,
+    /// The snapshot's hash.
+    pub hash: &'a str,
+    /// When it went live, Unix seconds.
+    pub applied_at: u64,
+    /// Its plan counts ([`Store::set_applied`] records `addresses` only).
+    pub counts: Counts,
+}
+
 /// The statements of [`Store::set_applied`], in `tx`.
-fn applied_in(
-    tx: &rusqlite::Transaction<'_>,
-    agent: &str,
-    snapshot: i64,
-    version: u64,
-    hash: &str,
-    applied_at: u64,
-    addresses: u64,
-) -> Result<()> {
+fn applied_in(tx: &rusqlite::Transaction<'_>, r: &ApplyRecord<'_>) -> Result<()> {
+    let ApplyRecord {
+        agent,
+        snapshot,
+        version,
+        hash,
+        applied_at,
+        counts,
+    } = *r;
+    let addresses = counts.addresses;
     tx.execute(
         &format!(
             "WITH RECURSIVE {}, {}
@@ -214,11 +232,7 @@ fn applied_in(
         ),
         params![agent, snapshot],
     )?;
-    tx.execute(
-        "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
-           AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
-        params![agent, snapshot],
-    )?;
+    supersede_held_in(tx, agent, snapshot)?;
     tx.execute(
         "UPDATE agents SET applied_snapshot = ?2, applied_version = ?3, applied_hash = ?4,
                 applied_at = ?5, applied_addresses = ?6, held_snapshot = NULL,
@@ -232,6 +246,16 @@ fn applied_in(
             applied_at as i64,
             addresses as i64
         ],
+    )?;
+    Ok(())
+}
+
+/// Drops the body of `agent`'s held row unless it is `snapshot`, and marks it superseded.
+fn supersede_held_in(tx: &rusqlite::Transaction<'_>, agent: &str, snapshot: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
+           AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
+        params![agent, snapshot],
     )?;
     Ok(())
 }
@@ -402,17 +426,9 @@ impl Store {
     /// Records that `snapshot` is now applied for `agent`, in one transaction: the previous
     /// applied row and its chain lose their bodies where the new chain does not need them, a
     /// held one is dropped.
-    pub fn set_applied(
-        &mut self,
-        agent: &str,
-        snapshot: i64,
-        version: u64,
-        hash: &str,
-        applied_at: u64,
-        addresses: u64,
-    ) -> Result<()> {
+    pub fn set_applied(&mut self, r: &ApplyRecord<'_>) -> Result<()> {
         let tx = self.conn.transaction()?;
-        applied_in(&tx, agent, snapshot, version, hash, applied_at, addresses)?;
+        applied_in(&tx, r)?;
         tx.commit()?;
         Ok(())
     }
@@ -422,41 +438,24 @@ impl Store {
     /// commit, because SQLite writes a row again whole when its size changes, and the row of a
     /// full snapshot holds its body (30 MiB at a million aliases): each update of it in its own
     /// transaction cost a write and an fsync of that much.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_applied(
-        &mut self,
-        agent: &str,
-        snapshot: i64,
-        version: u64,
-        hash: &str,
-        applied_at: u64,
-        counts: Counts,
-        keep: u32,
-    ) -> Result<()> {
+    pub fn record_applied(&mut self, r: &ApplyRecord<'_>, keep: u32) -> Result<()> {
         let tx = self.conn.transaction()?;
-        applied_in(
-            &tx,
-            agent,
-            snapshot,
-            version,
-            hash,
-            applied_at,
-            counts.addresses,
-        )?;
+        applied_in(&tx, r)?;
+        let c = r.counts;
         tx.execute(
             "UPDATE snapshots SET outcome = 'applied', detail = NULL, applied_at = ?2,
                     addresses = ?3, forward = ?4, split = ?5, punt = ?6
              WHERE id = ?1",
             params![
-                snapshot,
-                applied_at as i64,
-                counts.addresses as i64,
-                counts.forward as i64,
-                counts.split as i64,
-                counts.punt as i64
+                r.snapshot,
+                r.applied_at as i64,
+                c.addresses as i64,
+                c.forward as i64,
+                c.split as i64,
+                c.punt as i64
             ],
         )?;
-        prune_in(&tx, agent, keep)?;
+        prune_in(&tx, r.agent, keep)?;
         tx.commit()?;
         Ok(())
     }
@@ -464,11 +463,7 @@ impl Store {
     /// Marks `snapshot` as held for `agent` (dropping the body of a previously held one).
     pub fn set_held(&mut self, agent: &str, snapshot: i64) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
-               AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
-            params![agent, snapshot],
-        )?;
+        supersede_held_in(&tx, agent, snapshot)?;
         tx.execute(
             "UPDATE agents SET held_snapshot = ?2, release_requested = 0 WHERE id = ?1",
             params![agent, snapshot],

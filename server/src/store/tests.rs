@@ -53,6 +53,27 @@ fn sequence_numbers_only_go_up() {
     assert!(!s.accept_seq("nobody", 100).unwrap());
 }
 
+/// mx1's apply of history row `snapshot`, with `addresses` addresses.
+fn applied(
+    snapshot: i64,
+    version: u64,
+    hash: &str,
+    applied_at: u64,
+    addresses: u64,
+) -> ApplyRecord<'_> {
+    ApplyRecord {
+        agent: "mx1",
+        snapshot,
+        version,
+        hash,
+        applied_at,
+        counts: Counts {
+            addresses,
+            ..Counts::default()
+        },
+    }
+}
+
 #[test]
 fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
     let mut s = Store::open_in_memory().unwrap();
@@ -60,7 +81,7 @@ fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
     let a1 = s
         .insert_snapshot(&row("mx1", 1, "received", Some(b"one")))
         .unwrap();
-    s.set_applied("mx1", a1, 1, "h", 10, 100).unwrap();
+    s.set_applied(&applied(a1, 1, "h", 10, 100)).unwrap();
     let held = s
         .insert_snapshot(&row("mx1", 2, "held", Some(b"two")))
         .unwrap();
@@ -84,7 +105,7 @@ fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
     let a2 = s
         .insert_snapshot(&row("mx1", 21, "received", Some(b"new")))
         .unwrap();
-    s.set_applied("mx1", a2, 21, "h2", 20, 90).unwrap();
+    s.set_applied(&applied(a2, 21, "h2", 20, 90)).unwrap();
     let r = s.agent("mx1").unwrap().unwrap();
     assert_eq!(
         (r.applied_snapshot, r.held_snapshot, r.release_requested),
@@ -102,7 +123,7 @@ fn an_apply_is_recorded_in_one_transaction_with_its_counts_and_the_pruning() {
     let old = s
         .insert_snapshot(&row("mx1", 1, "received", Some(b"old")))
         .unwrap();
-    s.set_applied("mx1", old, 1, "h1", 1, 5).unwrap();
+    s.set_applied(&applied(old, 1, "h1", 1, 5)).unwrap();
     for v in 2..=6 {
         s.insert_snapshot(&row("mx1", v, "refused", None)).unwrap();
     }
@@ -115,7 +136,11 @@ fn an_apply_is_recorded_in_one_transaction_with_its_counts_and_the_pruning() {
         split: 3,
         punt: 3,
     };
-    s.record_applied("mx1", id, 7, "h7", 70, c, 3).unwrap();
+    let record = ApplyRecord {
+        counts: c,
+        ..applied(id, 7, "h7", 70, 0)
+    };
+    s.record_applied(&record, 3).unwrap();
     let h = s.history(Some("mx1"), 100).unwrap();
     let got: Vec<(u64, &str)> = h.iter().map(|r| (r.version, r.outcome.as_str())).collect();
     assert_eq!(got, [(7, "applied"), (6, "refused"), (5, "refused")]);
@@ -156,11 +181,11 @@ fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
     };
     let text = |t: &str| Some(t.to_string());
     let full = insert(&s, 1, b"full", None);
-    s.set_applied("mx1", full, 1, "h1", 1, 10).unwrap();
+    s.set_applied(&applied(full, 1, "h1", 1, 10)).unwrap();
     let d1 = insert(&s, 2, b"d1", Some(full));
-    s.set_applied("mx1", d1, 2, "h2", 2, 10).unwrap();
+    s.set_applied(&applied(d1, 2, "h2", 2, 10)).unwrap();
     let d2 = insert(&s, 3, b"d2", Some(d1));
-    s.set_applied("mx1", d2, 3, "h3", 3, 10).unwrap();
+    s.set_applied(&applied(d2, 3, "h3", 3, 10)).unwrap();
     // A held delta on the applied one, then history to prune.
     let held = insert(&s, 4, b"held", Some(d2));
     s.set_held("mx1", held).unwrap();
@@ -184,7 +209,7 @@ fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
     assert_eq!(bodies(&s, held)[0], (full, None, text("full")));
     // A full snapshot applied: the old chain and the held row lose their bodies.
     let f2 = insert(&s, 31, b"full2", None);
-    s.set_applied("mx1", f2, 31, "h31", 31, 10).unwrap();
+    s.set_applied(&applied(f2, 31, "h31", 31, 10)).unwrap();
     assert_eq!(bodies(&s, f2), vec![(f2, None, text("full2"))]);
     for id in [full, d1, d2, held] {
         assert_eq!(s.body(id).unwrap(), None, "row {id}");
