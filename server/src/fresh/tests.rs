@@ -159,8 +159,10 @@ async fn the_command_and_ping_sinks_follow_every_change() {
     let base = url.trim_end_matches("/hook");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("alerts.jsonl");
+    // Each alert appended in one write: two commands may run at once, and `cat` then `echo`
+    // let one's line fall between the other's object and its newline.
     let h = Harness::new(&format!(
-        "[alerts]\ncommand = [\"/bin/sh\", \"-c\", \"cat >> {0}; echo >> {0}\"]\nping_url = \"{base}/hc\"\n",
+        "[alerts]\ncommand = [\"/bin/sh\", \"-c\", \"line=$(cat); printf '%s\\\\n' \\\"$line\\\" >> {0}\"]\nping_url = \"{base}/hc\"\n",
         log.display()
     ));
     let s = snapshot("a: r@remote.net\n", 1);
