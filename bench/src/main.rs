@@ -677,6 +677,11 @@ fn all() -> anyhow::Result<()> {
     ];
     for (name, run) in scenarios {
         println!();
+        // Each scenario starts with the disk clean: the one before leaves gigabytes written
+        // and deleted, whose writeback would otherwise land in this one's fsyncs.
+        if let Err(e) = std::process::Command::new("sync").status() {
+            println!("(sync before {name} failed: {e})");
+        }
         if let Err(e) = run() {
             println!("scenario {name} failed: {e:#}");
             summary(name, "failed", format!("{e:#}"), "-".into(), "-".into());
