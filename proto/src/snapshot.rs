@@ -302,24 +302,11 @@ impl Content {
             for (new, &old) in order.iter().enumerate() {
                 remap[old as usize] = new as u32;
             }
-            let map = |f: &mut u32| {
+            self.origins_mut(|f| {
                 if let Some(&n) = remap.get(*f as usize) {
                     *f = n;
                 }
-            };
-            self.aliases.iter_mut().for_each(|a| map(&mut a.file));
-            self.includes.iter_mut().for_each(|i| map(&mut i.file));
-            self.virtuals.iter_mut().for_each(|v| map(&mut v.file));
-            self.recipients.iter_mut().for_each(|r| map(&mut r.file));
-            for u in &mut self.users {
-                map(&mut u.file);
-                if let Some(p) = &mut u.procmail {
-                    map(p);
-                }
-                if let Some(fw) = &mut u.forward {
-                    map(&mut fw.file);
-                }
-            }
+            });
             let mut files = std::mem::take(&mut self.files);
             let mut sorted = Vec::with_capacity(files.len());
             for &old in &order {
@@ -329,6 +316,25 @@ impl Content {
         }
         self.diagnostics.sort();
         self.diagnostics.dedup();
+    }
+
+    /// Calls `f` on every index into the file table that the entries hold: each alias's,
+    /// include's, virtual entry's, recipient's and user's origin, and a user's `.procmail` and
+    /// `.forward` files.
+    pub(crate) fn origins_mut(&mut self, mut f: impl FnMut(&mut u32)) {
+        self.aliases.iter_mut().for_each(|a| f(&mut a.file));
+        self.includes.iter_mut().for_each(|i| f(&mut i.file));
+        self.virtuals.iter_mut().for_each(|v| f(&mut v.file));
+        self.recipients.iter_mut().for_each(|r| f(&mut r.file));
+        for u in &mut self.users {
+            f(&mut u.file);
+            if let Some(p) = &mut u.procmail {
+                f(p);
+            }
+            if let Some(fw) = &mut u.forward {
+                f(&mut fw.file);
+            }
+        }
     }
 
     /// SHA-256 over the canonical encoding, lowercase hex. Call on normalized content.
@@ -647,8 +653,6 @@ impl Entries<'_> {
     }
 }
 
-/// The canonical encoding, streamed straight into SHA-256: fixed-width little-endian integers,
-/// length-prefixed strings and lists, one tag byte per enum.
 /// Contents with at least this many entries are hashed on two threads.
 const HASH_BESIDE: usize = 50_000;
 /// The encoding goes to SHA-256 in chunks of about this many bytes.
@@ -664,6 +668,8 @@ enum Out<'a> {
     },
 }
 
+/// The canonical encoding, streamed straight into SHA-256: fixed-width little-endian integers,
+/// length-prefixed strings and lists, one tag byte per enum.
 struct Canon<'a> {
     out: Out<'a>,
     buf: Vec<u8>,

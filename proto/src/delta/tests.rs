@@ -221,18 +221,7 @@ fn disorder_whole(c: &mut Content) {
     c.diagnostics.reverse();
     c.files.reverse();
     let last = c.files.len() as u32;
-    let moved = |f: &mut u32| *f = last - 1 - *f;
-    c.aliases.iter_mut().for_each(|a| moved(&mut a.file));
-    c.includes.iter_mut().for_each(|i| moved(&mut i.file));
-    c.virtuals.iter_mut().for_each(|v| moved(&mut v.file));
-    c.recipients.iter_mut().for_each(|r| moved(&mut r.file));
-    for u in &mut c.users {
-        moved(&mut u.file);
-        u.procmail.iter_mut().for_each(moved);
-        if let Some(fw) = &mut u.forward {
-            moved(&mut fw.file);
-        }
-    }
+    c.origins_mut(|f| *f = last - 1 - *f);
 }
 
 mod properties {
