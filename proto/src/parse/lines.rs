@@ -229,15 +229,24 @@ pub(super) fn parse_aliases_at(
             (parse_aliases_serial(second, file, &mut d), d)
         },
     );
-    let by = newlines(first);
-    for e in &mut rest {
-        e.line = e.line.saturating_add(by);
-        (e.targets.iter_mut()).for_each(|t| t.line = t.line.saturating_add(by));
-    }
-    (later.iter_mut()).for_each(|d| d.line = d.line.saturating_add(by));
+    let by = i64::from(newlines(first));
+    rest.iter_mut().for_each(|e| move_entry(e, by));
+    (later.iter_mut()).for_each(|d| d.line = moved(d.line, by));
     out.append(&mut rest);
     diags.append(&mut later);
     out
+}
+
+/// `line` moved by `by` lines, within the range of a line number.
+fn moved(line: u32, by: i64) -> u32 {
+    (i64::from(line) + by).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// Moves an entry's line, and its targets' lines, by `by` lines: a span parsed alone, put where
+/// it starts in the file, or the entries after a span that grew or shrank.
+fn move_entry(e: &mut ParsedAlias, by: i64) {
+    e.line = moved(e.line, by);
+    (e.targets.iter_mut()).for_each(|t| t.line = moved(t.line, by));
 }
 
 pub(super) fn parse_aliases_serial(
@@ -704,13 +713,9 @@ impl AliasesFile {
         // The span, parsed alone, with its line numbers moved to where it starts.
         let mut diags = Vec::new();
         let mut mid = parse_aliases(&new[start..new_stop], &self.file, &mut diags);
-        let moved = |line: &mut u32, by: i64| *line = (i64::from(*line) + by) as u32;
         let by = i64::from(first) - 1;
-        for e in &mut mid {
-            moved(&mut e.line, by);
-            e.targets.iter_mut().for_each(|t| moved(&mut t.line, by));
-        }
-        diags.iter_mut().for_each(|d| moved(&mut d.line, by));
+        mid.iter_mut().for_each(|e| move_entry(e, by));
+        diags.iter_mut().for_each(|d| d.line = moved(d.line, by));
         let parsed = new_stop - start;
         // Entries before the span end before it; those after it start at or after its end.
         let lo = self.entries.partition_point(|e| e.line < first);
@@ -719,17 +724,14 @@ impl AliasesFile {
         let tail = lo + mid.len();
         let replaced: Vec<ParsedAlias> = self.entries.splice(lo..hi, mid).collect();
         if shift != 0 {
-            for e in &mut self.entries[tail..] {
-                moved(&mut e.line, shift);
-                e.targets.iter_mut().for_each(|t| moved(&mut t.line, shift));
-            }
+            (self.entries[tail..].iter_mut()).for_each(|e| move_entry(e, shift));
         }
         let in_span = |d: &Diagnostic| d.line >= first && d.line < old_after;
         let mut gone: Vec<Diagnostic> = self.diags.iter().filter(|d| in_span(d)).cloned().collect();
         self.diags.retain(|d| !in_span(d));
         for d in &mut self.diags {
             if d.line >= old_after {
-                moved(&mut d.line, shift);
+                d.line = moved(d.line, shift);
             }
         }
         gone.sort();
