@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::addr;
 use crate::snapshot::{Content, Kind, Target, User};
 
+mod names;
+use names::{Named, Names};
+
 /// An expansion deeper than this many levels punts (reason `depth`).
 pub const MAX_DEPTH: u32 = 20;
 /// `:include:` files nested deeper than this punt (reason `include`).
@@ -242,12 +245,10 @@ pub struct Planner<'a> {
 
 /// Where each entry is in the content's lists, for planning many addresses.
 struct Maps<'a> {
-    aliases: FxHashMap<&'a str, usize>,
-    users: FxHashMap<&'a str, usize>,
+    /// Alias names, user names and bare virtual keys.
+    names: Names<'a>,
     /// Virtual entries with full-address keys, by `(local, domain)`.
     virtuals: FxHashMap<(&'a str, &'a str), usize>,
-    /// Virtual entries with bare keys, by name.
-    bare_virtuals: FxHashMap<&'a str, usize>,
     recipients: FxHashMap<(&'a str, &'a str), usize>,
     includes: FxHashMap<&'a str, usize>,
 }
@@ -255,20 +256,12 @@ struct Maps<'a> {
 impl<'a> Maps<'a> {
     fn of(c: &'a Content) -> Self {
         Maps {
-            aliases: index(c.aliases.iter().map(|a| a.name.as_str())),
-            users: index(c.users.iter().map(|u| u.name.as_str())),
+            names: Names::of(c),
             virtuals: c
                 .virtuals
                 .iter()
                 .enumerate()
                 .filter_map(|(i, v)| addr::split(&v.key).map(|k| (k, i)))
-                .collect(),
-            bare_virtuals: c
-                .virtuals
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| !v.key.contains('@'))
-                .map(|(i, v)| (v.key.as_str(), i))
                 .collect(),
             recipients: c
                 .recipients
@@ -352,6 +345,7 @@ impl<'a> Planner<'a> {
 
     fn with(c: &'a Content, maps: Option<Arc<Maps<'a>>>) -> Self {
         let n = c.aliases.len() + c.virtuals.len();
+        let room = if maps.is_some() { n } else { 0 };
         Planner {
             c,
             domains: c.domains.iter().map(String::as_str).collect(),
@@ -363,20 +357,27 @@ impl<'a> Planner<'a> {
             tarjan: Vec::new(),
             counter: 0,
             memo: vec![NONE; n],
-            exps: Vec::new(),
+            // Room for an expansion of every node when planning them all, so that the list is
+            // not copied as it grows (untouched room costs address space, not memory).
+            exps: Vec::with_capacity(room),
             pool: Vec::new(),
             unknown: BTreeSet::new(),
         }
     }
 
-    fn alias(&self, name: &str) -> Option<usize> {
-        let hashed = self.maps.as_ref().map(|m| m.aliases.get(name));
-        find(hashed, &self.c.aliases, |a| a.name.as_str().cmp(name))
-    }
-
-    fn user(&self, name: &str) -> Option<usize> {
-        let hashed = self.maps.as_ref().map(|m| m.users.get(name));
-        find(hashed, &self.c.users, |u| u.name.as_str().cmp(name))
+    /// The alias, user and bare virtual entry named `name` (folded).
+    fn named(&self, name: &str) -> Named {
+        let c = self.c;
+        if let Some(m) = &self.maps {
+            return m.names.get(name);
+        }
+        Named::new(
+            (c.aliases.binary_search_by(|a| a.name.as_str().cmp(name))).ok(),
+            (c.users.binary_search_by(|u| u.name.as_str().cmp(name))).ok(),
+            (c.virtuals.binary_search_by(|v| v.key.as_str().cmp(name)))
+                .ok()
+                .filter(|&i| !c.virtuals[i].key.contains('@')),
+        )
     }
 
     /// The virtual entry whose key is `local@domain`.
@@ -385,13 +386,6 @@ impl<'a> Planner<'a> {
         find(hashed, &self.c.virtuals, |v| {
             cmp_joined(&v.key, (local, domain))
         })
-    }
-
-    /// The virtual entry whose key is the bare name `name`.
-    fn bare_virtual(&self, name: &str) -> Option<usize> {
-        let hashed = self.maps.as_ref().map(|m| m.bare_virtuals.get(name));
-        find(hashed, &self.c.virtuals, |v| v.key.as_str().cmp(name))
-            .filter(|&i| !self.c.virtuals[i].key.contains('@'))
     }
 
     fn recipient(&self, local: &str, domain: &str) -> Option<usize> {
@@ -494,25 +488,26 @@ impl<'a> Planner<'a> {
         Ref::UserForward(&fw.targets)
     }
 
-    fn procmail_user(&self, name: &str) -> Option<&'a User> {
-        let u = &self.c.users[self.user(name)?];
+    /// The user of `named` when it has a `~/.procmailrc` (which comes before any alias).
+    fn procmail_user(&self, named: Named) -> Option<&'a User> {
+        let u = &self.c.users[named.user()?];
         u.procmail.is_some().then_some(u)
     }
 
     /// A local name inside an alias list: alias first, then user; the primary bounces the rest.
     fn resolve_local(&mut self, name: &'a str, at: At) -> Ref<'a> {
-        let key = lower(name);
-        if let Some(u) = self.procmail_user(&key) {
+        let named = self.named(&lower(name));
+        if let Some(u) = self.procmail_user(named) {
             return self.user_ref(u, Unit::Local(&u.name));
         }
-        if let Some(i) = self.alias(&key) {
+        if let Some(i) = named.alias() {
             return Ref::Node {
                 id: i,
                 unit: Unit::Local(&self.c.aliases[i].name),
                 domain: None,
             };
         }
-        if let Some(i) = self.user(&key) {
+        if let Some(i) = named.user() {
             let u = &self.c.users[i];
             return self.user_ref(u, Unit::Local(&u.name));
         }
@@ -532,10 +527,24 @@ impl<'a> Planner<'a> {
     /// recipient list. `full` is the address as written, for an unknown.
     fn resolve_addr(&mut self, local: &'a str, domain: &'a str, full: &'a str, at: At) -> Ref<'a> {
         let lkey = lower(local);
-        if let Some(u) = self.procmail_user(&lkey) {
+        let named = self.named(&lkey);
+        self.resolve_named(local, &lkey, named, domain, full, at)
+    }
+
+    /// [`Planner::resolve_addr`] with `local` folded (`lkey`) and the entries it names found.
+    fn resolve_named(
+        &mut self,
+        local: &'a str,
+        lkey: &str,
+        named: Named,
+        domain: &'a str,
+        full: &'a str,
+        at: At,
+    ) -> Ref<'a> {
+        if let Some(u) = self.procmail_user(named) {
             return self.user_ref(u, Unit::Addr(&u.name, domain));
         }
-        if let Some(i) = self.virtual_at(&lkey, domain) {
+        if let Some(i) = self.virtual_at(lkey, domain) {
             let key = self.c.virtuals[i].key.as_str();
             let (l, d) = addr::split(key).unwrap_or((key, domain));
             return Ref::Node {
@@ -544,7 +553,7 @@ impl<'a> Planner<'a> {
                 domain: Some(domain),
             };
         }
-        if let Some(i) = self.bare_virtual(&lkey) {
+        if let Some(i) = named.bare() {
             let v = &self.c.virtuals[i];
             let at = At {
                 file: v.file,
@@ -560,7 +569,7 @@ impl<'a> Planner<'a> {
                 },
             );
         }
-        if let Some(i) = self.alias(&lkey) {
+        if let Some(i) = named.alias() {
             let name = self.c.aliases[i].name.as_str();
             return Ref::Node {
                 id: i,
@@ -568,11 +577,11 @@ impl<'a> Planner<'a> {
                 domain: Some(domain),
             };
         }
-        if let Some(i) = self.user(&lkey) {
+        if let Some(i) = named.user() {
             let u = &self.c.users[i];
             return self.user_ref(u, Unit::Addr(&u.name, domain));
         }
-        if let Some(i) = self.recipient(&lkey, domain) {
+        if let Some(i) = self.recipient(lkey, domain) {
             let r = &self.c.recipients[i];
             let (l, d) = addr::split(&r.address).unwrap_or((&r.address, domain));
             let at = At {
@@ -880,31 +889,32 @@ impl<'a> Planner<'a> {
     }
 
     /// The content-owned `(local, domain)` of a valid address, or `None`.
-    fn key_of(&self, local: &str, domain: &str) -> Option<(&'a str, &'a str)> {
+    fn key_of(&self, local: &str, domain: &str) -> Option<Key<'a>> {
         let domain = *self.domains.get(domain)?;
         let lkey = lower(local);
         let c = self.c;
+        let named = self.named(&lkey);
         let local = if let Some(i) = self.virtual_at(&lkey, domain) {
             addr::split(&c.virtuals[i].key)?.0
         } else if let Some(i) = self.recipient(&lkey, domain) {
             addr::split(&c.recipients[i].address)?.0
-        } else if let Some(i) = self.alias(&lkey) {
+        } else if let Some(i) = named.alias() {
             c.aliases[i].name.as_str()
-        } else if let Some(i) = self.user(&lkey) {
+        } else if let Some(i) = named.user() {
             c.users[i].name.as_str()
         } else {
-            c.virtuals[self.bare_virtual(&lkey)?].key.as_str()
+            c.virtuals[named.bare()?].key.as_str()
         };
-        Some((local, domain))
+        Some(Key {
+            addr: (local, domain),
+            named,
+        })
     }
 
     /// Resolves a valid address and expands what it needs. The expansion is then in the memo
     /// (the returned node) or in `scratch`; the returned domain binds its local units.
-    fn top(
-        &mut self,
-        (local, domain): (&'a str, &'a str),
-        scratch: &mut Exp<'a>,
-    ) -> (Option<usize>, Option<&'a str>) {
+    fn top(&mut self, key: Key<'a>, scratch: &mut Exp<'a>) -> (Option<usize>, Option<&'a str>) {
+        let (local, domain) = key.addr;
         let at = At {
             file: u32::MAX,
             line: 0,
@@ -912,7 +922,8 @@ impl<'a> Planner<'a> {
         scratch.forward.clear();
         scratch.units.clear();
         scratch.reasons.clear();
-        match self.resolve_addr(local, domain, local, at) {
+        // The key's local part is folded already.
+        match self.resolve_named(local, local, key.named, domain, local, at) {
             Ref::Node { id, domain: d, .. } => {
                 self.eval(id);
                 return (Some(id), d);
@@ -938,9 +949,9 @@ impl<'a> Planner<'a> {
 
     /// Fills `plan` for `key`, reusing its allocations. A split plan with a unit that the
     /// secondary would expand again is demoted to punt.
-    fn fill(&mut self, key: (&'a str, &'a str), plan: &mut Plan, scratch: &mut Exp<'a>) {
+    fn fill(&mut self, key: Key<'a>, plan: &mut Plan, scratch: &mut Exp<'a>) {
         let (id, bound) = self.top(key, scratch);
-        let (local, domain) = key;
+        let (local, domain) = key.addr;
         let c = self.c;
         let exp: &Exp<'a> = id.and_then(|i| self.memo(i)).unwrap_or(scratch);
         let bind = |u: Unit<'a>| match u.bind(bound) {
@@ -1005,7 +1016,7 @@ impl<'a> Planner<'a> {
         self.plan_keys(&keys, f);
     }
 
-    fn plan_keys(&mut self, keys: &[(&'a str, &'a str)], mut f: impl FnMut(&Plan)) {
+    fn plan_keys(&mut self, keys: &[Key<'a>], mut f: impl FnMut(&Plan)) {
         let mut plan = Plan::empty();
         let mut scratch = Exp::default();
         for &key in keys {
@@ -1062,12 +1073,12 @@ impl<'a> Planner<'a> {
     /// `affected`.
     pub fn plan_affected(&mut self, affected: &Affected, mut f: impl FnMut(&Plan)) {
         let c = self.c;
-        let mut keys: Vec<(&'a str, &'a str)> = Vec::new();
+        let mut keys: Vec<Key<'a>> = Vec::new();
         for name in &affected.names {
             keys.extend(c.domains.iter().filter_map(|d| self.key_of(name, d)));
         }
-        keys.sort_unstable_by(|a, b| cmp_addr(*a, *b));
-        keys.dedup();
+        keys.sort_unstable_by(|a, b| cmp_addr(a.addr, b.addr));
+        keys.dedup_by(|b, a| a.addr == b.addr);
         let mut plan = Plan::empty();
         let mut scratch = Exp::default();
         for key in keys {
@@ -1498,32 +1509,89 @@ fn demote(plan: &mut Plan, unit: &str) {
     }];
 }
 
-/// Every valid recipient as `(local, domain)` borrowed from the content, sorted as the
-/// strings `local@domain` sort, without duplicates.
-fn keys(c: &Content) -> Vec<(&str, &str)> {
+/// A valid address to plan: `(local, domain)` borrowed from the content, and the entries its
+/// local part names.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    addr: (&'a str, &'a str),
+    named: Named,
+}
+
+/// Every valid recipient, sorted as the strings `local@domain` sort, without duplicates. The
+/// entries each local part names come from merging the lists it was gathered from, so planning
+/// a key looks nothing up to begin (validated content names each entry once).
+fn keys(c: &Content) -> Vec<Key<'_>> {
     let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
     let mut out = Vec::with_capacity(c.domains.len() * (c.aliases.len() + c.users.len()));
+    let key = |addr, named| Key { addr, named };
     for d in &c.domains {
         let d = d.as_str();
-        out.extend(c.aliases.iter().map(|a| (a.name.as_str(), d)));
-        out.extend(c.users.iter().map(|u| (u.name.as_str(), d)));
-        let bare = c.virtuals.iter().filter(|v| !v.key.contains('@'));
-        out.extend(bare.map(|v| (v.key.as_str(), d)));
+        let aliases = c.aliases.iter().enumerate();
+        out.extend(
+            aliases.map(|(i, a)| key((a.name.as_str(), d), Named::new(Some(i), None, None))),
+        );
+        let users = c.users.iter().enumerate();
+        out.extend(users.map(|(i, u)| key((u.name.as_str(), d), Named::new(None, Some(i), None))));
+        let bare = c
+            .virtuals
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.key.contains('@'));
+        out.extend(bare.map(|(i, v)| key((v.key.as_str(), d), Named::new(None, None, Some(i)))));
     }
+    // A full address's local part is in the lists above (at every served domain) when it names
+    // any entry, and its key then merges with that one.
     let served = |k: &(&str, &str)| domains.contains(k.1);
+    let full = |k| key(k, Named::NOTHING);
     out.extend(
         (c.virtuals.iter())
             .filter_map(|v| addr::split(&v.key))
-            .filter(served),
+            .filter(served)
+            .map(full),
     );
     out.extend(
         (c.recipients.iter())
             .filter_map(|r| addr::split(&r.address))
-            .filter(served),
+            .filter(served)
+            .map(full),
     );
-    out.sort_unstable_by(|a, b| cmp_addr(*a, *b));
-    out.dedup();
+    sort_keys(&mut out);
+    out.dedup_by(|later, kept| {
+        let same = later.addr == kept.addr;
+        if same {
+            kept.named = kept.named.and(later.named);
+        }
+        same
+    });
     out
+}
+
+/// Sorts `keys` by address, a half on each of two threads when there are many, then merged (at
+/// a million keys sorting was a tenth of planning, before the runs begin).
+fn sort_keys(keys: &mut Vec<Key<'_>>) {
+    let cmp = |a: &Key<'_>, b: &Key<'_>| cmp_addr(a.addr, b.addr);
+    if keys.len() < 1 << 16 {
+        keys.sort_unstable_by(cmp);
+        return;
+    }
+    let mid = keys.len() / 2;
+    let (a, b) = keys.split_at_mut(mid);
+    crate::par::join(|| a.sort_unstable_by(cmp), || b.sort_unstable_by(cmp));
+    let (a, b) = keys.split_at(mid);
+    let mut out = Vec::with_capacity(keys.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if cmp(&b[j], &a[i]).is_lt() {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    *keys = out;
 }
 
 /// Every valid recipient at a served domain, sorted: alias names and users at every served
@@ -1531,7 +1599,7 @@ fn keys(c: &Content) -> Vec<(&str, &str)> {
 pub fn valid_addresses(c: &Content) -> Vec<String> {
     keys(c)
         .into_iter()
-        .map(|(l, d)| format!("{l}@{d}"))
+        .map(|k| format!("{}@{}", k.addr.0, k.addr.1))
         .collect()
 }
 

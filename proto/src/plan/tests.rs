@@ -642,6 +642,33 @@ fn plan_all_lists_every_valid_address_once() {
     );
 }
 
+#[test]
+fn many_keys_sort_in_halves_as_one_sort_would() {
+    // Enough names to be sorted in two halves and merged; `nX` and `nX-y` order differently as
+    // names and as addresses (`-` sorts before `@`).
+    let mut text = String::from("== aliases\n");
+    for i in 0..40_000u64 {
+        let x = i.wrapping_mul(2_654_435_761) % 1_000_003;
+        text.push_str(&format!("n{x}: r@x.net\nn{x}-y: r@x.net\n"));
+    }
+    let c = content(&text);
+    let got: Vec<(&str, &str)> = keys(&c).iter().map(|k| k.addr).collect();
+    assert!(got.len() > 1 << 16, "{} keys", got.len());
+    let mut want: Vec<(&str, &str)> = c
+        .domains
+        .iter()
+        .flat_map(|d| c.aliases.iter().map(move |a| (a.name.as_str(), d.as_str())))
+        .chain(
+            c.users
+                .iter()
+                .flat_map(|u| c.domains.iter().map(move |d| (u.name.as_str(), d.as_str()))),
+        )
+        .collect();
+    want.sort_unstable_by(|a, b| format!("{}@{}", a.0, a.1).cmp(&format!("{}@{}", b.0, b.1)));
+    want.dedup();
+    assert_eq!(got, want);
+}
+
 mod properties {
     //! Invariants of DESIGN section 5 over arbitrary alias graphs.
 
@@ -673,7 +700,10 @@ mod properties {
                     f.push_str(&format!("a{i}: {}\n", l.join(", ")));
                 }
                 f.push_str("== /lists/x\nr9@remote.net\na0\n");
-                f.push_str("== recipients\nbox@example.org\n");
+                f.push_str("== recipients\nbox@example.org\na1@example.com\n");
+                // Keys that share a local part with an alias or a user, full and bare.
+                f.push_str("== virtual\na1@example.org r7@remote.net\na0 r8@remote.net\n");
+                f.push_str("alice@example.com a1\ncarol r6@remote.net\nv@example.org a0, bob\n");
                 f.push_str("== /home/bob/.forward\nbob@remote.net\n");
                 f.push_str("== /home/carol/.procmailrc\n:0\n");
                 f
@@ -763,15 +793,7 @@ mod properties {
                 files[new as usize] = shuffled.files[old].clone();
             }
             shuffled.files = files;
-            let remap = |f: &mut u32| *f = perm[*f as usize];
-            shuffled.aliases.iter_mut().for_each(|a| remap(&mut a.file));
-            shuffled.includes.iter_mut().for_each(|i| remap(&mut i.file));
-            shuffled.recipients.iter_mut().for_each(|r| remap(&mut r.file));
-            for u in &mut shuffled.users {
-                remap(&mut u.file);
-                if let Some(p) = &mut u.procmail { remap(p); }
-                if let Some(fw) = &mut u.forward { remap(&mut fw.file); }
-            }
+            shuffled.origins_mut(|f| *f = perm[*f as usize]);
             shuffled.diagnostics.reverse();
             shuffled.normalize();
             prop_assert_eq!(&shuffled, &c);

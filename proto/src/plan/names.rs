@@ -1,0 +1,300 @@
+//! The planner's index of local names: every alias name, user name and bare virtual key of a
+//! content in one open-addressing table, so that resolving a local name (procmail user, then
+//! alias, then user) is one probe, not one hash-map lookup per kind. At a million aliases the
+//! lookups were most of planning's time; the table is also built in two halves side by side.
+
+use std::hash::Hasher;
+
+use crate::fxhash::FxHasher;
+use crate::snapshot::Content;
+
+/// No entry of that kind.
+const NONE: u32 = u32::MAX;
+
+/// The entries named by one local name, as positions in the content's lists (12 bytes: one is
+/// kept beside each address planned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Named {
+    alias: u32,
+    user: u32,
+    /// A virtual entry whose key is this bare name.
+    bare: u32,
+}
+
+fn some(i: u32) -> Option<usize> {
+    (i != NONE).then_some(i as usize)
+}
+
+fn position(i: usize) -> u32 {
+    u32::try_from(i).expect("fewer than 2^32 entries")
+}
+
+impl Named {
+    pub(super) const NOTHING: Named = Named {
+        alias: NONE,
+        user: NONE,
+        bare: NONE,
+    };
+
+    pub(super) fn new(alias: Option<usize>, user: Option<usize>, bare: Option<usize>) -> Named {
+        let at = |i: Option<usize>| i.map_or(NONE, position);
+        Named {
+            alias: at(alias),
+            user: at(user),
+            bare: at(bare),
+        }
+    }
+
+    pub(super) fn alias(self) -> Option<usize> {
+        some(self.alias)
+    }
+
+    pub(super) fn user(self) -> Option<usize> {
+        some(self.user)
+    }
+
+    pub(super) fn bare(self) -> Option<usize> {
+        some(self.bare)
+    }
+
+    /// What `self` and `other` name together (each from another list).
+    pub(super) fn and(self, other: Named) -> Named {
+        let pick = |a: u32, b: u32| if a == NONE { b } else { a };
+        Named {
+            alias: pick(self.alias, other.alias),
+            user: pick(self.user, other.user),
+            bare: pick(self.bare, other.bare),
+        }
+    }
+}
+
+/// One slot: `tag` is 32 bits of the name's hash with the low bit set (0 marks an empty slot),
+/// so most probes that miss never read the name; the name is beside it, so that a hit reads
+/// the slot and the name's bytes and not the entry between them.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    name: &'a str,
+    tag: u32,
+    alias: u32,
+    user: u32,
+    bare: u32,
+}
+
+const EMPTY: Slot<'static> = Slot {
+    name: "",
+    tag: 0,
+    alias: NONE,
+    user: NONE,
+    bare: NONE,
+};
+
+/// One half of the table: the names whose hash has that top bit. Linear probing, at most three
+/// quarters full.
+struct Shard<'a> {
+    mask: usize,
+    slots: Vec<Slot<'a>>,
+}
+
+pub(super) struct Names<'a> {
+    shards: [Shard<'a>; 2],
+}
+
+fn hash(name: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(name.as_bytes());
+    h.finish()
+}
+
+fn tag(h: u64) -> u32 {
+    (h >> 32) as u32 | 1
+}
+
+fn shard_of(h: u64) -> usize {
+    (h >> 63) as usize
+}
+
+/// Which list a name comes from.
+#[derive(Clone, Copy)]
+enum Kind {
+    Alias,
+    User,
+    Bare,
+}
+
+impl<'a> Shard<'a> {
+    fn build(c: &'a Content, which: usize, expected: usize) -> Shard<'a> {
+        let cap = (expected + expected / 3).next_power_of_two().max(16);
+        let mut shard = Shard {
+            mask: cap - 1,
+            slots: vec![EMPTY; cap],
+        };
+        let aliases = c.aliases.iter().map(|a| (a.name.as_str(), Kind::Alias));
+        let users = c.users.iter().map(|u| (u.name.as_str(), Kind::User));
+        let bare = c.virtuals.iter().map(|v| (v.key.as_str(), Kind::Bare));
+        let mut at = [0usize; 3];
+        for (name, kind) in aliases.chain(users).chain(bare) {
+            let k = kind as usize;
+            let i = at[k];
+            at[k] += 1;
+            if matches!(kind, Kind::Bare) && name.contains('@') {
+                continue;
+            }
+            let h = hash(name);
+            if shard_of(h) == which {
+                shard.insert(name, h, kind, position(i));
+            }
+        }
+        shard
+    }
+
+    /// Sets `name`'s entry of `kind` to `i` (a later entry of the same name and kind wins, as
+    /// it did in a map collected from the list).
+    fn insert(&mut self, name: &'a str, h: u64, kind: Kind, i: u32) {
+        let t = tag(h);
+        let mut p = h as usize & self.mask;
+        loop {
+            let s = &mut self.slots[p];
+            if s.tag == 0 {
+                *s = Slot {
+                    name,
+                    tag: t,
+                    ..EMPTY
+                };
+            } else if s.tag != t || s.name != name {
+                p = (p + 1) & self.mask;
+                continue;
+            }
+            match kind {
+                Kind::Alias => s.alias = i,
+                Kind::User => s.user = i,
+                Kind::Bare => s.bare = i,
+            }
+            return;
+        }
+    }
+
+    fn get(&self, name: &str, h: u64) -> Named {
+        let t = tag(h);
+        let mut p = h as usize & self.mask;
+        loop {
+            let s = &self.slots[p];
+            if s.tag == 0 {
+                return Named::NOTHING;
+            }
+            if s.tag == t && s.name == name {
+                return Named {
+                    alias: s.alias,
+                    user: s.user,
+                    bare: s.bare,
+                };
+            }
+            p = (p + 1) & self.mask;
+        }
+    }
+}
+
+impl<'a> Names<'a> {
+    /// Indexes `c`'s local names, a half on each of two threads.
+    pub(super) fn of(c: &'a Content) -> Names<'a> {
+        let n = c.aliases.len() + c.users.len() + c.virtuals.len();
+        // Each half holds about half the names.
+        let expected = n / 2 + 1;
+        let (a, b) = crate::par::join(
+            || Shard::build(c, 0, expected),
+            || Shard::build(c, 1, expected),
+        );
+        Names { shards: [a, b] }
+    }
+
+    /// The entries named `name` (already folded, as the content's names are).
+    pub(super) fn get(&self, name: &str) -> Named {
+        let h = hash(name);
+        self.shards[shard_of(h)].get(name, h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Alias, User, VirtualEntry};
+
+    fn content(aliases: &[&str], users: &[&str], virtuals: &[&str]) -> Content {
+        let name = |n: &&str| n.to_string();
+        Content {
+            aliases: (aliases.iter().map(name))
+                .map(|name| Alias {
+                    name,
+                    file: 0,
+                    line: 1,
+                    targets: Vec::new(),
+                })
+                .collect(),
+            users: (users.iter().map(name))
+                .map(|name| User {
+                    name,
+                    file: 0,
+                    line: 1,
+                    procmail: None,
+                    forward: None,
+                })
+                .collect(),
+            virtuals: (virtuals.iter().map(name))
+                .map(|key| VirtualEntry {
+                    key,
+                    file: 0,
+                    line: 1,
+                    targets: Vec::new(),
+                })
+                .collect(),
+            ..Content::default()
+        }
+    }
+
+    fn check(c: &Content, name: &str, expected: (Option<usize>, Option<usize>, Option<usize>)) {
+        let (alias, user, bare) = expected;
+        let want = Named::new(alias, user, bare);
+        assert_eq!(Names::of(c).get(name), want, "{name}");
+    }
+
+    #[test]
+    fn one_probe_finds_every_kind_of_entry_a_name_has() {
+        let c = content(
+            &["bob", "list", "root"],
+            &["bob", "carol"],
+            &["carol", "list@example.org", "x"],
+        );
+        check(&c, "bob", (Some(0), Some(0), None));
+        check(&c, "list", (Some(1), None, None));
+        check(&c, "root", (Some(2), None, None));
+        check(&c, "carol", (None, Some(1), Some(0)));
+        check(&c, "x", (None, None, Some(2)));
+        // A full-address virtual key is not a local name.
+        check(&c, "list@example.org", (None, None, None));
+        check(&c, "nobody", (None, None, None));
+        check(&c, "", (None, None, None));
+        check(&content(&[], &[], &[]), "bob", (None, None, None));
+    }
+
+    #[test]
+    fn many_names_each_found_where_it_is_and_absent_ones_not() {
+        let aliases: Vec<String> = (0..200_000).map(|i| format!("a{i:07}")).collect();
+        let users: Vec<String> = (0..50_000).map(|i| format!("a{:07}", i * 3)).collect();
+        let a: Vec<&str> = aliases.iter().map(String::as_str).collect();
+        let u: Vec<&str> = users.iter().map(String::as_str).collect();
+        let c = content(&a, &u, &[]);
+        let names = Names::of(&c);
+        for (i, n) in a.iter().enumerate() {
+            let user = (i % 3 == 0 && i / 3 < 50_000).then_some(i / 3);
+            assert_eq!(names.get(n), Named::new(Some(i), user, None), "{n}");
+        }
+        for i in 200_000..210_000 {
+            assert_eq!(names.get(&format!("a{i:07}")), Named::NOTHING);
+        }
+    }
+
+    #[test]
+    fn a_repeated_name_resolves_to_its_last_entry() {
+        let c = content(&["dup", "dup"], &["dup"], &[]);
+        check(&c, "dup", (Some(1), Some(0), None));
+    }
+}
