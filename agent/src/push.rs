@@ -57,7 +57,7 @@ impl Current {
         // Streamed into the encoder: no copy of the whole content as JSON in memory. One zstd
         // worker compresses while this thread writes the JSON (at a million aliases, 1.6 s in
         // turn, 1.0 s side by side).
-        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3)?;
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), proto::wire::ZSTD_LEVEL)?;
         enc.multithread(1)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
         serde_json::to_writer(
@@ -110,7 +110,7 @@ pub fn encode_delta(agent: &str, base: &Current, cur: &Current) -> Option<Vec<u8
         changes,
     };
     let json = serde_json::to_vec(&delta).ok()?;
-    zstd::stream::encode_all(&json[..], 3).ok()
+    zstd::stream::encode_all(&json[..], proto::wire::ZSTD_LEVEL).ok()
 }
 
 /// What a receiver loop asks of the core.

@@ -4,6 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The zstd level of the bodies the agent sends and the snapshots the server stores. At a
+/// million aliases (162 MiB of JSON), level 1 beside the JSON encoder took 0.61-1.10 s and
+/// gave 27.1 MiB, level 3 0.91-1.47 s and 29.1 MiB (its inflate 0.41-0.58 s against
+/// 0.49-0.69 s): faster both ways, and no larger on this JSON.
+pub const ZSTD_LEVEL: i32 = 1;
+
 /// Reply to `POST /v1/snapshots` once the snapshot is stored and live in the maps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotReply {

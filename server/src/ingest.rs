@@ -155,9 +155,8 @@ impl Body<'_> {
     fn stored(self) -> Result<Vec<u8>, ApiError> {
         match self {
             Body::Zstd(body) => Ok(body.to_vec()),
-            Body::Json(json) => {
-                zstd::stream::encode_all(&json[..], 3).map_err(|e| ApiError::Internal(e.into()))
-            }
+            Body::Json(json) => zstd::stream::encode_all(&json[..], proto::wire::ZSTD_LEVEL)
+                .map_err(|e| ApiError::Internal(e.into())),
         }
     }
 }
@@ -166,7 +165,8 @@ impl Body<'_> {
 /// the content as JSON).
 fn encode_full(snap: &Snapshot) -> Result<Vec<u8>, ApiError> {
     let internal = |e: std::io::Error| ApiError::Internal(e.into());
-    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(internal)?;
+    let mut enc =
+        zstd::stream::Encoder::new(Vec::new(), proto::wire::ZSTD_LEVEL).map_err(internal)?;
     // Compressed by a zstd worker while this thread writes the JSON, as the agent does.
     enc.multithread(1).map_err(internal)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
