@@ -247,13 +247,14 @@ fn collect_inner(
     changed: Option<&BTreeSet<PathBuf>>,
 ) -> (Collected, Vec<String>, HashSet<String>) {
     let mut b = Builder::new(domains);
-    let mut paths = BTreeSet::new();
+    // Gathered in a list and made a set at the end (see `path_set`).
+    let mut paths = Vec::new();
     let mut seen = HashMap::new();
     let mut aliases = Vec::new();
     for pattern in &sources.aliases {
         for path in expand(pattern, &mut b) {
             aliases.push(path.clone());
-            paths.insert(PathBuf::from(&path));
+            paths.push(PathBuf::from(&path));
             let Some(bytes) = read(&path, &mut b) else {
                 continue;
             };
@@ -275,7 +276,7 @@ fn collect_inner(
         if pattern.contains(['*', '?', '[']) {
             // New files matching the pattern appear in its directory.
             if let Some(dir) = Path::new(pattern).parent() {
-                paths.insert(dir.to_path_buf());
+                paths.push(dir.to_path_buf());
             }
         }
     }
@@ -290,7 +291,7 @@ fn collect_inner(
             break;
         }
         for path in pending {
-            paths.insert(PathBuf::from(&path));
+            paths.push(PathBuf::from(&path));
             match small.read(Path::new(&path)) {
                 Ok(bytes) => b.include(&path, Ok(&bytes)),
                 Err((_, e)) => b.include(&path, Err(e)),
@@ -299,7 +300,7 @@ fn collect_inner(
     }
     for pattern in &sources.virtual_maps {
         for path in expand(pattern, &mut b) {
-            paths.insert(PathBuf::from(&path));
+            paths.push(PathBuf::from(&path));
             if let Some(bytes) = read(&path, &mut b) {
                 b.virtual_map(&path, &bytes);
             }
@@ -307,14 +308,14 @@ fn collect_inner(
     }
     for pattern in &sources.recipients {
         for path in expand(pattern, &mut b) {
-            paths.insert(PathBuf::from(&path));
+            paths.push(PathBuf::from(&path));
             if let Some(bytes) = read(&path, &mut b) {
                 b.recipients(&path, &bytes);
             }
         }
     }
     if !sources.passwd.is_empty() {
-        paths.insert(PathBuf::from(&sources.passwd));
+        paths.push(PathBuf::from(&sources.passwd));
         if let Some(bytes) = read(&sources.passwd, &mut b) {
             let users = b.passwd(&sources.passwd, &bytes, sources.uid_min);
             if sources.markers {
@@ -335,11 +336,28 @@ fn collect_inner(
     let (content, duplicates) = b.finish_with_duplicates();
     let got = Collected {
         content: Arc::new(content),
-        paths: Arc::new(paths),
+        paths: Arc::new(path_set(paths)),
         in_place: false,
         since: None,
     };
     (got, aliases, duplicates)
+}
+
+/// The set of `paths`. A `BTreeSet<PathBuf>` orders paths component by component, which costs
+/// far more than comparing bytes: inserting a large primary's 127,000 paths one by one took
+/// 0.22-0.27 s. Sorted first as bytes with `/` lowest, which is that order for paths without
+/// `.` components or doubled separators, the set is built from one sorted run (its own sort,
+/// which still decides, then only checks the order).
+fn path_set(mut paths: Vec<PathBuf>) -> BTreeSet<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    paths.sort_unstable_by(|a, b| {
+        let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+        let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let low = |s: &[u8]| s.get(same).map(|&c| if c == b'/' { 0 } else { c });
+        low(a).cmp(&low(b))
+    });
+    paths.dedup();
+    paths.into_iter().collect()
 }
 
 /// Looks for `~/.procmailrc` and `~/.forward`. When the home directory cannot be examined, the
@@ -349,7 +367,7 @@ fn collect_inner(
 /// taken relative to the passwd file's directory `base`; an empty one has no markers.
 fn markers(
     b: &mut Builder,
-    paths: &mut BTreeSet<PathBuf>,
+    paths: &mut Vec<PathBuf>,
     small: &mut Reader<'_>,
     base: &Path,
     u: proto::build::UserRef,
@@ -360,7 +378,7 @@ fn markers(
     let home = base.join(&u.home);
     let rc = home.join(".procmailrc");
     let rc_s = rc.to_string_lossy().into_owned();
-    paths.insert(rc.clone());
+    paths.push(rc.clone());
     match small.exists(&rc) {
         Ok(true) => b.procmail(u.index, &rc_s),
         Ok(false) => {}
@@ -376,7 +394,7 @@ fn markers(
     }
     let fw = home.join(".forward");
     let fw_s = fw.to_string_lossy().into_owned();
-    paths.insert(fw.clone());
+    paths.push(fw.clone());
     match small.read(&fw) {
         Ok(bytes) => b.forward(u.index, &fw_s, Ok(&bytes)),
         Err((true, _)) => {}

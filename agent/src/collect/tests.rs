@@ -411,3 +411,37 @@ fn a_read_is_whole_only_if_the_file_stood_still() {
     assert_eq!(read_whole(Path::new(&path)).unwrap(), b"a: b@remote.net\n");
     assert!(read_whole(Path::new(&p.path("none"))).is_err());
 }
+
+#[test]
+fn the_path_set_is_the_set_of_paths_in_their_own_order() {
+    fn check(paths: &[&str]) {
+        let list: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+        let want: BTreeSet<PathBuf> = list.iter().cloned().collect();
+        let got = path_set(list);
+        assert_eq!(got, want, "{paths:?}");
+        assert!(got.iter().zip(got.iter().skip(1)).all(|(a, b)| a < b));
+    }
+    check(&[]);
+    check(&["/etc/aliases"]);
+    // `-` and `.` sort below `/` as bytes, above it as components.
+    check(&[
+        "/a-b", "/a/b", "/a", "/a.b", "/a/b/c", "/a/b-c", "/a/b/c", "/a0", "/",
+    ]);
+    check(&[
+        "/home/user10/.forward",
+        "/home/user1/.forward",
+        "/home/user1/.procmailrc",
+    ]);
+    // Spelled differently, the same path: the set still decides, by component.
+    check(&["/x//y", "/x/y", "/x/./y", "/x/y/", "/x"]);
+    let many: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                "/h/u{}/{}",
+                i % 1000,
+                [".forward", ".procmailrc", "x-y"][i % 3]
+            )
+        })
+        .collect();
+    check(&many.iter().map(String::as_str).collect::<Vec<_>>());
+}
