@@ -240,6 +240,10 @@ pub struct Planner<'a> {
     exps: Vec<Exp<'a>>,
     /// Accumulators of finished frames, cleared, for the next ones.
     pool: Vec<Exp<'a>>,
+    /// Item lists of finished frames, cleared, and the walk's stack between walks: planning a
+    /// million aliases otherwise allocated each of them once per alias.
+    item_pool: Vec<Vec<(&'a Target, u32)>>,
+    frames: Vec<Frame<'a>>,
     unknown: BTreeSet<(&'a str, At)>,
 }
 
@@ -361,6 +365,8 @@ impl<'a> Planner<'a> {
             // not copied as it grows (untouched room costs address space, not memory).
             exps: Vec::with_capacity(room),
             pool: Vec::new(),
+            item_pool: Vec::new(),
+            frames: Vec::new(),
             unknown: BTreeSet::new(),
         }
     }
@@ -610,9 +616,9 @@ impl<'a> Planner<'a> {
         )
     }
 
-    /// The items of an alias with `:include:` files inlined, or the reasons it must punt as a
-    /// whole (an item only the primary can deliver, written directly in its list).
-    fn own_items(&self, node: usize) -> Result<Vec<(&'a Target, u32)>, Vec<R<'a>>> {
+    /// The items of an alias with `:include:` files inlined (into `items`), or the reasons it
+    /// must punt as a whole (an item only the primary can deliver, written directly in its list).
+    fn own_items(&self, node: usize, items: &mut Vec<(&'a Target, u32)>) -> Result<(), Vec<R<'a>>> {
         let c = self.c;
         let (targets, file, key): (&'a [Target], u32, Option<&'a str>) = if node < c.aliases.len() {
             let a = &c.aliases[node];
@@ -621,7 +627,7 @@ impl<'a> Planner<'a> {
             let v = &c.virtuals[node - c.aliases.len()];
             (&v.targets, v.file, Some(v.key.as_str()))
         };
-        let mut items = Vec::with_capacity(targets.len());
+        items.reserve(targets.len());
         let mut direct = Vec::new();
         // Include files still to read: (items, file, nesting). Most aliases have none.
         let mut work: Vec<(&'a [Target], u32, u32)> = Vec::new();
@@ -673,7 +679,7 @@ impl<'a> Planner<'a> {
             }
         }
         if direct.is_empty() {
-            Ok(items)
+            Ok(())
         } else {
             Err(direct)
         }
@@ -781,7 +787,7 @@ impl<'a> Planner<'a> {
         if self.state[root] == DONE {
             return;
         }
-        let mut stack: Vec<Frame<'a>> = Vec::new();
+        let mut stack = std::mem::take(&mut self.frames);
         self.push(&mut stack, root);
         while let Some(mut frame) = stack.pop() {
             let mut child = None;
@@ -802,11 +808,13 @@ impl<'a> Planner<'a> {
                 None => self.finish(frame),
             }
         }
+        self.frames = stack;
     }
 
     fn push(&mut self, stack: &mut Vec<Frame<'a>>, node: usize) {
-        match self.own_items(node) {
-            Ok(items) => {
+        let mut items = self.item_pool.pop().unwrap_or_default();
+        match self.own_items(node, &mut items) {
+            Ok(()) => {
                 self.state[node] = ON_STACK;
                 self.index[node] = self.counter;
                 self.low[node] = self.counter;
@@ -820,6 +828,8 @@ impl<'a> Planner<'a> {
                 });
             }
             Err(mut direct) => {
+                items.clear();
+                self.item_pool.push(items);
                 direct.sort_unstable();
                 direct.dedup();
                 direct.truncate(MAX_REASONS);
@@ -830,9 +840,16 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Completes `frame`'s node, and gives its accumulator back to the pool.
+    /// Completes `frame`'s node, and gives its accumulator and item list back to the pools.
     fn finish(&mut self, frame: Frame<'a>) {
-        let Frame { node, mut acc, .. } = frame;
+        let Frame {
+            node,
+            mut acc,
+            mut items,
+            ..
+        } = frame;
+        items.clear();
+        self.item_pool.push(items);
         self.complete(node, &mut acc);
         acc.forward.clear();
         acc.units.clear();
@@ -850,9 +867,8 @@ impl<'a> Planner<'a> {
             return;
         }
         let at_node = self.tarjan.iter().rposition(|&n| n == node).unwrap_or(0);
-        let component: Vec<usize> = self.tarjan.split_off(at_node);
-        if component.len() > 1 || self.self_loop[node] {
-            for n in component {
+        if at_node + 1 < self.tarjan.len() || self.self_loop[node] {
+            for n in self.tarjan.split_off(at_node) {
                 let (name, at) = self.node_at(n);
                 self.state[n] = DONE;
                 self.keep(
@@ -867,6 +883,8 @@ impl<'a> Planner<'a> {
             }
             return;
         }
+        // A component of one node, not a loop.
+        self.tarjan.truncate(at_node);
         acc.height += 1;
         let exp = if acc.height > MAX_DEPTH && !acc.forward.is_empty() {
             let (name, at) = self.node_at(node);
