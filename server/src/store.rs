@@ -51,6 +51,17 @@ CREATE INDEX snapshots_by_agent ON snapshots (agent, id);
     r#"
 ALTER TABLE snapshots ADD COLUMN base INTEGER;
 "#,
+    // Bodies in a table of their own: SQLite writes a row again whole when it is updated, and
+    // a full snapshot's body is 30 MiB at a million aliases, so recording an apply (outcome,
+    // counts) on its row cost a rewrite of the body. Only kept bodies have a row here.
+    r#"
+CREATE TABLE bodies (
+    snapshot INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+INSERT INTO bodies (snapshot, body) SELECT id, body FROM snapshots WHERE body IS NOT NULL;
+ALTER TABLE snapshots DROP COLUMN body;
+"#,
 ];
 
 /// A common table expression `name(id)` for a `WITH RECURSIVE` clause: the rows `seed` (a
@@ -225,8 +236,8 @@ fn applied_in(tx: &rusqlite::Transaction<'_>, r: &ApplyRecord<'_>) -> Result<()>
     tx.execute(
         &format!(
             "WITH RECURSIVE {}, {}
-             UPDATE snapshots SET body = NULL WHERE agent = ?1
-               AND id IN old AND id NOT IN chain",
+             DELETE FROM bodies WHERE snapshot IN old AND snapshot NOT IN chain
+               AND snapshot IN (SELECT id FROM snapshots WHERE agent = ?1)",
             chain_cte("chain", "?2"),
             chain_cte("old", "SELECT applied_snapshot FROM agents WHERE id = ?1"),
         ),
@@ -252,9 +263,14 @@ fn applied_in(tx: &rusqlite::Transaction<'_>, r: &ApplyRecord<'_>) -> Result<()>
 
 /// Drops the body of `agent`'s held row unless it is `snapshot`, and marks it superseded.
 fn supersede_held_in(tx: &rusqlite::Transaction<'_>, agent: &str, snapshot: i64) -> Result<()> {
+    let held = "SELECT id FROM snapshots WHERE agent = ?1 AND id != ?2
+                  AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)";
     tx.execute(
-        "UPDATE snapshots SET body = NULL, outcome = 'superseded' WHERE agent = ?1 AND id != ?2
-           AND id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
+        &format!("DELETE FROM bodies WHERE snapshot IN ({held})"),
+        params![agent, snapshot],
+    )?;
+    tx.execute(
+        &format!("UPDATE snapshots SET outcome = 'superseded' WHERE id IN ({held})"),
         params![agent, snapshot],
     )?;
     Ok(())
@@ -262,7 +278,7 @@ fn supersede_held_in(tx: &rusqlite::Transaction<'_>, agent: &str, snapshot: i64)
 
 /// The statement of [`Store::prune`], on `conn` (or a transaction).
 fn prune_in(conn: &Connection, agent: &str, keep: u32) -> Result<usize> {
-    Ok(conn.execute(
+    let pruned = conn.execute(
         &format!(
             "WITH RECURSIVE {}
              DELETE FROM snapshots WHERE agent = ?1
@@ -275,7 +291,14 @@ fn prune_in(conn: &Connection, agent: &str, keep: u32) -> Result<usize> {
             )
         ),
         params![agent, keep as i64],
-    )?)
+    )?;
+    if pruned > 0 {
+        conn.execute(
+            "DELETE FROM bodies WHERE snapshot NOT IN (SELECT id FROM snapshots)",
+            [],
+        )?;
+    }
+    Ok(pruned)
 }
 
 fn u(v: Option<i64>) -> Option<u64> {
@@ -384,12 +407,13 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a history row and returns its id.
-    pub fn insert_snapshot(&self, s: &NewSnapshot<'_>) -> Result<i64> {
+    /// Adds a history row (and its body, if kept) and returns its id.
+    pub fn insert_snapshot(&mut self, s: &NewSnapshot<'_>) -> Result<i64> {
         let c = s.counts;
-        self.conn.execute(
-            "INSERT INTO snapshots (agent, version, hash, received_at, outcome, detail, addresses, forward, split, punt, body, base)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO snapshots (agent, version, hash, received_at, outcome, detail, addresses, forward, split, punt, base)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 s.agent,
                 s.version as i64,
@@ -401,11 +425,18 @@ impl Store {
                 c.map(|c| c.forward as i64),
                 c.map(|c| c.split as i64),
                 c.map(|c| c.punt as i64),
-                s.body,
                 s.base,
             ],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        if let Some(body) = s.body {
+            tx.execute(
+                "INSERT INTO bodies (snapshot, body) VALUES (?1, ?2)",
+                params![id, body],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Changes a history row's outcome.
@@ -434,10 +465,7 @@ impl Store {
     }
 
     /// Records an apply in one transaction: [`Store::set_applied`], the row's outcome
-    /// (`applied`, at `applied_at`) and plan counts, and [`Store::prune`] with `keep`. One
-    /// commit, because SQLite writes a row again whole when its size changes, and the row of a
-    /// full snapshot holds its body (30 MiB at a million aliases): each update of it in its own
-    /// transaction cost a write and an fsync of that much.
+    /// (`applied`, at `applied_at`) and plan counts, and [`Store::prune`] with `keep`.
     pub fn record_applied(&mut self, r: &ApplyRecord<'_>, keep: u32) -> Result<()> {
         let tx = self.conn.transaction()?;
         applied_in(&tx, r)?;
@@ -477,7 +505,8 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT id FROM snapshots WHERE agent = ?1 AND version = ?2 AND hash = ?3 AND body IS NOT NULL
+                "SELECT id FROM snapshots WHERE agent = ?1 AND version = ?2 AND hash = ?3
+                   AND id IN (SELECT snapshot FROM bodies)
                  ORDER BY id DESC LIMIT 1",
                 params![agent, version as i64, hash],
                 |r| r.get(0),
@@ -525,9 +554,10 @@ impl Store {
     /// empty if there is no such row. Ends early (with a row whose `base` is set) where a base
     /// row is gone.
     pub fn chain(&self, snapshot: i64) -> Result<Vec<Link>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, base, body FROM snapshots WHERE id = ?1")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT s.id, s.base, b.body FROM snapshots s
+                 LEFT JOIN bodies b ON b.snapshot = s.id WHERE s.id = ?1",
+        )?;
         let mut out = Vec::new();
         let mut next = Some(snapshot);
         while let Some(id) = next {
@@ -554,12 +584,11 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT body FROM snapshots WHERE id = ?1",
+                "SELECT body FROM bodies WHERE snapshot = ?1",
                 [snapshot],
                 |r| r.get(0),
             )
-            .optional()?
-            .flatten())
+            .optional()?)
     }
 
     /// History, newest first; of one agent or all.

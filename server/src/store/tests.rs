@@ -37,6 +37,51 @@ fn migrations_run_once_and_survive_reopening() {
 }
 
 #[test]
+fn a_database_of_schema_2_keeps_its_bodies_in_the_table_of_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    {
+        // As the server before schema 3 left it: bodies on the history rows.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version (version) VALUES (2);
+             {}{}
+             INSERT INTO agents (id, applied_snapshot) VALUES ('mx1', 2);
+             INSERT INTO snapshots (id, agent, version, hash, received_at, outcome, body, base)
+               VALUES (1, 'mx1', 1, 'h1', 1, 'applied', X'66756c6c', NULL),
+                      (2, 'mx1', 2, 'h2', 2, 'applied', X'6431', 1),
+                      (3, 'mx1', 3, 'h3', 3, 'refused', NULL, NULL);",
+            MIGRATIONS[0], MIGRATIONS[1]
+        ))
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 3);
+    let chain: Vec<(i64, Option<Vec<u8>>)> = s
+        .chain(2)
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.id, l.body))
+        .collect();
+    assert_eq!(
+        chain,
+        vec![(1, Some(b"full".to_vec())), (2, Some(b"d1".to_vec()))]
+    );
+    assert_eq!(s.body(3).unwrap(), None);
+    assert_eq!(s.find_with_body("mx1", 2, "h2").unwrap(), Some(2));
+    assert_eq!(s.find_with_body("mx1", 3, "h3").unwrap(), None);
+    let outcomes: Vec<String> = s
+        .history(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(outcomes, ["refused", "applied", "applied"]);
+    assert!(s.integrity_ok().unwrap());
+}
+
+#[test]
 fn sequence_numbers_only_go_up() {
     let s = Store::open_in_memory().unwrap();
     s.ensure_agents(["mx1"]).unwrap();
@@ -114,6 +159,27 @@ fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
     assert_eq!(s.body(a1).unwrap(), None);
     assert_eq!(s.body(held).unwrap(), None);
     assert!(!s.request_release("mx1").unwrap());
+    // Only the applied row's body is left, and no body outlives its row.
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM bodies"), 1);
+    s.insert_snapshot(&row("mx1", 22, "received", Some(b"x")))
+        .unwrap();
+    for v in 23..40 {
+        s.insert_snapshot(&row("mx1", v, "refused", None)).unwrap();
+    }
+    assert!(s.prune("mx1", 3).unwrap() > 0);
+    assert_eq!(
+        count(
+            &s,
+            "SELECT COUNT(*) FROM bodies WHERE snapshot NOT IN (SELECT id FROM snapshots)"
+        ),
+        0
+    );
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM bodies"), 1);
+}
+
+/// A count from the database.
+fn count(s: &Store, sql: &str) -> i64 {
+    s.conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 #[test]
@@ -165,7 +231,7 @@ fn an_apply_is_recorded_in_one_transaction_with_its_counts_and_the_pruning() {
 fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
     let mut s = Store::open_in_memory().unwrap();
     s.ensure_agents(["mx1"]).unwrap();
-    let insert = |s: &Store, version, body: &'static [u8], base| {
+    let insert = |s: &mut Store, version, body: &'static [u8], base| {
         s.insert_snapshot(&NewSnapshot {
             base,
             ..row("mx1", version, "received", Some(body))
@@ -180,14 +246,14 @@ fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
             .collect()
     };
     let text = |t: &str| Some(t.to_string());
-    let full = insert(&s, 1, b"full", None);
+    let full = insert(&mut s, 1, b"full", None);
     s.set_applied(&applied(full, 1, "h1", 1, 10)).unwrap();
-    let d1 = insert(&s, 2, b"d1", Some(full));
+    let d1 = insert(&mut s, 2, b"d1", Some(full));
     s.set_applied(&applied(d1, 2, "h2", 2, 10)).unwrap();
-    let d2 = insert(&s, 3, b"d2", Some(d1));
+    let d2 = insert(&mut s, 3, b"d2", Some(d1));
     s.set_applied(&applied(d2, 3, "h3", 3, 10)).unwrap();
     // A held delta on the applied one, then history to prune.
-    let held = insert(&s, 4, b"held", Some(d2));
+    let held = insert(&mut s, 4, b"held", Some(d2));
     s.set_held("mx1", held).unwrap();
     for v in 5..30 {
         s.insert_snapshot(&row("mx1", v, "refused", None)).unwrap();
@@ -208,7 +274,7 @@ fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
     );
     assert_eq!(bodies(&s, held)[0], (full, None, text("full")));
     // A full snapshot applied: the old chain and the held row lose their bodies.
-    let f2 = insert(&s, 31, b"full2", None);
+    let f2 = insert(&mut s, 31, b"full2", None);
     s.set_applied(&applied(f2, 31, "h31", 31, 10)).unwrap();
     assert_eq!(bodies(&s, f2), vec![(f2, None, text("full2"))]);
     for id in [full, d1, d2, held] {
@@ -222,6 +288,6 @@ fn a_delta_keeps_its_chain_of_bases_until_a_full_snapshot_replaces_it() {
         "a pruned row has no chain"
     );
     // A delta whose base was pruned: the chain ends at the row with the missing base.
-    let orphan = insert(&s, 32, b"d", Some(d2));
+    let orphan = insert(&mut s, 32, b"d", Some(d2));
     assert_eq!(bodies(&s, orphan), vec![(orphan, Some(d2), text("d"))]);
 }
