@@ -121,28 +121,32 @@ enum Kind {
     Bare,
 }
 
+/// Every local name of `c` with its kind and its position in its list, and its hash.
+fn entries(c: &Content) -> impl Iterator<Item = (&str, Kind, u32, u64)> {
+    let aliases = c.aliases.iter().enumerate();
+    let aliases = aliases.map(|(i, a)| (a.name.as_str(), Kind::Alias, i));
+    let users = c.users.iter().enumerate();
+    let users = users.map(|(i, u)| (u.name.as_str(), Kind::User, i));
+    let bare = c.virtuals.iter().enumerate();
+    let bare = bare.map(|(i, v)| (v.key.as_str(), Kind::Bare, i));
+    (aliases.chain(users).chain(bare))
+        .filter(|(name, kind, _)| !(matches!(kind, Kind::Bare) && name.contains('@')))
+        .map(|(name, kind, i)| (name, kind, position(i), hash(name)))
+}
+
 impl<'a> Shard<'a> {
-    fn build(c: &'a Content, which: usize, expected: usize) -> Shard<'a> {
-        let cap = (expected + expected / 3).next_power_of_two().max(16);
+    /// The half of `c`'s names whose hash's top bit is `which`. Its room is counted first (the
+    /// names are hashed twice, a few milliseconds), so that however the names fall between the
+    /// halves each is at most three quarters full and a probe always meets an empty slot.
+    fn build(c: &'a Content, which: usize) -> Shard<'a> {
+        let mine = entries(c).filter(|e| shard_of(e.3) == which).count();
+        let cap = (mine + mine / 3 + 1).next_power_of_two().max(16);
         let mut shard = Shard {
             mask: cap - 1,
             slots: vec![EMPTY; cap],
         };
-        let aliases = c.aliases.iter().map(|a| (a.name.as_str(), Kind::Alias));
-        let users = c.users.iter().map(|u| (u.name.as_str(), Kind::User));
-        let bare = c.virtuals.iter().map(|v| (v.key.as_str(), Kind::Bare));
-        let mut at = [0usize; 3];
-        for (name, kind) in aliases.chain(users).chain(bare) {
-            let k = kind as usize;
-            let i = at[k];
-            at[k] += 1;
-            if matches!(kind, Kind::Bare) && name.contains('@') {
-                continue;
-            }
-            let h = hash(name);
-            if shard_of(h) == which {
-                shard.insert(name, h, kind, position(i));
-            }
+        for (name, kind, i, h) in entries(c).filter(|e| shard_of(e.3) == which) {
+            shard.insert(name, h, kind, i);
         }
         shard
     }
@@ -196,13 +200,7 @@ impl<'a> Shard<'a> {
 impl<'a> Names<'a> {
     /// Indexes `c`'s local names, a half on each of two threads.
     pub(super) fn of(c: &'a Content) -> Names<'a> {
-        let n = c.aliases.len() + c.users.len() + c.virtuals.len();
-        // Each half holds about half the names.
-        let expected = n / 2 + 1;
-        let (a, b) = crate::par::join(
-            || Shard::build(c, 0, expected),
-            || Shard::build(c, 1, expected),
-        );
+        let (a, b) = crate::par::join(|| Shard::build(c, 0), || Shard::build(c, 1));
         Names { shards: [a, b] }
     }
 
@@ -290,6 +288,24 @@ mod tests {
         for i in 200_000..210_000 {
             assert_eq!(names.get(&format!("a{i:07}")), Named::NOTHING);
         }
+    }
+
+    #[test]
+    fn names_that_all_fall_in_one_half_are_all_found() {
+        // Half the table's room per half would not hold them (and a full table would never
+        // meet the empty slot that ends a probe).
+        let names: Vec<String> = (0u32..)
+            .map(|i| format!("n{i}"))
+            .filter(|n| shard_of(hash(n)) == 1)
+            .take(1500)
+            .collect();
+        let a: Vec<&str> = names.iter().map(String::as_str).collect();
+        let c = content(&a, &[], &[]);
+        let table = Names::of(&c);
+        for (i, n) in a.iter().enumerate() {
+            assert_eq!(table.get(n), Named::new(Some(i), None, None), "{n}");
+        }
+        assert_eq!(table.get("n-absent"), Named::NOTHING);
     }
 
     #[test]
