@@ -1,7 +1,8 @@
 //! The planner's index of local names: every alias name, user name and bare virtual key of a
 //! content in one open-addressing table, so that resolving a local name (procmail user, then
 //! alias, then user) is one probe, not one hash-map lookup per kind. At a million aliases the
-//! lookups were most of planning's time; the table is also built in two halves side by side.
+//! lookups were the largest part of planning's time; the table is built in two halves side by
+//! side.
 
 use std::hash::Hasher;
 
