@@ -54,3 +54,11 @@ impl Hasher for FxHasher {
 pub type FxHashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// A `HashSet` with [`FxHasher`].
 pub type FxHashSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
+
+/// The Fx hash of a string's bytes (no length or terminator mixed in, unlike `Hash for str`):
+/// for the planner's own tables, which hash names themselves.
+pub fn hash_str(s: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(s.as_bytes());
+    h.finish()
+}

@@ -1204,10 +1204,7 @@ impl Sieve {
     }
 
     fn slot(name: &str) -> usize {
-        use std::hash::Hasher;
-        let mut h = crate::fxhash::FxHasher::default();
-        h.write(name.as_bytes());
-        (h.finish() & 0xffff) as usize
+        (crate::fxhash::hash_str(name) & 0xffff) as usize
     }
 
     fn may_hold(&self, slot: usize) -> bool {
@@ -1544,18 +1541,7 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
     let key = |addr, named| Key { addr, named };
     for d in &c.domains {
         let d = d.as_str();
-        let aliases = c.aliases.iter().enumerate();
-        out.extend(
-            aliases.map(|(i, a)| key((a.name.as_str(), d), Named::new(Some(i), None, None))),
-        );
-        let users = c.users.iter().enumerate();
-        out.extend(users.map(|(i, u)| key((u.name.as_str(), d), Named::new(None, Some(i), None))));
-        let bare = c
-            .virtuals
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.key.contains('@'));
-        out.extend(bare.map(|(i, v)| key((v.key.as_str(), d), Named::new(None, None, Some(i)))));
+        out.extend(names::local_names(c).map(|(name, named)| key((name, d), named)));
     }
     // A full address's local part is in the lists above (at every served domain) when it names
     // any entry, and its key then merges with that one.

@@ -4,9 +4,7 @@
 //! lookups were the largest part of planning's time; the table is built in two halves side by
 //! side.
 
-use std::hash::Hasher;
-
-use crate::fxhash::FxHasher;
+use crate::fxhash::hash_str as hash;
 use crate::snapshot::Content;
 
 /// No entry of that kind.
@@ -58,13 +56,14 @@ impl Named {
         some(self.bare)
     }
 
-    /// What `self` and `other` name together (each from another list).
-    pub(super) fn and(self, other: Named) -> Named {
-        let pick = |a: u32, b: u32| if a == NONE { b } else { a };
+    /// What `self` and `later` name together; where both name an entry of one kind, `later`'s
+    /// (a repeated name resolves to its last entry, as in a map collected from the list).
+    pub(super) fn and(self, later: Named) -> Named {
+        let pick = |a: u32, b: u32| if b == NONE { a } else { b };
         Named {
-            alias: pick(self.alias, other.alias),
-            user: pick(self.user, other.user),
-            bare: pick(self.bare, other.bare),
+            alias: pick(self.alias, later.alias),
+            user: pick(self.user, later.user),
+            bare: pick(self.bare, later.bare),
         }
     }
 }
@@ -76,17 +75,13 @@ impl Named {
 struct Slot<'a> {
     name: &'a str,
     tag: u32,
-    alias: u32,
-    user: u32,
-    bare: u32,
+    named: Named,
 }
 
 const EMPTY: Slot<'static> = Slot {
     name: "",
     tag: 0,
-    alias: NONE,
-    user: NONE,
-    bare: NONE,
+    named: Named::NOTHING,
 };
 
 /// One half of the table: the names whose hash has that top bit. Linear probing, at most three
@@ -100,12 +95,6 @@ pub(super) struct Names<'a> {
     shards: [Shard<'a>; 2],
 }
 
-fn hash(name: &str) -> u64 {
-    let mut h = FxHasher::default();
-    h.write(name.as_bytes());
-    h.finish()
-}
-
 fn tag(h: u64) -> u32 {
     (h >> 32) as u32 | 1
 }
@@ -114,25 +103,16 @@ fn shard_of(h: u64) -> usize {
     (h >> 63) as usize
 }
 
-/// Which list a name comes from.
-#[derive(Clone, Copy)]
-enum Kind {
-    Alias,
-    User,
-    Bare,
-}
-
-/// Every local name of `c` with its kind and its position in its list, and its hash.
-fn entries(c: &Content) -> impl Iterator<Item = (&str, Kind, u32, u64)> {
+/// Every local name of `c` (alias names, user names, bare virtual keys), each with the entry
+/// it names as that kind: what the table holds, and the planner's keys start from.
+pub(super) fn local_names(c: &Content) -> impl Iterator<Item = (&str, Named)> {
     let aliases = c.aliases.iter().enumerate();
-    let aliases = aliases.map(|(i, a)| (a.name.as_str(), Kind::Alias, i));
+    let aliases = aliases.map(|(i, a)| (a.name.as_str(), Named::new(Some(i), None, None)));
     let users = c.users.iter().enumerate();
-    let users = users.map(|(i, u)| (u.name.as_str(), Kind::User, i));
-    let bare = c.virtuals.iter().enumerate();
-    let bare = bare.map(|(i, v)| (v.key.as_str(), Kind::Bare, i));
-    (aliases.chain(users).chain(bare))
-        .filter(|(name, kind, _)| !(matches!(kind, Kind::Bare) && name.contains('@')))
-        .map(|(name, kind, i)| (name, kind, position(i), hash(name)))
+    let users = users.map(|(i, u)| (u.name.as_str(), Named::new(None, Some(i), None)));
+    let bare = (c.virtuals.iter().enumerate()).filter(|(_, v)| !v.key.contains('@'));
+    let bare = bare.map(|(i, v)| (v.key.as_str(), Named::new(None, None, Some(i))));
+    aliases.chain(users).chain(bare)
 }
 
 impl<'a> Shard<'a> {
@@ -140,21 +120,26 @@ impl<'a> Shard<'a> {
     /// names are hashed twice, a few milliseconds), so that however the names fall between the
     /// halves each is at most three quarters full and a probe always meets an empty slot.
     fn build(c: &'a Content, which: usize) -> Shard<'a> {
-        let mine = entries(c).filter(|e| shard_of(e.3) == which).count();
+        let mine = (local_names(c))
+            .filter(|(name, _)| shard_of(hash(name)) == which)
+            .count();
         let cap = (mine + mine / 3 + 1).next_power_of_two().max(16);
         let mut shard = Shard {
             mask: cap - 1,
             slots: vec![EMPTY; cap],
         };
-        for (name, kind, i, h) in entries(c).filter(|e| shard_of(e.3) == which) {
-            shard.insert(name, h, kind, i);
+        for (name, named) in local_names(c) {
+            let h = hash(name);
+            if shard_of(h) == which {
+                shard.insert(name, h, named);
+            }
         }
         shard
     }
 
-    /// Sets `name`'s entry of `kind` to `i` (a later entry of the same name and kind wins, as
-    /// it did in a map collected from the list).
-    fn insert(&mut self, name: &'a str, h: u64, kind: Kind, i: u32) {
+    /// Adds what `named` names to `name`'s slot ([`Named::and`]: a later entry of the same name
+    /// and kind wins).
+    fn insert(&mut self, name: &'a str, h: u64, named: Named) {
         let t = tag(h);
         let mut p = h as usize & self.mask;
         loop {
@@ -169,11 +154,7 @@ impl<'a> Shard<'a> {
                 p = (p + 1) & self.mask;
                 continue;
             }
-            match kind {
-                Kind::Alias => s.alias = i,
-                Kind::User => s.user = i,
-                Kind::Bare => s.bare = i,
-            }
+            s.named = s.named.and(named);
             return;
         }
     }
@@ -187,11 +168,7 @@ impl<'a> Shard<'a> {
                 return Named::NOTHING;
             }
             if s.tag == t && s.name == name {
-                return Named {
-                    alias: s.alias,
-                    user: s.user,
-                    bare: s.bare,
-                };
+                return s.named;
             }
             p = (p + 1) & self.mask;
         }
