@@ -276,7 +276,8 @@ fn supersede_held_in(tx: &rusqlite::Transaction<'_>, agent: &str, snapshot: i64)
     Ok(())
 }
 
-/// The statement of [`Store::prune`], on `conn` (or a transaction).
+/// The statements of [`Store::prune`] (the rows, then the bodies they leave), on `conn` (or a
+/// transaction).
 fn prune_in(conn: &Connection, agent: &str, keep: u32) -> Result<usize> {
     let pruned = conn.execute(
         &format!(
