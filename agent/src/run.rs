@@ -45,6 +45,7 @@ pub fn targets(cfg: &Config) -> anyhow::Result<Vec<Target>> {
             client: b
                 .build()
                 .with_context(|| format!("building the http client for {}", r.url))?,
+            json_only: Arc::default(),
         });
     }
     Ok(out)

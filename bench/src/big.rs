@@ -328,7 +328,8 @@ fn post(port: u16, agent: &str, seq: u64, body: &[u8]) -> anyhow::Result<u16> {
     let auth = proto::sign::header(procs::KEY.as_bytes(), agent, "POST", path, seq, body);
     let head = format!(
         "POST {path} HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Encoding: zstd\r\n\
-         Content-Type: application/json"
+         Content-Type: {}",
+        proto::snapshot::MEDIA_TYPE
     );
     request(port, &head, body, Duration::from_secs(600))
 }
@@ -384,8 +385,9 @@ pub(crate) fn load_scenario(agents: usize, aliases: usize, rounds: usize) -> any
                         created_at: 0,
                         content,
                     };
-                    let json = serde_json::to_vec(&snap).unwrap_or_default();
-                    zstd::stream::encode_all(&json[..], 3).unwrap_or_default()
+                    let plain = snap.to_binary();
+                    zstd::stream::encode_all(&plain[..], proto::wire::ZSTD_LEVEL)
+                        .unwrap_or_default()
                 })
                 .collect()
         })

@@ -253,6 +253,7 @@ fn post_snapshot(port: u16, body: Vec<u8>, seq: u64) -> anyhow::Result<(u16, Str
             .post(format!("http://127.0.0.1:{port}/v1/snapshots"))
             .header("authorization", auth)
             .header("content-encoding", "zstd")
+            .header("content-type", proto::snapshot::MEDIA_TYPE)
             .body(body)
             .send()
             .await?;
@@ -278,11 +279,15 @@ fn apply_scenario(n: usize) -> anyhow::Result<()> {
         created_at: 0,
         content,
     };
-    let json = serde_json::to_vec(&snap)?;
+    // The body the agent sends: binary, compressed at the agent's level.
+    let plain = snap.to_binary();
     drop(snap);
-    let body = zstd::stream::encode_all(&json[..], 3)?;
-    let (json_mib, body_mib) = (json.len() as f64 / 1048576.0, body.len() as f64 / 1048576.0);
-    drop(json);
+    let body = zstd::stream::encode_all(&plain[..], proto::wire::ZSTD_LEVEL)?;
+    let (plain_mib, body_mib) = (
+        plain.len() as f64 / 1048576.0,
+        body.len() as f64 / 1048576.0,
+    );
+    drop(plain);
     let sdir = tmp.path().join("secondary");
     std::fs::create_dir_all(&sdir)?;
     let port = procs::free_port()?;
@@ -298,7 +303,7 @@ fn apply_scenario(n: usize) -> anyhow::Result<()> {
     drop(server);
     let aliases_mib = p.aliases.len() as f64 / 1048576.0;
     println!(
-        "scenario: apply, {n} aliases ({aliases_mib:.1} MiB aliases file), snapshot {json_mib:.0} MiB JSON, {body_mib:.1} MiB zstd"
+        "scenario: apply, {n} aliases ({aliases_mib:.1} MiB aliases file), snapshot {plain_mib:.0} MiB binary, {body_mib:.1} MiB zstd"
     );
     println!("| measure | mxsync-server | postalias | ratio |");
     println!("|---|---|---|---|");

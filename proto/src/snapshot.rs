@@ -39,8 +39,26 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order of their tags.
+    const ALL: [Kind; 8] = [
+        Kind::Address,
+        Kind::Local,
+        Kind::Pipe,
+        Kind::File,
+        Kind::Include,
+        Kind::Backslash,
+        Kind::Special,
+        Kind::Invalid,
+    ];
+
+    /// Its byte in the canonical encoding.
     fn tag(self) -> u8 {
         self as u8
+    }
+
+    /// The kind whose byte is `tag`.
+    fn from_tag(tag: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(tag)).copied()
     }
 }
 
@@ -658,9 +676,12 @@ const HASH_BESIDE: usize = 50_000;
 /// The encoding goes to SHA-256 in chunks of about this many bytes.
 const CHUNK: usize = 1 << 16;
 
-/// Where [`Canon`]'s chunks go: SHA-256 here, or another thread running it.
+/// Where [`Canon`]'s chunks go: SHA-256 here, another thread running it, or a writer (the
+/// binary body, see [`binary`]).
 enum Out<'a> {
     Here(Sha256),
+    /// Written out; the first error is kept and ends the writing.
+    Write(&'a mut dyn std::io::Write, Option<std::io::Error>),
     Beside {
         full: std::sync::mpsc::SyncSender<Vec<u8>>,
         /// Chunks the other thread hashed, for reuse.
@@ -687,9 +708,17 @@ impl<'a> Canon<'a> {
             self.flush();
         }
     }
-    /// Hands what is buffered to SHA-256.
+    /// Hands what is buffered on.
     fn flush(&mut self) {
         match &mut self.out {
+            Out::Write(w, err) => {
+                if err.is_none()
+                    && let Err(e) = w.write_all(&self.buf)
+                {
+                    *err = Some(e);
+                }
+                self.buf.clear();
+            }
             Out::Here(h) => {
                 h.update(&self.buf);
                 self.buf.clear();
@@ -761,6 +790,9 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
+
+mod binary;
+pub use binary::{BinaryError, Head, MEDIA_TYPE, is_binary, write_binary};
 
 #[cfg(test)]
 mod tests;

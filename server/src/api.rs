@@ -49,6 +49,9 @@ pub enum ApiError {
         /// What the server holds.
         applied_version: u64,
     },
+    /// A `Content-Type` the endpoint does not read.
+    #[error("{0}")]
+    UnsupportedMedia(String),
     /// Body too large, compressed or not.
     #[error("{0}")]
     TooLarge(String),
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { .. } => "version_conflict",
+            ApiError::UnsupportedMedia(_) => "unsupported_media_type",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Invalid(_) => "invalid_snapshot",
             ApiError::UnknownBase(_) => "unknown_base",
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnknownBase(_) => StatusCode::PRECONDITION_FAILED,
@@ -210,8 +215,12 @@ async fn post_delta(
 }
 
 /// `ingest::snapshot` or `ingest::delta`.
-type IngestFn =
-    fn(&Arc<Server>, &str, &[u8], Option<&str>) -> Result<proto::wire::SnapshotReply, ApiError>;
+type IngestFn = fn(
+    &Arc<Server>,
+    &str,
+    &[u8],
+    crate::ingest::Coding<'_>,
+) -> Result<proto::wire::SnapshotReply, ApiError>;
 
 /// A signed snapshot or delta: authenticated, then handed to `ingest` off the async threads.
 async fn ingest_request(
@@ -224,15 +233,22 @@ async fn ingest_request(
     let body = body_or_error(body)?;
     let agent = authenticate(&app.server, &headers, "POST", path, &body).await?;
     tracing::Span::current().record("agent", agent.as_str());
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("(not text)").to_string())
+    };
+    let (encoding, media) = (text(header::CONTENT_ENCODING), text(header::CONTENT_TYPE));
     let server = Arc::clone(&app.server);
-    let reply =
-        tokio::task::spawn_blocking(move || ingest(&server, &agent, &body, encoding.as_deref()))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))??;
+    let reply = tokio::task::spawn_blocking(move || {
+        let coding = crate::ingest::Coding {
+            encoding: encoding.as_deref(),
+            media: media.as_deref(),
+        };
+        ingest(&server, &agent, &body, coding)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))??;
     Ok(Json(reply))
 }
 

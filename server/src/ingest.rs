@@ -66,6 +66,38 @@ impl fmt::Display for Steps {
     }
 }
 
+/// How a request body is written: its `Content-Encoding` and `Content-Type` headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Coding<'a> {
+    /// `Content-Encoding`: none, `zstd` or `gzip`.
+    pub encoding: Option<&'a str>,
+    /// `Content-Type`: JSON (or none), or for a full snapshot [`proto::snapshot::MEDIA_TYPE`].
+    pub media: Option<&'a str>,
+}
+
+impl Coding<'_> {
+    /// Whether the body is a binary snapshot rather than JSON (`binary_ok`: whether the
+    /// endpoint takes one).
+    fn binary(&self, binary_ok: bool) -> Result<bool, ApiError> {
+        let media = self.media.map(|m| {
+            let essence = m.split(';').next().unwrap_or_default();
+            essence.trim().to_ascii_lowercase()
+        });
+        match media.as_deref() {
+            None | Some("") | Some("application/json") => Ok(false),
+            Some(proto::snapshot::MEDIA_TYPE) if binary_ok => Ok(true),
+            Some(other) => Err(ApiError::UnsupportedMedia(format!(
+                "unsupported content-type {other:?}: use application/json{}",
+                if binary_ok {
+                    format!(" or {}", proto::snapshot::MEDIA_TYPE)
+                } else {
+                    String::new()
+                }
+            ))),
+        }
+    }
+}
+
 /// Decompresses `body` per `Content-Encoding`, refusing output larger than `limit`.
 pub fn inflate(body: &[u8], encoding: Option<&str>, limit: u64) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
@@ -134,20 +166,20 @@ pub struct Stored {
 enum Body<'a> {
     /// The zstd body as the agent sent it.
     Zstd(&'a [u8]),
-    /// The JSON, to be compressed.
-    Json(Vec<u8>),
+    /// The body uncompressed (JSON or binary), to be compressed.
+    Plain(Vec<u8>),
 }
 
 impl Body<'_> {
-    /// The inflated JSON can be as large as the content itself: keep it only if it is what
+    /// The inflated body can be as large as the content itself: keep it only if it is what
     /// will be stored (compressed).
-    fn of<'a>(body: &'a [u8], encoding: Option<&str>, json: Vec<u8>) -> Body<'a> {
+    fn of<'a>(body: &'a [u8], encoding: Option<&str>, plain: Vec<u8>) -> Body<'a> {
         match encoding.map(str::trim) {
             Some("zstd") => {
-                drop(json);
+                drop(plain);
                 Body::Zstd(body)
             }
-            _ => Body::Json(json),
+            _ => Body::Plain(plain),
         }
     }
 
@@ -155,43 +187,56 @@ impl Body<'_> {
     fn stored(self) -> Result<Vec<u8>, ApiError> {
         match self {
             Body::Zstd(body) => Ok(body.to_vec()),
-            Body::Json(json) => zstd::stream::encode_all(&json[..], proto::wire::ZSTD_LEVEL)
+            Body::Plain(plain) => zstd::stream::encode_all(&plain[..], proto::wire::ZSTD_LEVEL)
                 .map_err(|e| ApiError::Internal(e.into())),
         }
     }
 }
 
-/// The whole snapshot, compressed for history, streamed into the encoder (no second copy of
-/// the content as JSON).
+/// The whole snapshot, compressed for history: its binary body, streamed into the encoder
+/// (no second copy of the content in memory).
 fn encode_full(snap: &Snapshot) -> Result<Vec<u8>, ApiError> {
     let internal = |e: std::io::Error| ApiError::Internal(e.into());
     let mut enc =
         zstd::stream::Encoder::new(Vec::new(), proto::wire::ZSTD_LEVEL).map_err(internal)?;
-    // Compressed by a zstd worker while this thread writes the JSON, as the agent does.
+    // Compressed by a zstd worker while this thread encodes, as the agent does.
     enc.multithread(1).map_err(internal)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut enc);
-    serde_json::to_writer(&mut w, snap).map_err(|e| ApiError::Internal(e.into()))?;
-    std::io::Write::flush(&mut w).map_err(internal)?;
-    drop(w);
+    let head = proto::snapshot::Head {
+        agent: &snap.agent,
+        version: snap.version,
+        hash: &snap.hash,
+        created_at: snap.created_at,
+    };
+    proto::snapshot::write_binary(&mut enc, head, &snap.content).map_err(internal)?;
     enc.finish().map_err(internal)
 }
 
-/// Inflates `body` within the size limit and parses it as a `what`; returns it with the JSON.
-/// Either failure is a recorded refusal.
-fn decode<T: serde::de::DeserializeOwned>(
+/// Inflates `body` within the size limit; a failure is a recorded refusal.
+fn inflated(
     server: &Server,
     agent: &str,
     body: &[u8],
-    encoding: Option<&str>,
-    what: &str,
-) -> Result<(T, Vec<u8>), ApiError> {
+    coding: Coding<'_>,
+    binary_ok: bool,
+) -> Result<(Vec<u8>, bool), ApiError> {
+    let refused = |e| refuse(server, agent, None, e);
+    let binary = coding.binary(binary_ok).map_err(refused)?;
     let limit = server.cfg.config.max_body_bytes;
-    let json = inflate(body, encoding, limit).map_err(|e| refuse(server, agent, None, e))?;
-    let value = serde_json::from_slice(&json).map_err(|e| {
+    let plain = inflate(body, coding.encoding, limit).map_err(refused)?;
+    Ok((plain, binary))
+}
+
+/// Parses JSON as a `what`; a failure is a recorded refusal.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    server: &Server,
+    agent: &str,
+    json: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(json).map_err(|e| {
         let e = ApiError::BadRequest(format!("malformed {what} json: {e}"));
         refuse(server, agent, None, e)
-    })?;
-    Ok((value, json))
+    })
 }
 
 /// Handles `POST /v1/snapshots` after the signature and sequence number were verified.
@@ -199,13 +244,21 @@ pub fn snapshot(
     server: &Arc<Server>,
     agent: &str,
     body: &[u8],
-    encoding: Option<&str>,
+    coding: Coding<'_>,
 ) -> Result<SnapshotReply, ApiError> {
     let mut steps = Steps::start();
     let _one = server.ingesting.get(agent).map(lock);
-    let (snap, json): (Snapshot, _) = decode(server, agent, body, encoding, "snapshot")?;
+    let (plain, binary) = inflated(server, agent, body, coding, true)?;
+    let snap = if binary {
+        Snapshot::from_binary(&plain).map_err(|e| {
+            let e = ApiError::BadRequest(format!("malformed {e}"));
+            refuse(server, agent, None, e)
+        })?
+    } else {
+        parse_json(server, agent, &plain, "snapshot")?
+    };
     steps.mark("decode");
-    let keep = Body::of(body, encoding, json);
+    let keep = Body::of(body, coding.encoding, plain);
     ingest(server, agent, snap, keep, None, steps)
 }
 
@@ -216,11 +269,12 @@ pub fn delta(
     server: &Arc<Server>,
     agent: &str,
     body: &[u8],
-    encoding: Option<&str>,
+    coding: Coding<'_>,
 ) -> Result<SnapshotReply, ApiError> {
     let mut steps = Steps::start();
     let _one = server.ingesting.get(agent).map(lock);
-    let (d, json): (proto::delta::Delta, _) = decode(server, agent, body, encoding, "delta")?;
+    let (json, _) = inflated(server, agent, body, coding, false)?;
+    let d: proto::delta::Delta = parse_json(server, agent, &json, "delta")?;
     steps.mark("decode");
     let base = lock(&server.live)
         .get(agent)
@@ -277,7 +331,7 @@ pub fn delta(
         created_at: d.created_at,
         content,
     };
-    let keep = Body::of(body, encoding, json);
+    let keep = Body::of(body, coding.encoding, json);
     let on = Since {
         stored: stored_on,
         changes: &d.changes,

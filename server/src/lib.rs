@@ -176,6 +176,18 @@ fn decode_stored<T: serde::de::DeserializeOwned>(body: &[u8], id: i64) -> anyhow
     serde_json::from_slice(&json).with_context(|| format!("parsing stored snapshot {id}"))
 }
 
+/// Decompresses a stored full snapshot, binary or JSON as it came.
+fn decode_stored_snapshot(body: &[u8], id: i64) -> anyhow::Result<proto::Snapshot> {
+    let plain = zstd::stream::decode_all(body)
+        .with_context(|| format!("decompressing stored snapshot {id}"))?;
+    if proto::snapshot::is_binary(&plain) {
+        proto::Snapshot::from_binary(&plain)
+            .with_context(|| format!("reading stored snapshot {id}"))
+    } else {
+        serde_json::from_slice(&plain).with_context(|| format!("parsing stored snapshot {id}"))
+    }
+}
+
 /// The snapshot of history row `id`, rebuilt from its chain (a full body, then the deltas
 /// stored on it), with the number of deltas; `None` if the row or its body is gone. A chain
 /// that does not rebuild the row's hash is an error: nothing is applied from it.
@@ -198,7 +210,7 @@ pub fn rebuild(id: i64, chain: &[store::Link]) -> anyhow::Result<Option<(proto::
         anyhow::ensure!(deltas.is_empty(), "stored snapshot {} has no body", root.id);
         return Ok(None);
     };
-    let mut snap: proto::Snapshot = decode_stored(body, root.id)?;
+    let mut snap = decode_stored_snapshot(body, root.id)?;
     // Stored as the agent sent it; the server works on normalized content.
     snap.content.normalize();
     for link in deltas {

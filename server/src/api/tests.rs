@@ -36,10 +36,23 @@ async fn send(h: &Harness, req: Request<Body>) -> Reply {
 }
 
 fn signed(path: &str, body: Vec<u8>, seq: u64, key: &str, encoding: Option<&str>) -> Request<Body> {
+    signed_as(path, body, seq, key, encoding, Some("application/json"))
+}
+
+/// A signed request with `Content-Encoding` `encoding` and `Content-Type` `media`.
+fn signed_as(
+    path: &str,
+    body: Vec<u8>,
+    seq: u64,
+    key: &str,
+    encoding: Option<&str>,
+    media: Option<&str>,
+) -> Request<Body> {
     let auth = proto::sign::header(key.as_bytes(), "mx1", "POST", path, seq, &body);
-    let mut b = Request::post(path)
-        .header("authorization", auth)
-        .header("content-type", "application/json");
+    let mut b = Request::post(path).header("authorization", auth);
+    if let Some(m) = media {
+        b = b.header("content-type", m);
+    }
     if let Some(e) = encoding {
         b = b.header("content-encoding", e);
     }
@@ -323,6 +336,119 @@ async fn invalid_snapshots_are_refused_and_recorded() {
         "invalid_snapshot",
         Some("mx9"),
     );
+}
+
+#[tokio::test]
+async fn binary_snapshots_apply_as_json_ones_do_and_bad_ones_change_nothing() {
+    use proto::snapshot::MEDIA_TYPE;
+    // The same snapshot as JSON and as a binary body (compressed, as the agent sends it):
+    // the same reply and byte-identical maps.
+    let snap = snapshot(ALIASES, 1);
+    let mut json = Harness::new("");
+    let before = applied(&mut json).await;
+    let mut h = Harness::new("");
+    let body = zstd::stream::encode_all(&snap.to_binary()[..], 1).unwrap();
+    let seq = h.next_seq();
+    let req = signed_as(
+        "/v1/snapshots",
+        body,
+        seq,
+        KEY,
+        Some("zstd"),
+        Some(MEDIA_TYPE),
+    );
+    let r = send(&h, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["hash"], snap.hash.as_str());
+    assert_eq!(h.maps(), before);
+
+    // Each refusal changes nothing: (body, encoding, content-type, status, code, recorded).
+    let next = snapshot(CHANGED, 2);
+    let mut truncated = next.to_binary();
+    truncated.truncate(truncated.len() - 3);
+    let mut bad_kind = next.to_binary();
+    let at = bad_kind.len() - 1;
+    bad_kind[at] = 9;
+    let cases: Vec<(Vec<u8>, &str, StatusCode, &str, &str)> = vec![
+        (
+            truncated,
+            MEDIA_TYPE,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "malformed binary snapshot, byte",
+        ),
+        (
+            bad_kind,
+            MEDIA_TYPE,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "malformed binary snapshot, byte",
+        ),
+        // A binary body sent as JSON, and JSON sent as binary.
+        (
+            next.to_binary(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "malformed snapshot json",
+        ),
+        (
+            serde_json::to_vec(&next).unwrap(),
+            MEDIA_TYPE,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "\"mxsync-snapshot\" expected",
+        ),
+        (
+            next.to_binary(),
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "unsupported content-type \"text/plain\"",
+        ),
+    ];
+    for (body, media, status, code, recorded) in cases {
+        let seq = h.next_seq();
+        let r = send(
+            &h,
+            signed_as("/v1/snapshots", body, seq, KEY, None, Some(media)),
+        )
+        .await;
+        check_refused(&h, &before, &r, status, code, Some(recorded));
+    }
+    // Deltas are JSON only.
+    let seq = h.next_seq();
+    let req = signed_as(
+        "/v1/deltas",
+        next.to_binary(),
+        seq,
+        KEY,
+        None,
+        Some(MEDIA_TYPE),
+    );
+    let r = send(&h, req).await;
+    check_refused(
+        &h,
+        &before,
+        &r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        Some("snapshot\": use application/json"),
+    );
+    // The same binary snapshot with a parameter on its type applies.
+    let seq = h.next_seq();
+    let media = format!("{MEDIA_TYPE}; charset=binary");
+    let req = signed_as(
+        "/v1/snapshots",
+        next.to_binary(),
+        seq,
+        KEY,
+        None,
+        Some(&media),
+    );
+    let r = send(&h, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_ne!(h.maps(), before);
 }
 
 #[tokio::test]

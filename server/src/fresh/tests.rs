@@ -102,6 +102,12 @@ async fn alerts(got: &Arc<Mutex<Vec<String>>>, n: usize) -> Vec<serde_json::Valu
         .collect()
 }
 
+/// Applies `s` as agent mx1's JSON push.
+fn apply(server: &std::sync::Arc<crate::Server>, s: &proto::Snapshot) {
+    let body = serde_json::to_vec(s).unwrap();
+    crate::ingest::snapshot(server, "mx1", &body, Default::default()).unwrap();
+}
+
 #[tokio::test]
 async fn transitions_fire_each_alert_exactly_once() {
     let (url, got) = webhook_receiver();
@@ -114,7 +120,7 @@ async fn transitions_fire_each_alert_exactly_once() {
     assert_eq!(alerts(&got, 0).await.len(), 0);
     // The agent pushes: fresh.
     let _ = h.next_seq();
-    crate::ingest::snapshot(&server, "mx1", &serde_json::to_vec(&s).unwrap(), None).unwrap();
+    apply(&server, &s);
     server.check_freshness();
     let mut expect = vec!["fresh"];
     assert_eq!(alerts(&got, 1).await[0]["old"], "never");
@@ -168,7 +174,7 @@ async fn the_command_and_ping_sinks_follow_every_change() {
     let s = snapshot("a: r@remote.net\n", 1);
     tokio::time::pause();
     let server = h.server.clone();
-    crate::ingest::snapshot(&server, "mx1", &serde_json::to_vec(&s).unwrap(), None).unwrap();
+    apply(&server, &s);
     let steps = [
         (0, "fresh", Some("GET /hc")),
         (91, "late", None),
