@@ -64,3 +64,76 @@ fn folded_means_lowercasing_changes_nothing() {
         }
     }
 }
+
+/// The definitions the fast paths above must agree with: character by character.
+mod reference {
+    pub(super) fn valid_local_part(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= super::MAX_LOCAL
+            && !matches!(s.chars().next(), Some('#' | '|' | '/' | '~' | '-'))
+            && !s.starts_with('.')
+            && !s.ends_with('.')
+            && !s.contains("..")
+            && s.chars().all(super::local_char)
+    }
+
+    pub(super) fn is_folded(s: &str) -> bool {
+        s.to_lowercase() == s
+    }
+
+    pub(super) fn valid_domain(d: &str) -> bool {
+        !d.is_empty()
+            && d.len() <= super::MAX_DOMAIN
+            && d.contains('.')
+            && d.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+    }
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_fast_paths_agree_with_the_definitions(
+            s in "[a-zA-Z0-9.#|/~\\-_+ :,\"@!İÖöϓ\u{0}]{0,70}"
+        ) {
+            prop_assert_eq!(valid_local_part(&s), reference::valid_local_part(&s), "{:?}", s);
+            prop_assert_eq!(is_folded(&s), reference::is_folded(&s), "{:?}", s);
+        }
+
+        #[test]
+        fn the_domain_pass_agrees_with_the_definition(
+            labels in prop::collection::vec("[a-z0-9-]{0,4}|[aA.-]{0,3}|a{60,66}|-?[a-z]_?ö?-?", 0..6),
+            long in 0..2usize,
+        ) {
+            let mut d = labels.join(".");
+            if long == 1 {
+                d = format!("{}.{d}", "a.".repeat(125));
+            }
+            prop_assert_eq!(valid_domain(&d), reference::valid_domain(&d), "{:?}", d);
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_is_classed_as_the_character_is() {
+        for b in 0..128u8 {
+            let s = format!("a{}a", b as char);
+            assert_eq!(
+                valid_local_part(&s),
+                reference::valid_local_part(&s),
+                "{s:?}"
+            );
+        }
+    }
+}
