@@ -161,6 +161,16 @@ fn a_cached_collection_reads_again_what_events_name() {
         got
     };
     check(None, true, "first collection");
+    // What the first collection found in the homes (looked at beside the includes) is kept:
+    // a .forward no event names is not read (an event naming the include file, which is not
+    // an aliases file, has the collection assembled again rather than patched).
+    p.write("home/ann/.forward", "ann@remote.net\n");
+    check(names(&[&list]), false, ".forward without an event");
+    check(
+        names(&[&format!("{home}/.forward")]),
+        true,
+        ".forward named",
+    );
     // The aliases file is read every time, with or without an event.
     p.write(
         "aliases",
