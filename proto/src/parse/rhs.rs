@@ -189,21 +189,38 @@ pub(crate) fn parse_value_mapped(
     file: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Target> {
+    special_value(value, map)
+        .or_else(|| plain_items(value, map))
+        .unwrap_or_else(|| tokenized(value, map, file, diags))
+}
+
+/// A value that opens with `:fail:`, `:defer:` or `error:`: Exim takes the rest of the list as
+/// the message. One special item; its alias punts.
+fn special_value(value: &str, map: &LineMap<'_>) -> Option<Vec<Target>> {
     let trimmed = value.trim_start();
     let starts = |p: &str| {
         trimmed
             .get(..p.len())
             .is_some_and(|h| h.eq_ignore_ascii_case(p))
     };
-    if starts(":fail:") || starts(":defer:") || starts("error:") {
-        // Exim: the rest of the list is the message. One special item; its alias punts.
-        let off = value.len() - trimmed.len();
-        return vec![Target {
-            kind: Kind::Special,
-            value: trimmed.trim_end().to_string(),
-            line: map.line_at(off),
-        }];
+    if !(starts(":fail:") || starts(":defer:") || starts("error:")) {
+        return None;
     }
+    let off = value.len() - trimmed.len();
+    Some(vec![Target {
+        kind: Kind::Special,
+        value: trimmed.trim_end().to_string(),
+        line: map.line_at(off),
+    }])
+}
+
+/// [`parse_value_mapped`] of any other value, through the tokenizer.
+fn tokenized(
+    value: &str,
+    map: &LineMap<'_>,
+    file: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Target> {
     let toks = tokenize(value, map);
     let mut out = Vec::with_capacity(2);
     let mut warn = |line: u32, message: String| {
@@ -328,6 +345,49 @@ pub(crate) fn parse_value_mapped(
     out
 }
 
+/// Whether ASCII byte `b` is whitespace as `char::is_whitespace` has it.
+fn ascii_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// The targets of `value` when it is the common plain list, `a@x.net, b, :include:/l`: ASCII
+/// without quotes, comments, angle brackets or backslashes, and each item between commas one
+/// run of bytes without whitespace that does not open with `#`. Such an item is read by the
+/// tokenizer as words and specials with nothing between them, so its text is its bytes, and
+/// it raises no warning; this reads it without tokens (most of a large aliases file is such
+/// values). `None`: anything else, for the tokenizer.
+fn plain_items(value: &str, map: &LineMap<'_>) -> Option<Vec<Target>> {
+    let bytes = value.as_bytes();
+    if bytes
+        .iter()
+        .any(|&b| !b.is_ascii() || matches!(b, b'"' | b'(' | b')' | b'\\' | b'<' | b'>'))
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(2);
+    let mut at = 0;
+    for item in value.split(',') {
+        let start = at;
+        at += item.len() + 1;
+        let b = item.as_bytes();
+        let Some(first) = b.iter().position(|&c| !ascii_space(c)) else {
+            continue;
+        };
+        let last = b.iter().rposition(|&c| !ascii_space(c)).unwrap_or(first);
+        let text = &item[first..=last];
+        if text.starts_with('#') || text.bytes().any(ascii_space) {
+            return None;
+        }
+        let (kind, value) = classify(text.to_string(), false);
+        out.push(Target {
+            kind,
+            value,
+            line: map.line_at(start + first),
+        });
+    }
+    Some(out)
+}
+
 /// Parses a one-line value (as found in an `:include:` file or `.forward` line) on `line`.
 pub fn parse_value(value: &str, file: &str, line: u32, diags: &mut Vec<Diagnostic>) -> Vec<Target> {
     let starts = [(0usize, line)];
@@ -352,4 +412,94 @@ fn split_items<'t, 'a>(toks: &'t [Tok<'a>]) -> Vec<&'t [Tok<'a>]> {
     }
     items.push(&toks[start..]);
     items
+}
+
+#[cfg(test)]
+mod tests {
+    //! The plain-list path against the tokenizer it stands in for.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the tokenizer reads from `value` (lines from the byte offsets in `starts`), and
+    /// what the plain path reads when it takes the value.
+    fn both(
+        value: &str,
+        starts: &[(usize, u32)],
+    ) -> (Vec<Target>, Vec<Diagnostic>, Option<Vec<Target>>) {
+        let map = LineMap { starts };
+        let mut diags = Vec::new();
+        let slow = tokenized(value, &map, "f", &mut diags);
+        (slow, diags, plain_items(value, &map))
+    }
+
+    #[test]
+    fn plain_lists_take_the_plain_path_and_others_do_not() {
+        let check = |value: &str, plain: bool| {
+            let (slow, diags, fast) = both(value, &[(0, 1)]);
+            assert_eq!(fast.is_some(), plain, "{value:?}");
+            if let Some(fast) = fast {
+                assert_eq!(fast, slow, "{value:?}");
+                assert!(diags.is_empty());
+            }
+        };
+        check("a@x.net", true);
+        check(
+            " a@x.net, B@X.NET ,,local, :include:/l/x,|/bin/prog, /var/f, ~/f ",
+            true,
+        );
+        check("a@[192.0.2.1], a;b, :blackhole:, a.b@x", true);
+        check("", true);
+        check(" , ,", true);
+        check("a b", false);
+        check("|/bin/prog -a", false);
+        check("#x, a", false);
+        check("\"quoted\"", false);
+        check("a (comment)", false);
+        check("<a@x.net>", false);
+        check("\\root", false);
+        check("jörg@x.net", false);
+        check("a@x.net,\n\tb@x.net", true);
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        let item = prop_oneof![
+            4 => prop_oneof![
+                Just("r1@remote.net"), Just("R2@Remote.NET"), Just("local"), Just("a.b"),
+                Just(":include:/l/x"), Just(":INCLUDE: /l/y"), Just("|/bin/prog"), Just("/var/f"),
+                Just("~/f"), Just("\\root"), Just(":blackhole:"), Just("#x"), Just("a..b"),
+                Just("-opt"), Just("\"q x\""), Just("<a@x.net>"), Just("a@"), Just("@x.net"),
+                Just("error:x"), Just(":fail:"),
+            ].prop_map(String::from),
+            1 => "[a-z@.:;#|/~\\[\\]!$%&'*+=?^_`{}\\-]{0,8}",
+            1 => "[ \t\n\x0b\x0c\r\"()<>\\\\,a@é\x00]{0,4}",
+        ];
+        let sep = prop_oneof![Just(", "), Just(","), Just(" ,\n\t"), Just(" "), Just(",,")];
+        prop::collection::vec((item, sep), 0..6).prop_map(|v| {
+            v.into_iter()
+                .map(|(i, s)| format!("{i}{s}"))
+                .collect::<String>()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn the_plain_path_reads_as_the_tokenizer_does(
+            v in value(),
+            cuts in prop::collection::vec(0..80usize, 0..3),
+        ) {
+            let mut starts = vec![(0usize, 1u32)];
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c > 0).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            starts.extend(cuts.into_iter().zip(2u32..));
+            let (slow, diags, fast) = both(&v, &starts);
+            if let Some(fast) = fast {
+                prop_assert_eq!(fast, slow, "{:?}", v);
+                prop_assert!(diags.is_empty(), "{:?}: {:?}", v, diags);
+            }
+        }
+    }
 }
