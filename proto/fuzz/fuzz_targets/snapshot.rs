@@ -1,11 +1,20 @@
-//! Fuzzes snapshot decoding as the server does it: parse, normalize, validate, hash, and plan
-//! what validates. No input may panic; a validated snapshot's plans only name valid addresses.
+//! Fuzzes snapshot decoding as the server does it: parse (JSON, or the binary body when the
+//! bytes open as one), normalize, validate, hash, and plan what validates. No input may panic;
+//! a binary body that reads encodes back to the same bytes; a validated snapshot's plans only
+//! name valid addresses.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut snap) = serde_json::from_slice::<proto::Snapshot>(data) else {
+    let snap = if proto::snapshot::is_binary(data) {
+        proto::Snapshot::from_binary(data).ok().inspect(|s| {
+            assert_eq!(s.to_binary(), data, "a binary body reads back to other bytes");
+        })
+    } else {
+        serde_json::from_slice::<proto::Snapshot>(data).ok()
+    };
+    let Some(mut snap) = snap else {
         return;
     };
     snap.content.normalize();
