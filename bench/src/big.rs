@@ -32,6 +32,7 @@ fn site(n: usize) -> anyhow::Result<Site> {
     let root = tmp.path().join("primary");
     let p = data::primary(n, &root.display().to_string());
     p.write(&root)?;
+    procs::sync_disk("the first push");
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(root.join("aliases"))?;

@@ -269,6 +269,7 @@ fn apply_scenario(n: usize) -> anyhow::Result<()> {
     let root_s = root.display().to_string();
     let p = data::primary(n, &root_s);
     p.write(&root)?;
+    procs::sync_disk("the apply");
     let content = p.content(&root_s);
     let hash = content.hash();
     let snap = proto::Snapshot {
@@ -684,9 +685,7 @@ fn all() -> anyhow::Result<()> {
         println!();
         // Each scenario starts with the disk clean: the one before leaves gigabytes written
         // and deleted, whose writeback would otherwise land in this one's fsyncs.
-        if let Err(e) = std::process::Command::new("sync").status() {
-            println!("(sync before {name} failed: {e})");
-        }
+        procs::sync_disk(name);
         if let Err(e) = run() {
             println!("scenario {name} failed: {e:#}");
             summary(name, "failed", format!("{e:#}"), "-".into(), "-".into());

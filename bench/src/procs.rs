@@ -17,6 +17,14 @@ pub(crate) fn bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// Writes back what is dirty (`sync`), so that the bench's own writes (a generated primary,
+/// the scenario before) do not land in the fsyncs of what it times. Says so if it fails.
+pub(crate) fn sync_disk(before: &str) {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        println!("(sync before {before} failed: {e})");
+    }
+}
+
 /// A field of `/proc/PID/status` in MiB (VmHWM, VmRSS).
 pub(crate) fn status_mib(pid: u32, field: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
