@@ -131,6 +131,9 @@ mod least {
     pub(super) const DIAGNOSTIC: usize = STR + 4 + 1 + STR;
 }
 
+/// Alias lists at least this long are read in two halves on two threads.
+const PARALLEL: usize = 100_000;
+
 /// A cursor over a binary body.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -266,20 +269,66 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn alias(&mut self) -> Result<Alias, BinaryError> {
+        Ok(Alias {
+            name: self.str()?,
+            file: self.u32()?,
+            line: self.u32()?,
+            targets: self.targets()?,
+        })
+    }
+
+    /// Moves past an alias without reading it into memory (only its lengths are looked at).
+    fn skip_alias(&mut self) -> Result<(), BinaryError> {
+        self.raw()?;
+        self.take(8)?;
+        for _ in 0..self.count(least::TARGET)? {
+            self.take(1)?;
+            self.raw()?;
+            self.take(4)?;
+        }
+        Ok(())
+    }
+
+    /// `n` aliases.
+    fn aliases_n(&mut self, n: usize) -> Result<Vec<Alias>, BinaryError> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.alias()?);
+        }
+        Ok(v)
+    }
+
+    /// The aliases; a long list in two halves side by side, the second found by skipping the
+    /// first (a tenth of reading it).
+    fn aliases(&mut self) -> Result<Vec<Alias>, BinaryError> {
+        let n = self.count(least::ALIAS)?;
+        if n < PARALLEL {
+            return self.aliases_n(n);
+        }
+        let half = n / 2;
+        let mut second = Reader {
+            bytes: self.bytes,
+            at: self.at,
+        };
+        for _ in 0..half {
+            second.skip_alias()?;
+        }
+        let (first, rest) =
+            crate::par::join(|| self.aliases_n(half), || second.aliases_n(n - half));
+        let mut all = first?;
+        all.extend(rest?);
+        self.at = second.at;
+        Ok(all)
+    }
+
     /// The mirror of `Content::encode`.
     fn content(&mut self) -> Result<Content, BinaryError> {
         self.magic(CONTENT_MAGIC)?;
         self.format()?;
         let domains = self.list(least::STR, Self::str)?;
         let files = self.list(least::STR, Self::str)?;
-        let aliases = self.list(least::ALIAS, |r| {
-            Ok(Alias {
-                name: r.str()?,
-                file: r.u32()?,
-                line: r.u32()?,
-                targets: r.targets()?,
-            })
-        })?;
+        let aliases = self.aliases()?;
         let includes = self.list(least::INCLUDE, |r| {
             Ok(Include {
                 path: r.str()?,

@@ -192,3 +192,55 @@ mod props {
         }
     }
 }
+
+/// A content with `n` aliases, each with a target or two.
+fn many(n: usize) -> Content {
+    let aliases = (0..n)
+        .map(|i| Alias {
+            name: format!("a{i:07}"),
+            file: 0,
+            line: i as u32 + 1,
+            targets: (0..1 + i % 2)
+                .map(|t| Target {
+                    kind: Kind::Address,
+                    value: format!("r{i}.{t}@remote.net"),
+                    line: i as u32 + 1,
+                })
+                .collect(),
+        })
+        .collect();
+    Content {
+        domains: vec!["example.org".into()],
+        files: vec!["/etc/aliases".into()],
+        aliases,
+        ..Content::default()
+    }
+}
+
+#[test]
+fn a_long_alias_list_read_in_halves_is_the_list_and_an_error_in_either_half_is_found() {
+    let s = snapshot(many(PARALLEL + 1));
+    let bytes = s.to_binary();
+    assert_eq!(Snapshot::from_binary(&bytes), Ok(s.clone()));
+    // A kind tag out of range in the first half, then in the second: the byte it stopped at.
+    for name in ["a0000007", "a0090000"] {
+        let mut bad = bytes.clone();
+        let value = format!("r{}.0@remote.net", &name[1..].trim_start_matches('0'));
+        let at = bad
+            .windows(value.len())
+            .position(|w| w == value.as_bytes())
+            .expect("the target")
+            - 8
+            - 1;
+        bad[at] = 9;
+        let e = Snapshot::from_binary(&bad).unwrap_err();
+        assert_eq!(
+            (e.at, e.what.as_str()),
+            (at, "target kind 9 is not known"),
+            "{name}"
+        );
+    }
+    // Cut inside the second half: found while skipping to it or reading it.
+    let e = Snapshot::from_binary(&bytes[..bytes.len() * 3 / 4]).unwrap_err();
+    assert!(e.what.contains("left"), "{e}");
+}
