@@ -244,3 +244,14 @@ fn a_long_alias_list_read_in_halves_is_the_list_and_an_error_in_either_half_is_f
     let e = Snapshot::from_binary(&bytes[..bytes.len() * 3 / 4]).unwrap_err();
     assert!(e.what.contains("left"), "{e}");
 }
+
+#[test]
+fn every_kind_reads_back_from_its_tag_and_no_other_tag_is_a_kind() {
+    for k in Kind::ALL {
+        // `tag` is the declaration order the canonical encoding writes; `ALL` must follow it.
+        assert_eq!(Kind::from_tag(k.tag()), Some(k), "{k:?}");
+    }
+    for tag in Kind::ALL.len() as u8..=u8::MAX {
+        assert_eq!(Kind::from_tag(tag), None, "{tag}");
+    }
+}
