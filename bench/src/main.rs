@@ -280,13 +280,10 @@ fn apply_scenario(n: usize) -> anyhow::Result<()> {
         created_at: 0,
         content,
     };
-    // The body the agent sends: binary, its halves compressed as two zstd frames at the
-    // agent's level (see `agent::push`).
+    // The body the agent sends: binary, compressed as the agent compresses it.
     let plain = snap.to_binary();
     drop(snap);
-    let (a, b) = plain.split_at(plain.len() / 2);
-    let mut body = zstd::bulk::compress(a, proto::wire::ZSTD_LEVEL)?;
-    body.extend_from_slice(&zstd::bulk::compress(b, proto::wire::ZSTD_LEVEL)?);
+    let body = agent::push::compress_halves(&plain)?;
     let (plain_mib, body_mib) = (
         plain.len() as f64 / 1048576.0,
         body.len() as f64 / 1048576.0,
