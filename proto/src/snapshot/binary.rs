@@ -223,9 +223,18 @@ impl<'a> Reader<'a> {
     fn list<T>(
         &mut self,
         least: usize,
-        mut item: impl FnMut(&mut Self) -> Result<T, BinaryError>,
+        item: impl FnMut(&mut Self) -> Result<T, BinaryError>,
     ) -> Result<Vec<T>, BinaryError> {
         let n = self.count(least)?;
+        self.items(n, item)
+    }
+
+    /// `n` items (a count already read and checked).
+    fn items<T>(
+        &mut self,
+        n: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, BinaryError>,
+    ) -> Result<Vec<T>, BinaryError> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(item(self)?);
@@ -290,21 +299,12 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// `n` aliases.
-    fn aliases_n(&mut self, n: usize) -> Result<Vec<Alias>, BinaryError> {
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(self.alias()?);
-        }
-        Ok(v)
-    }
-
     /// The aliases; a long list in two halves side by side, the second found by skipping the
     /// first (a tenth of reading it).
     fn aliases(&mut self) -> Result<Vec<Alias>, BinaryError> {
         let n = self.count(least::ALIAS)?;
         if n < PARALLEL {
-            return self.aliases_n(n);
+            return self.items(n, Self::alias);
         }
         let half = n / 2;
         let mut second = Reader {
@@ -314,8 +314,10 @@ impl<'a> Reader<'a> {
         for _ in 0..half {
             second.skip_alias()?;
         }
-        let (first, rest) =
-            crate::par::join(|| self.aliases_n(half), || second.aliases_n(n - half));
+        let (first, rest) = crate::par::join(
+            || self.items(half, Self::alias),
+            || second.items(n - half, Self::alias),
+        );
         let mut all = first?;
         all.extend(rest?);
         self.at = second.at;
