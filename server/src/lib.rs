@@ -169,22 +169,28 @@ fn adopt_live_maps(cfg: &Loaded, store: &mut Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Decompresses a stored body and parses it as a `T`.
+/// Decompresses a stored body.
+fn inflate_stored(body: &[u8], id: i64) -> anyhow::Result<Vec<u8>> {
+    zstd::stream::decode_all(body).with_context(|| format!("decompressing stored snapshot {id}"))
+}
+
+/// Decompresses a stored body and parses it as JSON of a `T` (a delta).
 fn decode_stored<T: serde::de::DeserializeOwned>(body: &[u8], id: i64) -> anyhow::Result<T> {
-    let json = zstd::stream::decode_all(body)
-        .with_context(|| format!("decompressing stored snapshot {id}"))?;
-    serde_json::from_slice(&json).with_context(|| format!("parsing stored snapshot {id}"))
+    parse_stored(&inflate_stored(body, id)?, id)
+}
+
+fn parse_stored<T: serde::de::DeserializeOwned>(json: &[u8], id: i64) -> anyhow::Result<T> {
+    serde_json::from_slice(json).with_context(|| format!("parsing stored snapshot {id}"))
 }
 
 /// Decompresses a stored full snapshot, binary or JSON as it came.
 fn decode_stored_snapshot(body: &[u8], id: i64) -> anyhow::Result<proto::Snapshot> {
-    let plain = zstd::stream::decode_all(body)
-        .with_context(|| format!("decompressing stored snapshot {id}"))?;
+    let plain = inflate_stored(body, id)?;
     if proto::snapshot::is_binary(&plain) {
         proto::Snapshot::from_binary(&plain)
             .with_context(|| format!("reading stored snapshot {id}"))
     } else {
-        serde_json::from_slice(&plain).with_context(|| format!("parsing stored snapshot {id}"))
+        parse_stored(&plain, id)
     }
 }
 
