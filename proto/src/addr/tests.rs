@@ -110,6 +110,7 @@ mod props {
         ) {
             prop_assert_eq!(valid_local_part(&s), reference::valid_local_part(&s), "{:?}", s);
             prop_assert_eq!(is_folded(&s), reference::is_folded(&s), "{:?}", s);
+            prop_assert_eq!(split(&s), s.rsplit_once('@'), "{:?}", s);
         }
 
         #[test]
