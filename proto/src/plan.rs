@@ -245,6 +245,13 @@ pub struct Planner<'a> {
     item_pool: Vec<Vec<(&'a Target, u32)>>,
     frames: Vec<Frame<'a>>,
     unknown: BTreeSet<(&'a str, At)>,
+    /// Whether the secondary would expand a split plan's unit again ([`Planner::again`]), by
+    /// unit: the same few local users are units of many lists.
+    again: FxHashMap<(&'a str, &'a str), bool>,
+    /// Strings of plans' lists that became shorter, for the next plans' longer lists: a plan's
+    /// strings are reused, not allocated again (at a million plans, growing strings was a
+    /// seventh of planning's instructions).
+    spare: Vec<String>,
 }
 
 /// Where each entry is in the content's lists, for planning many addresses.
@@ -368,6 +375,8 @@ impl<'a> Planner<'a> {
             item_pool: Vec::new(),
             frames: Vec::new(),
             unknown: BTreeSet::new(),
+            again: FxHashMap::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -377,13 +386,15 @@ impl<'a> Planner<'a> {
         if let Some(m) = &self.maps {
             return m.names.get(name);
         }
+        let user = (c.users.binary_search_by(|u| u.name.as_str().cmp(name))).ok();
         Named::new(
             (c.aliases.binary_search_by(|a| a.name.as_str().cmp(name))).ok(),
-            (c.users.binary_search_by(|u| u.name.as_str().cmp(name))).ok(),
+            user,
             (c.virtuals.binary_search_by(|v| v.key.as_str().cmp(name)))
                 .ok()
                 .filter(|&i| !c.virtuals[i].key.contains('@')),
         )
+        .procmail(user.is_some_and(|i| c.users[i].procmail.is_some()))
     }
 
     /// The virtual entry whose key is `local@domain`.
@@ -496,20 +507,29 @@ impl<'a> Planner<'a> {
 
     /// The user of `named` when it has a `~/.procmailrc` (which comes before any alias).
     fn procmail_user(&self, named: Named) -> Option<&'a User> {
-        let u = &self.c.users[named.user()?];
-        u.procmail.is_some().then_some(u)
+        if !named.has_procmail() {
+            return None;
+        }
+        named.user().map(|i| &self.c.users[i])
     }
 
     /// A local name inside an alias list: alias first, then user; the primary bounces the rest.
     fn resolve_local(&mut self, name: &'a str, at: At) -> Ref<'a> {
-        let named = self.named(&lower(name));
+        let folded = lower(name);
+        let named = self.named(&folded);
         if let Some(u) = self.procmail_user(named) {
             return self.user_ref(u, Unit::Local(&u.name));
         }
         if let Some(i) = named.alias() {
+            // The item's own text when folding left it as it was: it is the alias's name, and
+            // the alias's entry is not read before its expansion is needed.
+            let own = match folded {
+                Cow::Borrowed(n) => n,
+                Cow::Owned(_) => self.c.aliases[i].name.as_str(),
+            };
             return Ref::Node {
                 id: i,
-                unit: Unit::Local(&self.c.aliases[i].name),
+                unit: Unit::Local(own),
                 domain: None,
             };
         }
@@ -965,10 +985,23 @@ impl<'a> Planner<'a> {
         Some(class(exp))
     }
 
+    /// Whether the secondary would expand the address `unit` again: it is a valid address
+    /// whose own plan does not punt.
+    fn again(&mut self, unit: (&'a str, &'a str)) -> bool {
+        if let Some(&again) = self.again.get(&unit) {
+            return again;
+        }
+        let again = self.class_of(unit).is_some_and(|k| k != Class::Punt);
+        self.again.insert(unit, again);
+        again
+    }
+
     /// Fills `plan` for `key`, reusing its allocations. A split plan with a unit that the
     /// secondary would expand again is demoted to punt.
     fn fill(&mut self, key: Key<'a>, plan: &mut Plan, scratch: &mut Exp<'a>) {
         let (id, bound) = self.top(key, scratch);
+        let mut spare = std::mem::take(&mut self.spare);
+        let spare = &mut spare;
         let (local, domain) = key.addr;
         let c = self.c;
         let exp: &Exp<'a> = id.and_then(|i| self.memo(i)).unwrap_or(scratch);
@@ -978,20 +1011,30 @@ impl<'a> Planner<'a> {
         };
         set(&mut plan.address, &[local, "@", domain]);
         plan.class = class(exp);
-        fill_list(&mut plan.forward, exp.forward.iter().map(|f| [*f, "", ""]));
+        fill_list(
+            &mut plan.forward,
+            exp.forward.iter().map(|f| [*f, "", ""]),
+            spare,
+        );
         let mut units: Vec<(&'a str, &'a str)> = Vec::new();
         if plan.class == Class::Split {
             units.extend(exp.units.iter().map(|&u| bind(u)));
             units.sort_unstable_by(|a, b| cmp_addr(*a, *b));
             units.dedup();
         }
-        plan.reasons.truncate(exp.reasons.len());
+        for gone in plan
+            .reasons
+            .drain(exp.reasons.len().min(plan.reasons.len())..)
+        {
+            spare.extend([gone.target, gone.origin]);
+            spare.extend(gone.via);
+        }
         for (i, r) in exp.reasons.iter().enumerate() {
             if i == plan.reasons.len() {
                 plan.reasons.push(Reason {
                     code: r.code,
-                    target: String::new(),
-                    origin: String::new(),
+                    target: spare.pop().unwrap_or_default(),
+                    origin: spare.pop().unwrap_or_default(),
                     via: None,
                 });
             }
@@ -1007,24 +1050,30 @@ impl<'a> Planner<'a> {
                 }
             }
             match r.via.map(bind) {
-                Some((l, d)) => set(slot.via.get_or_insert_with(String::new), &[l, "@", d]),
-                None => slot.via = None,
+                Some((l, d)) => set(
+                    slot.via
+                        .get_or_insert_with(|| spare.pop().unwrap_or_default()),
+                    &[l, "@", d],
+                ),
+                None => spare.extend(slot.via.take()),
             }
         }
         match plan.class {
             Class::Split => {
-                let again = units
-                    .iter()
-                    .copied()
-                    .find(|&u| self.class_of(u).is_some_and(|k| k != Class::Punt));
+                let again = units.iter().copied().find(|&u| self.again(u));
                 match again {
                     Some((l, d)) => demote(plan, &format!("{l}@{d}")),
-                    None => fill_list(&mut plan.punt, units.iter().map(|(l, d)| [*l, "@", *d])),
+                    None => fill_list(
+                        &mut plan.punt,
+                        units.iter().map(|(l, d)| [*l, "@", *d]),
+                        spare,
+                    ),
                 }
             }
-            Class::Punt => fill_list(&mut plan.punt, std::iter::once([local, "@", domain])),
-            Class::Forward => plan.punt.clear(),
+            Class::Punt => fill_list(&mut plan.punt, std::iter::once([local, "@", domain]), spare),
+            Class::Forward => fill_list(&mut plan.punt, std::iter::empty(), spare),
         }
+        self.spare = std::mem::take(spare);
     }
 
     /// Calls `f` with the plan of every valid address, in address order. The `Plan` passed is
@@ -1467,25 +1516,32 @@ fn cmp_addr(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
     }
 }
 
-/// Sets `s` to the concatenation of `parts`, keeping its allocation.
+/// Sets `s` to the concatenation of `parts`, keeping its allocation (and growing it at most
+/// once).
 fn set(s: &mut String, parts: &[&str]) {
     s.clear();
+    s.reserve(parts.iter().map(|p| p.len()).sum());
     for p in parts {
         s.push_str(p);
     }
 }
 
-/// Sets `v` to the given strings (each the concatenation of three parts), reusing its strings.
-fn fill_list<'x>(v: &mut Vec<String>, items: impl Iterator<Item = [&'x str; 3]>) {
+/// Sets `v` to the given strings (each the concatenation of three parts), reusing its strings
+/// and those in `spare`, and leaving the ones it no longer needs there.
+fn fill_list<'x>(
+    v: &mut Vec<String>,
+    items: impl Iterator<Item = [&'x str; 3]>,
+    spare: &mut Vec<String>,
+) {
     let mut n = 0;
     for parts in items {
         if n == v.len() {
-            v.push(String::new());
+            v.push(spare.pop().unwrap_or_default());
         }
         set(&mut v[n], &parts);
         n += 1;
     }
-    v.truncate(n);
+    spare.extend(v.drain(n..));
 }
 
 /// The class of an expansion.
@@ -1571,31 +1627,51 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
 }
 
 /// Sorts `keys` by address, a half on each of two threads when there are many, then merged (at
-/// a million keys sorting was a tenth of planning, before the runs begin).
+/// a million keys sorting was a tenth of planning, before the runs begin). Each key is sorted
+/// with the first eight bytes of its address as a number ([`head`]), so that most comparisons
+/// compare two numbers and not two pairs of strings.
 fn sort_keys(keys: &mut Vec<Key<'_>>) {
-    let cmp = |a: &Key<'_>, b: &Key<'_>| cmp_addr(a.addr, b.addr);
-    if keys.len() < 1 << 16 {
-        keys.sort_unstable_by(cmp);
+    let cmp = |a: &(u64, Key<'_>), b: &(u64, Key<'_>)| {
+        (a.0.cmp(&b.0)).then_with(|| cmp_addr(a.1.addr, b.1.addr))
+    };
+    let mut headed: Vec<(u64, Key<'_>)> = keys.iter().map(|k| (head(k.addr), *k)).collect();
+    if headed.len() < 1 << 16 {
+        headed.sort_unstable_by(cmp);
+        keys.clear();
+        keys.extend(headed.iter().map(|(_, k)| *k));
         return;
     }
-    let mid = keys.len() / 2;
-    let (a, b) = keys.split_at_mut(mid);
+    let mid = headed.len() / 2;
+    let (a, b) = headed.split_at_mut(mid);
     crate::par::join(|| a.sort_unstable_by(cmp), || b.sort_unstable_by(cmp));
-    let (a, b) = keys.split_at(mid);
-    let mut out = Vec::with_capacity(keys.len());
+    let (a, b) = headed.split_at(mid);
+    keys.clear();
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         if cmp(&b[j], &a[i]).is_lt() {
-            out.push(b[j]);
+            keys.push(b[j].1);
             j += 1;
         } else {
-            out.push(a[i]);
+            keys.push(a[i].1);
             i += 1;
         }
     }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    *keys = out;
+    keys.extend(a[i..].iter().map(|(_, k)| *k));
+    keys.extend(b[j..].iter().map(|(_, k)| *k));
+}
+
+/// The first eight bytes of the string `local@domain`, zero-padded, as a big-endian number:
+/// two addresses whose heads differ are ordered as their heads are. (Equal heads say nothing:
+/// the addresses are then compared.)
+fn head((local, domain): (&str, &str)) -> u64 {
+    let mut b = [0u8; 8];
+    let bytes = (local.bytes())
+        .chain(std::iter::once(b'@'))
+        .chain(domain.bytes());
+    for (slot, byte) in b.iter_mut().zip(bytes) {
+        *slot = byte;
+    }
+    u64::from_be_bytes(b)
 }
 
 /// Every valid recipient at a served domain, sorted: alias names and users at every served

@@ -1075,3 +1075,61 @@ mod affected {
         }
     }
 }
+
+mod key_order {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Sorts `addrs` with [`sort_keys`] and checks that they come out as the strings
+    /// `local@domain` sort.
+    fn check(addrs: &[(String, String)]) {
+        let mut keys: Vec<Key<'_>> = (addrs.iter())
+            .map(|(l, d)| Key {
+                addr: (l.as_str(), d.as_str()),
+                named: Named::NOTHING,
+            })
+            .collect();
+        sort_keys(&mut keys);
+        let got: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{}@{}", k.addr.0, k.addr.1))
+            .collect();
+        let mut want: Vec<String> = addrs.iter().map(|(l, d)| format!("{l}@{d}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        // Bytes on both sides of `@`, and parts about eight bytes long, where the head ends.
+        #[test]
+        fn keys_sort_as_their_addresses(
+            addrs in prop::collection::vec(("[0?A_a~.\u{e9}]{0,10}", "[0?@A_a~.]{0,4}"), 0..40),
+        ) {
+            check(&addrs);
+        }
+    }
+
+    #[test]
+    fn many_keys_sorted_in_halves_sort_as_their_addresses() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let addrs: Vec<(String, String)> = (0..70_000)
+            .map(|_| {
+                let l = format!("{:x}", next() % 1_000_000_007);
+                let cut = (next() % (l.len() as u64 + 1)) as usize;
+                (
+                    l[..cut].to_string(),
+                    ["a", "a.b", "", "z"][(next() % 4) as usize].to_string(),
+                )
+            })
+            .collect();
+        check(&addrs);
+    }
+}
