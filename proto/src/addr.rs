@@ -99,7 +99,7 @@ pub fn valid_domain(d: &str) -> bool {
 
 /// Whether `a` is `local@domain` with a valid local part and a lowercase valid domain.
 pub fn valid_address(a: &str) -> bool {
-    match a.rsplit_once('@') {
+    match split(a) {
         Some((local, domain)) => valid_local_part(local) && valid_domain(domain),
         None => false,
     }
@@ -116,11 +116,16 @@ pub fn normalize_address(a: &str) -> Option<String> {
 
 /// Like [`normalize_address`], reusing `a`'s allocation; gives `a` back when it is not valid.
 pub fn normalize_address_owned(mut a: String) -> Result<String, String> {
-    let Some(at) = a.rfind('@') else {
+    let Some(at) = a.bytes().rposition(|b| b == b'@') else {
         return Err(a);
     };
     a[at + 1..].make_ascii_lowercase();
-    if valid_address(&a) { Ok(a) } else { Err(a) }
+    // Split where it was found (the same last `@`), not searched for again.
+    if valid_local_part(&a[..at]) && valid_domain(&a[at + 1..]) {
+        Ok(a)
+    } else {
+        Err(a)
+    }
 }
 
 /// Whether `s` is already in the folded (lower case) form names and keys are stored in.

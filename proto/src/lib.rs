@@ -13,6 +13,7 @@ pub mod addr;
 pub mod build;
 pub mod delta;
 pub mod fxhash;
+mod order;
 pub mod par;
 pub mod parse;
 pub mod plan;

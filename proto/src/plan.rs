@@ -1628,7 +1628,7 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
 
 /// Sorts `keys` by address, a half on each of two threads when there are many, then merged (at
 /// a million keys sorting was a tenth of planning, before the runs begin). Each key is sorted
-/// with the first eight bytes of its address as a number ([`head`]), so that most comparisons
+/// with the first eight bytes of its address as a number first ([`head`]), so that most comparisons
 /// compare two numbers and not two pairs of strings.
 fn sort_keys(keys: &mut Vec<Key<'_>>) {
     let cmp = |a: &(u64, Key<'_>), b: &(u64, Key<'_>)| {
@@ -1660,18 +1660,13 @@ fn sort_keys(keys: &mut Vec<Key<'_>>) {
     keys.extend(b[j..].iter().map(|(_, k)| *k));
 }
 
-/// The first eight bytes of the string `local@domain`, zero-padded, as a big-endian number:
-/// two addresses whose heads differ are ordered as their heads are. (Equal heads say nothing:
-/// the addresses are then compared.)
+/// The first eight bytes of the string `local@domain` as a number ([`crate::order::head`]).
 fn head((local, domain): (&str, &str)) -> u64 {
-    let mut b = [0u8; 8];
-    let bytes = (local.bytes())
-        .chain(std::iter::once(b'@'))
-        .chain(domain.bytes());
-    for (slot, byte) in b.iter_mut().zip(bytes) {
-        *slot = byte;
-    }
-    u64::from_be_bytes(b)
+    crate::order::head(
+        (local.bytes())
+            .chain(std::iter::once(b'@'))
+            .chain(domain.bytes()),
+    )
 }
 
 /// Every valid recipient at a served domain, sorted: alias names and users at every served

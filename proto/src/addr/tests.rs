@@ -111,6 +111,16 @@ mod props {
             prop_assert_eq!(valid_local_part(&s), reference::valid_local_part(&s), "{:?}", s);
             prop_assert_eq!(is_folded(&s), reference::is_folded(&s), "{:?}", s);
             prop_assert_eq!(split(&s), s.rsplit_once('@'), "{:?}", s);
+            prop_assert_eq!(normalize_address_owned(s.clone()).ok(), normalize_address(&s), "{:?}", s);
+        }
+
+        #[test]
+        fn normalizing_in_place_agrees_with_normalizing_a_copy(
+            local in "[a-zA-Z0-9.+_@-]{0,8}",
+            domain in "([a-zA-Z0-9-]{1,5}\\.){0,2}[a-zA-Z@]{0,4}",
+        ) {
+            let s = format!("{local}@{domain}");
+            prop_assert_eq!(normalize_address_owned(s.clone()).ok(), normalize_address(&s), "{:?}", s);
         }
 
         #[test]

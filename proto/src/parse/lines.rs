@@ -1,6 +1,8 @@
 //! Line structure of the source formats: logical lines with continuation (aliases, virtual),
 //! plain lines (`:include:` bodies, `.forward`, recipient lists, passwd).
 
+use std::borrow::Cow;
+
 use super::rhs::{LineMap, parse_value_mapped};
 use crate::addr;
 use crate::snapshot::{Diagnostic, Severity, Target};
@@ -59,17 +61,32 @@ fn physical(bytes: &[u8], comment_anywhere: bool) -> impl Iterator<Item = Physic
 }
 
 /// A logical line (an entry and its continuation lines) of an aliases or virtual file.
-struct Logical {
+struct Logical<'b> {
     line: u32,
-    text: String,
-    starts: Vec<(usize, u32)>,
+    /// The text: the line itself when nothing continues it (most entries), so that reading an
+    /// entry copies nothing.
+    text: Cow<'b, str>,
+    /// Where each continuation line starts in `text`, and its line (the first line starts at 0
+    /// on `line`).
+    more: Vec<(usize, u32)>,
     bad: Option<(u32, &'static str)>,
+}
+
+impl Logical<'_> {
+    /// The line starts of the text from offset `shift` on, in `buf` (reused between entries):
+    /// what a [`LineMap`] of that part holds.
+    fn starts_after<'s>(&self, shift: usize, buf: &'s mut Vec<(usize, u32)>) -> &'s [(usize, u32)] {
+        buf.clear();
+        buf.push((0, self.line));
+        buf.extend((self.more.iter()).map(|&(o, line)| (o.saturating_sub(shift), line)));
+        buf
+    }
 }
 
 /// Joins continuation lines as Postfix's `readllines` does: blank and comment lines inside an
 /// entry are dropped and the entry goes on; text that continues nothing is reported.
-fn logical(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<Logical> {
-    let mut out: Vec<Logical> = Vec::new();
+fn logical<'b>(bytes: &'b [u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<Logical<'b>> {
+    let mut out: Vec<Logical<'_>> = Vec::new();
     let mut open = false;
     for p in physical(bytes, true) {
         match p.class {
@@ -89,8 +106,8 @@ fn logical(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<Logical
                 if let Some(cur) = out.last_mut() {
                     match p.text {
                         Ok(t) => {
-                            cur.starts.push((cur.text.len(), p.line));
-                            cur.text.push_str(t);
+                            cur.more.push((cur.text.len(), p.line));
+                            cur.text.to_mut().push_str(t);
                         }
                         Err(why) => {
                             cur.bad.get_or_insert((p.line, why));
@@ -101,13 +118,13 @@ fn logical(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<Logical
             Class::Start => {
                 open = true;
                 let (text, bad) = match p.text {
-                    Ok(t) => (t.to_string(), None),
-                    Err(why) => (String::new(), Some((p.line, why))),
+                    Ok(t) => (Cow::Borrowed(t), None),
+                    Err(why) => (Cow::Borrowed(""), Some((p.line, why))),
                 };
                 out.push(Logical {
                     line: p.line,
                     text,
-                    starts: vec![(0, p.line)],
+                    more: Vec::new(),
                     bad,
                 });
             }
@@ -161,6 +178,10 @@ fn name_colon(s: &str) -> Option<usize> {
 /// The name part of an alias, internalized: quotes and backslash escapes removed, comments
 /// dropped, surrounding whitespace trimmed.
 fn internal_name(raw: &str) -> String {
+    if !raw.bytes().any(|b| matches!(b, b'\\' | b'"' | b'(')) {
+        // Nothing to remove (a `)` outside a comment is kept as it is).
+        return raw.trim().to_string();
+    }
     let mut out = String::new();
     let mut quoted = false;
     let mut comment = 0u32;
@@ -255,6 +276,7 @@ pub(super) fn parse_aliases_serial(
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<ParsedAlias> {
     let mut out = Vec::new();
+    let mut starts = Vec::new();
     for l in logical(bytes, file, diags) {
         if let Some((line, why)) = l.bad {
             diags.push(diag(
@@ -285,12 +307,12 @@ pub(super) fn parse_aliases_serial(
             ));
             continue;
         }
-        let name = internal_name(raw_name);
-        let name = if name.chars().any(char::is_uppercase) {
-            name.to_lowercase()
-        } else {
-            name
-        };
+        let mut name = internal_name(raw_name);
+        if name.is_ascii() {
+            name.make_ascii_lowercase();
+        } else if name.chars().any(char::is_uppercase) {
+            name = name.to_lowercase();
+        }
         if name.is_empty() {
             diags.push(diag(
                 file,
@@ -329,14 +351,10 @@ pub(super) fn parse_aliases_serial(
             ));
             continue;
         }
-        // Offsets in `starts` are into the whole logical line; the value starts after the colon.
-        let shift = colon + 1;
-        let starts: Vec<(usize, u32)> = l
-            .starts
-            .iter()
-            .map(|&(o, line)| (o.saturating_sub(shift), line))
-            .collect();
-        let targets = parse_value_mapped(raw_value, &LineMap { starts: &starts }, file, diags);
+        // Offsets of line starts are into the whole logical line; the value starts after the
+        // colon.
+        let starts = l.starts_after(colon + 1, &mut starts);
+        let targets = parse_value_mapped(raw_value, &LineMap { starts }, file, diags);
         if targets.is_empty() {
             diags.push(diag(
                 file,
@@ -369,6 +387,7 @@ pub struct ParsedVirtual {
 /// Parses a Postfix virtual(5) map: key, whitespace, value; same line rules as aliases.
 pub fn parse_virtual(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<ParsedVirtual> {
     let mut out = Vec::new();
+    let mut starts = Vec::new();
     for l in logical(bytes, file, diags) {
         if let Some((line, why)) = l.bad {
             diags.push(diag(
@@ -403,12 +422,8 @@ pub fn parse_virtual(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> V
             ));
             continue;
         }
-        let starts: Vec<(usize, u32)> = l
-            .starts
-            .iter()
-            .map(|&(o, line)| (o.saturating_sub(split), line))
-            .collect();
-        let targets = parse_value_mapped(value, &LineMap { starts: &starts }, file, diags);
+        let starts = l.starts_after(split, &mut starts);
+        let targets = parse_value_mapped(value, &LineMap { starts }, file, diags);
         out.push(ParsedVirtual {
             key,
             line: l.line,

@@ -155,17 +155,20 @@ fn classify(text: String, quoted_empty: bool) -> (Kind, String) {
     if text.starts_with('|') {
         return (Kind::Pipe, text);
     }
-    if starts(":include:") {
-        return (Kind::Include, text[":include:".len()..].trim().to_string());
-    }
     if let Some(rest) = text.strip_prefix('\\') {
         return (Kind::Backslash, rest.to_string());
     }
-    if [":fail:", ":defer:", ":blackhole:", ":unknown:", "error:"]
-        .iter()
-        .any(|p| starts(p))
-    {
-        return (Kind::Special, text);
+    // Only these first bytes can open an include or a special (most items open with neither).
+    if matches!(text.as_bytes().first(), Some(b':' | b'e' | b'E')) {
+        if starts(":include:") {
+            return (Kind::Include, text[":include:".len()..].trim().to_string());
+        }
+        if [":fail:", ":defer:", ":blackhole:", ":unknown:", "error:"]
+            .iter()
+            .any(|p| starts(p))
+        {
+            return (Kind::Special, text);
+        }
     }
     if text.contains('@') {
         return match addr::normalize_address_owned(text) {

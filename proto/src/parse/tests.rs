@@ -80,6 +80,19 @@ fn aliases_items() {
     check("a:b: x\n", &["a=bad:b:x@1"], &[]);
     check("a: b\r\n", &["a=l:b@1"], &[]);
     check("\r\n", &[], &[]);
+    // Specials and includes after another item, in any case.
+    check("a: b, Error:x\n", &["a=l:b@1,sp:Error:x@1"], &[]);
+    check("a: b, eRRor:x\n", &["a=l:b@1,sp:eRRor:x@1"], &[]);
+    check("a: b, :Defer:\n", &["a=l:b@1,sp::Defer:@1"], &[]);
+    check("a: b, :INCLUDE:/x\n", &["a=l:b@1,inc:/x@1"], &[]);
+    check("a: b, errors\n", &["a=l:b@1,l:errors@1"], &[]);
+    // Names: quotes, comments and backslashes removed, then folded.
+    check("\"bob\": c\n", &["bob=l:c@1"], &[]);
+    check("bo(old)b : c\n", &["bob=l:c@1"], &[]);
+    check("b\\ob: c\n", &["bob=l:c@1"], &[]);
+    check("BoB: c\n", &["bob=l:c@1"], &[]);
+    check("\"B\\.ob\": c\n", &["b.ob=l:c@1"], &[]);
+    check("a) : c\n", &[], &["1:Error"]);
 }
 
 #[test]
