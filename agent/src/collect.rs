@@ -319,13 +319,17 @@ fn collect_inner(
             if pending.is_empty() {
                 break;
             }
+            // Read them all, then parse them (a large batch in two halves side by side).
+            let mut read = Vec::with_capacity(pending.len());
             for path in pending {
                 paths.push(PathBuf::from(&path));
-                match small.read(Path::new(&path)) {
-                    Ok(bytes) => b.include(&path, Ok(&bytes)),
-                    Err((_, e)) => b.include(&path, Err(e)),
-                }
+                let body = small.read(Path::new(&path)).map_err(|(_, e)| e);
+                read.push((path, body));
             }
+            let batch: Vec<(String, Result<&[u8], String>)> = (read.iter())
+                .map(|(path, body)| (path.clone(), body.as_deref().map_err(Clone::clone)))
+                .collect();
+            b.includes(&batch);
         }
         for pattern in &sources.virtual_maps {
             for path in expand(pattern, &mut b) {

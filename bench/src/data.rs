@@ -146,12 +146,13 @@ impl Primary {
             if pending.is_empty() {
                 break;
             }
-            for p in pending {
-                match inc.get(p.as_str()) {
-                    Some(body) => b.include(&p, Ok(body)),
-                    None => b.include(&p, Err("no such file".into())),
-                }
-            }
+            let batch: Vec<(String, Result<&[u8], String>)> = (pending.into_iter())
+                .map(|p| {
+                    let body = inc.get(p.as_str()).copied();
+                    (p, body.ok_or_else(|| "no such file".to_string()))
+                })
+                .collect();
+            b.includes(&batch);
         }
         let fw: std::collections::HashMap<&str, &[u8]> = self
             .forwards

@@ -10,7 +10,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use crate::addr;
 use crate::parse;
 use crate::snapshot::{
-    Alias, Content, Diagnostic, Forward, Include, Kind, Recipient, Severity, User, VirtualEntry,
+    Alias, Content, Diagnostic, Forward, Include, Kind, Recipient, Severity, Target, User,
+    VirtualEntry,
 };
 
 /// Builds one snapshot's content. See the module docs.
@@ -150,29 +151,46 @@ impl Builder {
 
     /// Adds an `:include:` file's body, or why it could not be read.
     pub fn include(&mut self, path: &str, body: Result<&[u8], String>) {
-        if !self.includes_added.insert(path.to_string()) {
+        if self.includes_added.contains(path) {
             return;
         }
-        let file = self.file_id(path);
-        let mut diags = Vec::new();
-        let (targets, error) = match body {
-            Ok(bytes) => (parse::parse_list(bytes, path, &mut diags).targets, None),
-            Err(e) => {
-                diags.push(Diagnostic {
-                    file: path.to_string(),
-                    line: 0,
-                    severity: Severity::Error,
-                    message: format!("cannot read include file: {e}; aliases that include it punt"),
-                });
-                (Vec::new(), Some(e))
-            }
+        let parsed = parse_include(path, body);
+        self.add_include(path, parsed);
+    }
+
+    /// [`Builder::include`] of each file in turn, the bodies of a large batch (such as every
+    /// list a large aliases file names) parsed in two halves side by side.
+    pub fn includes(&mut self, files: &[(String, Result<&[u8], String>)]) {
+        let parse = |files: &[(String, Result<&[u8], String>)]| -> Vec<ParsedInclude> {
+            (files.iter())
+                .map(|(path, body)| parse_include(path, body.clone()))
+                .collect()
         };
-        self.content.diagnostics.extend(diags);
+        let parsed = if files.len() < PARALLEL_INCLUDES {
+            parse(files)
+        } else {
+            let (a, b) = files.split_at(files.len() / 2);
+            let (mut first, second) = crate::par::join(|| parse(a), || parse(b));
+            first.extend(second);
+            first
+        };
+        for ((path, _), p) in files.iter().zip(parsed) {
+            // A file named twice is added once, as by `include`.
+            if !self.includes_added.contains(path.as_str()) {
+                self.add_include(path, p);
+            }
+        }
+    }
+
+    fn add_include(&mut self, path: &str, p: ParsedInclude) {
+        self.includes_added.insert(path.to_string());
+        let file = self.file_id(path);
+        self.content.diagnostics.extend(p.diags);
         self.content.includes.push(Include {
             path: path.to_string(),
             file,
-            targets,
-            error,
+            targets: p.targets,
+            error: p.error,
         });
     }
 
@@ -392,9 +410,7 @@ impl Builder {
         let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
         // (name, sequence) is a total order, so an unstable sort gives the stable result.
         let by_name = |(h, i, a): &(u64, u32, Alias), (g, j, b): &(u64, u32, Alias)| {
-            (h.cmp(g))
-                .then_with(|| a.name.cmp(&b.name))
-                .then(i.cmp(j))
+            (h.cmp(g)).then_with(|| a.name.cmp(&b.name)).then(i.cmp(j))
         };
         for (_, _, a) in sorted(order, by_name, PARALLEL_SORT) {
             match kept.last() {
@@ -419,6 +435,38 @@ impl Builder {
         (self.content, duplicates)
     }
 }
+
+/// An include file read: its items, or why it could not be read, and what parsing said.
+struct ParsedInclude {
+    targets: Vec<Target>,
+    error: Option<String>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Parses an `:include:` file's body (or notes why it could not be read).
+fn parse_include(path: &str, body: Result<&[u8], String>) -> ParsedInclude {
+    let mut diags = Vec::new();
+    let (targets, error) = match body {
+        Ok(bytes) => (parse::parse_list(bytes, path, &mut diags).targets, None),
+        Err(e) => {
+            diags.push(Diagnostic {
+                file: path.to_string(),
+                line: 0,
+                severity: Severity::Error,
+                message: format!("cannot read include file: {e}; aliases that include it punt"),
+            });
+            (Vec::new(), Some(e))
+        }
+    };
+    ParsedInclude {
+        targets,
+        error,
+        diags,
+    }
+}
+
+/// Batches of at least this many include files are parsed in two halves on two threads.
+const PARALLEL_INCLUDES: usize = 2_000;
 
 /// Lists at least this long are sorted in two halves on two threads.
 const PARALLEL_SORT: usize = 100_000;
@@ -498,5 +546,51 @@ mod tests {
         b.include("/l/c", Err("gone".into()));
         b.include("/l/d", Ok(b""));
         check(&mut b, &[]);
+    }
+
+    #[test]
+    fn includes_in_a_batch_give_what_they_give_one_by_one() {
+        // Bodies with items, a warning, an unreadable file, an empty one; a file named twice
+        // in the batch and one added before it: each added once, the first time.
+        let bodies: Vec<(String, Result<Vec<u8>, String>)> = (0..2 * PARALLEL_INCLUDES + 3)
+            .map(|i| {
+                let body = match i % 5 {
+                    0 => Ok(format!("m{i}@remote.net\nlocal{i}\n").into_bytes()),
+                    1 => Ok(format!("a{i}@x.org b@y.org\n").into_bytes()),
+                    2 => Err(format!("gone {i}")),
+                    3 => Ok(Vec::new()),
+                    _ => Ok(format!("|/bin/x {i}\n").into_bytes()),
+                };
+                (format!("/l/{}", i % (2 * PARALLEL_INCLUDES)), body)
+            })
+            .collect();
+        let batch: Vec<(String, Result<&[u8], String>)> = (bodies.iter())
+            .map(|(p, b)| (p.clone(), b.as_deref().map_err(Clone::clone)))
+            .collect();
+        let start = |b: &mut Builder| {
+            b.aliases("/etc/aliases", b"a: :include:/l/1\n");
+            b.include("/l/7", Ok(b"first@remote.net\n"));
+        };
+        let mut one = Builder::new(&["example.org".to_string()]);
+        start(&mut one);
+        for (path, body) in &batch {
+            one.include(path, body.clone());
+        }
+        for parallel in [true, false] {
+            let mut many = Builder::new(&["example.org".to_string()]);
+            start(&mut many);
+            if parallel {
+                many.includes(&batch);
+            } else {
+                for chunk in batch.chunks(PARALLEL_INCLUDES - 1) {
+                    many.includes(chunk);
+                }
+            }
+            let (want, got) = (one.content.clone(), many.content.clone());
+            assert_eq!(got.includes.len(), 2 * PARALLEL_INCLUDES);
+            assert_eq!(got, want, "in two halves: {parallel}");
+        }
+        let seven = one.content.includes.iter().find(|i| i.path == "/l/7");
+        assert_eq!(seven.unwrap().targets[0].value, "first@remote.net");
     }
 }
