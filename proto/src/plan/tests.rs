@@ -1076,6 +1076,24 @@ mod affected {
     }
 }
 
+#[test]
+fn numbers_are_written_as_format_writes_them() {
+    let check = |n: u32| {
+        let mut s = String::from("f:");
+        push_number(&mut s, n);
+        assert_eq!(s, format!("f:{n}"));
+    };
+    (0..1000).for_each(check);
+    let mut n = 1u32;
+    while let Some(m) = n.checked_mul(7) {
+        [m - 1, m, m + 1].into_iter().for_each(check);
+        n = m;
+    }
+    [9_999, 10_000, 99_999, 100_000, u32::MAX - 1, u32::MAX]
+        .into_iter()
+        .for_each(check);
+}
+
 mod key_order {
     use super::*;
     use proptest::prelude::*;
