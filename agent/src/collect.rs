@@ -326,10 +326,7 @@ fn collect_inner(
                 let body = small.read(Path::new(&path)).map_err(|(_, e)| e);
                 read.push((path, body));
             }
-            let batch: Vec<(String, Result<&[u8], String>)> = (read.iter())
-                .map(|(path, body)| (path.clone(), body.as_deref().map_err(Clone::clone)))
-                .collect();
-            b.includes(&batch);
+            b.includes(&read);
         }
         for pattern in &sources.virtual_maps {
             for path in expand(pattern, &mut b) {

@@ -160,10 +160,13 @@ impl Builder {
 
     /// [`Builder::include`] of each file in turn, the bodies of a large batch (such as every
     /// list a large aliases file names) parsed in two halves side by side.
-    pub fn includes(&mut self, files: &[(String, Result<&[u8], String>)]) {
-        let parse = |files: &[(String, Result<&[u8], String>)]| -> Vec<ParsedInclude> {
+    pub fn includes<B: AsRef<[u8]> + Sync>(&mut self, files: &[(String, Result<B, String>)]) {
+        let parse = |files: &[(String, Result<B, String>)]| -> Vec<ParsedInclude> {
             (files.iter())
-                .map(|(path, body)| parse_include(path, body.clone()))
+                .map(|(path, body)| {
+                    let body = body.as_ref().map(AsRef::as_ref).map_err(Clone::clone);
+                    parse_include(path, body)
+                })
                 .collect()
         };
         let parsed = if files.len() < PARALLEL_INCLUDES {
@@ -564,25 +567,22 @@ mod tests {
                 (format!("/l/{}", i % (2 * PARALLEL_INCLUDES)), body)
             })
             .collect();
-        let batch: Vec<(String, Result<&[u8], String>)> = (bodies.iter())
-            .map(|(p, b)| (p.clone(), b.as_deref().map_err(Clone::clone)))
-            .collect();
         let start = |b: &mut Builder| {
             b.aliases("/etc/aliases", b"a: :include:/l/1\n");
             b.include("/l/7", Ok(b"first@remote.net\n"));
         };
         let mut one = Builder::new(&["example.org".to_string()]);
         start(&mut one);
-        for (path, body) in &batch {
-            one.include(path, body.clone());
+        for (path, body) in &bodies {
+            one.include(path, body.as_deref().map_err(Clone::clone));
         }
         for parallel in [true, false] {
             let mut many = Builder::new(&["example.org".to_string()]);
             start(&mut many);
             if parallel {
-                many.includes(&batch);
+                many.includes(&bodies);
             } else {
-                for chunk in batch.chunks(PARALLEL_INCLUDES - 1) {
+                for chunk in bodies.chunks(PARALLEL_INCLUDES - 1) {
                     many.includes(chunk);
                 }
             }
