@@ -1000,8 +1000,8 @@ impl<'a> Planner<'a> {
     /// secondary would expand again is demoted to punt.
     fn fill(&mut self, key: Key<'a>, plan: &mut Plan, scratch: &mut Exp<'a>) {
         let (id, bound) = self.top(key, scratch);
+        // Taken out while `exp` borrows the planner, put back at the end.
         let mut spare = std::mem::take(&mut self.spare);
-        let spare = &mut spare;
         let (local, domain) = key.addr;
         let c = self.c;
         let exp: &Exp<'a> = id.and_then(|i| self.memo(i)).unwrap_or(scratch);
@@ -1014,7 +1014,7 @@ impl<'a> Planner<'a> {
         fill_list(
             &mut plan.forward,
             exp.forward.iter().map(|f| [*f, "", ""]),
-            spare,
+            &mut spare,
         );
         let mut units: Vec<(&'a str, &'a str)> = Vec::new();
         if plan.class == Class::Split {
@@ -1066,14 +1066,18 @@ impl<'a> Planner<'a> {
                     None => fill_list(
                         &mut plan.punt,
                         units.iter().map(|(l, d)| [*l, "@", *d]),
-                        spare,
+                        &mut spare,
                     ),
                 }
             }
-            Class::Punt => fill_list(&mut plan.punt, std::iter::once([local, "@", domain]), spare),
-            Class::Forward => fill_list(&mut plan.punt, std::iter::empty(), spare),
+            Class::Punt => fill_list(
+                &mut plan.punt,
+                std::iter::once([local, "@", domain]),
+                &mut spare,
+            ),
+            Class::Forward => fill_list(&mut plan.punt, std::iter::empty(), &mut spare),
         }
-        self.spare = std::mem::take(spare);
+        self.spare = spare;
     }
 
     /// Calls `f` with the plan of every valid address, in address order. The `Plan` passed is
