@@ -252,6 +252,10 @@ pub struct Planner<'a> {
     /// strings are reused, not allocated again (at a million plans, growing strings was a
     /// seventh of planning's instructions).
     spare: Vec<String>,
+    /// The expansion of the last walk's root, which is not kept in the memo: most aliases are
+    /// named by no other, and an address's plan is made right after its walk. A root that
+    /// another node names later is expanded again then, and kept.
+    root: Exp<'a>,
 }
 
 /// Where each entry is in the content's lists, for planning many addresses.
@@ -377,6 +381,7 @@ impl<'a> Planner<'a> {
             unknown: BTreeSet::new(),
             again: FxHashMap::default(),
             spare: Vec::new(),
+            root: Exp::default(),
         }
     }
 
@@ -802,7 +807,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Expands `root` and everything it reaches, without recursion (Tarjan's strongly connected
-    /// components, so that loop membership does not depend on where the walk starts).
+    /// components, so that loop membership does not depend on where the walk starts). The
+    /// expansions reached are kept; `root`'s is kept only when it punts as soon as its items are
+    /// read or is on a loop, and is otherwise left in `self.root` with `root` still unseen.
     fn eval(&mut self, root: usize) {
         if self.state[root] == DONE {
             return;
@@ -825,7 +832,8 @@ impl<'a> Planner<'a> {
                     stack.push(frame);
                     self.push(&mut stack, id);
                 }
-                None => self.finish(frame),
+                // The walk's first frame is its last.
+                None => self.finish(frame, stack.is_empty()),
             }
         }
         self.frames = stack;
@@ -861,7 +869,8 @@ impl<'a> Planner<'a> {
     }
 
     /// Completes `frame`'s node, and gives its accumulator and item list back to the pools.
-    fn finish(&mut self, frame: Frame<'a>) {
+    /// `root`: the node is the walk's root ([`Planner::eval`]).
+    fn finish(&mut self, frame: Frame<'a>, root: bool) {
         let Frame {
             node,
             mut acc,
@@ -870,7 +879,7 @@ impl<'a> Planner<'a> {
         } = frame;
         items.clear();
         self.item_pool.push(items);
-        self.complete(node, &mut acc);
+        self.complete(node, &mut acc, root);
         acc.forward.clear();
         acc.units.clear();
         acc.reasons.clear();
@@ -879,8 +888,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Keeps the expansion of `node` from what its items gave (`acc`) once its strongly
-    /// connected component is complete.
-    fn complete(&mut self, node: usize, acc: &mut Exp<'a>) {
+    /// connected component is complete; a walk's `root` not on a loop goes to `self.root` in
+    /// `acc`'s place instead.
+    fn complete(&mut self, node: usize, acc: &mut Exp<'a>, root: bool) {
         if self.low[node] < self.index[node] {
             // Part of a larger component whose root is still being expanded: it will punt as a
             // loop when the root completes.
@@ -906,24 +916,29 @@ impl<'a> Planner<'a> {
         // A component of one node, not a loop.
         self.tarjan.truncate(at_node);
         acc.height += 1;
-        let exp = if acc.height > MAX_DEPTH && !acc.forward.is_empty() {
+        if acc.height > MAX_DEPTH && !acc.forward.is_empty() {
             let (name, at) = self.node_at(node);
-            Exp::punt(vec![R {
+            *acc = Exp::punt(vec![R {
                 code: Code::Depth,
                 target: name,
                 at,
                 via: None,
-            }])
+            }]);
         } else {
             acc.seal();
             if acc.is_punt() {
                 acc.units.clear();
             }
-            // Kept at its size: the accumulator's room would be most of the memo's memory.
-            acc.clone()
-        };
+        }
+        if root {
+            // Left unseen: `self.root` holds its expansion until the next walk.
+            self.state[node] = UNSEEN;
+            std::mem::swap(&mut self.root, acc);
+            return;
+        }
         self.state[node] = DONE;
-        self.keep(node, exp);
+        // Kept at its size: the accumulator's room would be most of the memo's memory.
+        self.keep(node, acc.clone());
     }
 
     /// The content-owned `(local, domain)` of a valid address, or `None`.
@@ -964,7 +979,11 @@ impl<'a> Planner<'a> {
         match self.resolve_named(local, local, key.named, domain, local, at) {
             Ref::Node { id, domain: d, .. } => {
                 self.eval(id);
-                return (Some(id), d);
+                if self.state[id] == DONE {
+                    return (Some(id), d);
+                }
+                std::mem::swap(scratch, &mut self.root);
+                return (None, d);
             }
             Ref::Leaf(_, reason) => scratch.reasons.push(reason),
             Ref::UserForward(ts) => {
