@@ -19,8 +19,6 @@ use crate::snapshot::{
 pub struct Builder {
     content: Content,
     file_ids: HashMap<String, u32>,
-    /// Order in which aliases were added: duplicates are resolved in `finish`, first one wins.
-    alias_seq: Vec<u32>,
     virtual_at: HashMap<String, (String, u32)>,
     recipient_at: HashMap<String, usize>,
     user_at: HashMap<String, usize>,
@@ -51,7 +49,6 @@ impl Builder {
                 ..Content::default()
             },
             file_ids: HashMap::new(),
-            alias_seq: Vec::new(),
             virtual_at: HashMap::new(),
             recipient_at: HashMap::new(),
             user_at: HashMap::new(),
@@ -116,7 +113,6 @@ impl Builder {
         let file = self.file_id(path);
         self.content.aliases.reserve(parsed.len());
         for a in parsed {
-            self.alias_seq.push(self.alias_seq.len() as u32);
             self.content.aliases.push(Alias {
                 name: a.name,
                 file,
@@ -404,20 +400,34 @@ impl Builder {
     /// Like [`Builder::finish`], with the names of the aliases defined more than once.
     pub fn finish_with_duplicates(mut self) -> (Content, HashSet<String>) {
         let mut duplicates = HashSet::new();
-        let aliases = std::mem::take(&mut self.content.aliases);
-        // Each with its name's first eight bytes as a number, compared first: most of a large
-        // sort's comparisons then read no name.
-        let order: Vec<(u64, u32, Alias)> = (aliases.into_iter().zip(self.alias_seq))
-            .map(|(a, i)| (crate::order::head(a.name.bytes()), i, a))
-            .collect();
-        let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
-        // (name, sequence) is a total order, so an unstable sort gives the stable result.
-        let by_name = |(h, i, a): &(u64, u32, Alias), (g, j, b): &(u64, u32, Alias)| {
-            (h.cmp(g)).then_with(|| a.name.cmp(&b.name)).then(i.cmp(j))
+        let mut aliases = std::mem::take(&mut self.content.aliases);
+        // Sorted as (name, place added), which puts the first of each name first. Each place
+        // is sorted with its name's first eight bytes as a number, compared first: most of a
+        // large sort's comparisons then read no name, and the sort moves 16 bytes, not aliases.
+        let order: Vec<(u64, u32)> = {
+            let heads = (aliases.iter().enumerate())
+                .map(|(i, a)| (crate::order::head(a.name.bytes()), i as u32))
+                .collect();
+            let name = |i: u32| aliases[i as usize].name.as_str();
+            let by_name = |&(h, i): &(u64, u32), &(g, j): &(u64, u32)| {
+                (h.cmp(&g))
+                    .then_with(|| name(i).cmp(name(j)))
+                    .then(i.cmp(&j))
+            };
+            sorted(heads, by_name, PARALLEL_SORT).collect()
         };
-        for (_, _, a) in sorted(order, by_name, PARALLEL_SORT) {
+        let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
+        let mut last_head = None;
+        for (h, i) in order {
+            let empty = Alias {
+                name: String::new(),
+                file: 0,
+                line: 0,
+                targets: Vec::new(),
+            };
+            let a = std::mem::replace(&mut aliases[i as usize], empty);
             match kept.last() {
-                Some(first) if first.name == a.name => {
+                Some(first) if last_head == Some(h) && first.name == a.name => {
                     duplicates.insert(a.name.clone());
                     let f = &self.content.files[first.file as usize];
                     self.content.diagnostics.push(Diagnostic {
@@ -430,7 +440,10 @@ impl Builder {
                         ),
                     });
                 }
-                _ => kept.push(a),
+                _ => {
+                    last_head = Some(h);
+                    kept.push(a);
+                }
             }
         }
         self.content.aliases = kept;
