@@ -14,7 +14,7 @@ struct Physical<'a> {
     class: Class,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     Blank,
     Comment,
@@ -30,16 +30,26 @@ fn is_blank_byte(b: u8) -> bool {
 /// UTF-8. `comment_anywhere`: a line whose first non-blank is `#` is a comment (aliases, maps);
 /// otherwise only `#` in column 0 is (`.forward`, `:include:`).
 fn physical(bytes: &[u8], comment_anywhere: bool) -> impl Iterator<Item = Physical<'_>> {
+    physical_in(bytes, Parts::of(bytes), comment_anywhere)
+}
+
+/// [`physical`], with `bytes` cut into `parts`.
+fn physical_in<'a>(
+    bytes: &[u8],
+    parts: Parts<'a>,
+    comment_anywhere: bool,
+) -> impl Iterator<Item = Physical<'a>> {
     let mut n = 0u32;
     let trailing_newline = bytes.last() == Some(&b'\n');
-    let mut parts = bytes.split(|&b| b == b'\n').peekable();
+    let mut parts = parts.peekable();
     std::iter::from_fn(move || {
-        let raw = parts.next()?;
+        let (raw, text) = parts.next()?;
         if trailing_newline && parts.peek().is_none() {
             return None;
         }
         n = n.saturating_add(1);
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let cr = raw.last() == Some(&b'\r');
+        let raw = if cr { &raw[..raw.len() - 1] } else { raw };
         let first = raw.iter().position(|&b| !is_blank_byte(b));
         let class = match first {
             None => Class::Blank,
@@ -47,10 +57,12 @@ fn physical(bytes: &[u8], comment_anywhere: bool) -> impl Iterator<Item = Physic
             Some(0) => Class::Start,
             Some(_) => Class::Continuation,
         };
-        let text = if raw.contains(&0) {
-            Err("line contains a nul byte")
-        } else {
-            std::str::from_utf8(raw).map_err(|_| "line is not valid utf-8")
+        let text = match text {
+            // The CR is one byte, so the rest ends on a character boundary.
+            Some(t) if cr => Ok(&t[..t.len() - 1]),
+            Some(t) => Ok(t),
+            None if raw.contains(&0) => Err("line contains a nul byte"),
+            None => std::str::from_utf8(raw).map_err(|_| "line is not valid utf-8"),
         };
         Some(Physical {
             line: n,
@@ -58,6 +70,39 @@ fn physical(bytes: &[u8], comment_anywhere: bool) -> impl Iterator<Item = Physic
             class,
         })
     })
+}
+
+/// The parts of bytes between newlines, each with its text when the whole is known to be
+/// UTF-8 without NUL bytes (nearly every file: it is then checked once, and cut as a string,
+/// which finds newlines a word at a time); otherwise each line is checked by itself.
+enum Parts<'a> {
+    Text(std::str::Split<'a, char>),
+    Bytes(std::slice::Split<'a, u8, fn(&u8) -> bool>),
+}
+
+impl<'a> Parts<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) if !bytes.contains(&0) => Parts::Text(s.split('\n')),
+            _ => Self::each(bytes),
+        }
+    }
+
+    /// Parts each checked by itself.
+    fn each(bytes: &'a [u8]) -> Self {
+        Parts::Bytes(bytes.split(|&b| b == b'\n'))
+    }
+}
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = (&'a [u8], Option<&'a str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Parts::Text(lines) => lines.next().map(|l| (l.as_bytes(), Some(l))),
+            Parts::Bytes(lines) => lines.next().map(|l| (l, None)),
+        }
+    }
 }
 
 /// A logical line (an entry and its continuation lines) of an aliases or virtual file.
@@ -783,4 +828,86 @@ pub struct Splice {
     pub shift: i64,
     /// Whether the file's diagnostics changed (other than by moving with `shift`).
     pub diagnostics_changed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Line = (u32, Result<String, &'static str>, Class);
+
+    fn lines<'a>(ps: impl Iterator<Item = Physical<'a>>) -> Vec<Line> {
+        ps.map(|p| (p.line, p.text.map(str::to_string), p.class))
+            .collect()
+    }
+
+    /// Bytes made of pieces that matter to lines: newlines, CRs, blanks, comments, NUL bytes,
+    /// a two-byte character and a byte that is never UTF-8.
+    fn linish() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop::sample::select(vec![
+            &b"a"[..],
+            b"b: c",
+            b" ",
+            b"\t",
+            b"#",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"\0",
+            "\u{e9}".as_bytes(),
+            b"\xff",
+        ]);
+        prop::collection::vec(piece, 0..30).prop_map(|v| v.concat())
+    }
+
+    fn check(bytes: &[u8], expected: &[(u32, Result<&str, &'static str>, Class)]) {
+        let expected: Vec<Line> = (expected.iter())
+            .map(|(n, t, c)| (*n, t.map(str::to_string), *c))
+            .collect();
+        assert_eq!(lines(physical(bytes, true)), expected, "{bytes:?}");
+    }
+
+    #[test]
+    fn physical_lines() {
+        use Class::*;
+        check(b"", &[(1, Ok(""), Blank)]);
+        check(b"\n", &[(1, Ok(""), Blank)]);
+        check(b"a\n", &[(1, Ok("a"), Start)]);
+        check(b"a", &[(1, Ok("a"), Start)]);
+        check(
+            b"a\r\n b\r\n",
+            &[(1, Ok("a"), Start), (2, Ok(" b"), Continuation)],
+        );
+        check(
+            b"a\n\n# c\n",
+            &[
+                (1, Ok("a"), Start),
+                (2, Ok(""), Blank),
+                (3, Ok("# c"), Comment),
+            ],
+        );
+        check(
+            b"a\n\xff\nb\0\n\xc3\xa9",
+            &[
+                (1, Ok("a"), Start),
+                (2, Err("line is not valid utf-8"), Start),
+                (3, Err("line contains a nul byte"), Start),
+                (4, Ok("\u{e9}"), Start),
+            ],
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A file cut as one string gives the lines that checking each line gives.
+        #[test]
+        fn whole_text_gives_the_lines_checked_one_by_one(bytes in linish(), anywhere: bool) {
+            prop_assert_eq!(
+                lines(physical(&bytes, anywhere)),
+                lines(physical_in(&bytes, Parts::each(&bytes), anywhere))
+            );
+        }
+    }
 }
