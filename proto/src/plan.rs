@@ -1670,33 +1670,42 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
 /// with the first eight bytes of its address as a number first ([`head`]), so that most comparisons
 /// compare two numbers and not two pairs of strings.
 fn sort_keys(keys: &mut Vec<Key<'_>>) {
-    let cmp = |a: &(u64, Key<'_>), b: &(u64, Key<'_>)| {
-        (a.0.cmp(&b.0)).then_with(|| cmp_addr(a.1.addr, b.1.addr))
+    // The sort moves (head, place) pairs of 16 bytes, not keys; the keys are then taken in order.
+    let mut order: Vec<(u64, u32)> = (keys.iter().enumerate())
+        .map(|(i, k)| {
+            (
+                head(k.addr),
+                u32::try_from(i).expect("fewer than 2^32 keys"),
+            )
+        })
+        .collect();
+    let addr = |i: u32| keys[i as usize].addr;
+    let cmp = |&(h, i): &(u64, u32), &(g, j): &(u64, u32)| {
+        (h.cmp(&g)).then_with(|| cmp_addr(addr(i), addr(j)))
     };
-    let mut headed: Vec<(u64, Key<'_>)> = keys.iter().map(|k| (head(k.addr), *k)).collect();
-    if headed.len() < 1 << 16 {
-        headed.sort_unstable_by(cmp);
-        keys.clear();
-        keys.extend(headed.iter().map(|(_, k)| *k));
-        return;
-    }
-    let mid = headed.len() / 2;
-    let (a, b) = headed.split_at_mut(mid);
-    crate::par::join(|| a.sort_unstable_by(cmp), || b.sort_unstable_by(cmp));
-    let (a, b) = headed.split_at(mid);
-    keys.clear();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if cmp(&b[j], &a[i]).is_lt() {
-            keys.push(b[j].1);
-            j += 1;
-        } else {
-            keys.push(a[i].1);
-            i += 1;
+    let mut sorted = Vec::with_capacity(keys.len());
+    if order.len() < 1 << 16 {
+        order.sort_unstable_by(cmp);
+        sorted.extend(order.iter().map(|&(_, i)| keys[i as usize]));
+    } else {
+        let mid = order.len() / 2;
+        let (a, b) = order.split_at_mut(mid);
+        crate::par::join(|| a.sort_unstable_by(cmp), || b.sort_unstable_by(cmp));
+        let (a, b) = order.split_at(mid);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            if cmp(&b[j], &a[i]).is_lt() {
+                sorted.push(keys[b[j].1 as usize]);
+                j += 1;
+            } else {
+                sorted.push(keys[a[i].1 as usize]);
+                i += 1;
+            }
         }
+        sorted.extend(a[i..].iter().map(|&(_, k)| keys[k as usize]));
+        sorted.extend(b[j..].iter().map(|&(_, k)| keys[k as usize]));
     }
-    keys.extend(a[i..].iter().map(|(_, k)| *k));
-    keys.extend(b[j..].iter().map(|(_, k)| *k));
+    *keys = sorted;
 }
 
 /// The first eight bytes of the string `local@domain` as a number ([`crate::order::head`]).
