@@ -1710,11 +1710,16 @@ fn sort_keys(keys: &mut Vec<Key<'_>>) {
 
 /// The first eight bytes of the string `local@domain` as a number ([`crate::order::head`]).
 fn head((local, domain): (&str, &str)) -> u64 {
-    crate::order::head(
-        (local.bytes())
-            .chain(std::iter::once(b'@'))
-            .chain(domain.bytes()),
-    )
+    // Copied in slices: a byte iterator over the three parts took about 75 instructions a key.
+    let mut b = [0u8; 8];
+    let l = local.len().min(8);
+    b[..l].copy_from_slice(&local.as_bytes()[..l]);
+    if l < 8 {
+        b[l] = b'@';
+        let d = domain.len().min(7 - l);
+        b[l + 1..l + 1 + d].copy_from_slice(&domain.as_bytes()[..d]);
+    }
+    u64::from_be_bytes(b)
 }
 
 /// Every valid recipient at a served domain, sorted: alias names and users at every served

@@ -1101,6 +1101,14 @@ mod key_order {
     /// Sorts `addrs` with [`sort_keys`] and checks that they come out as the strings
     /// `local@domain` sort.
     fn check(addrs: &[(String, String)]) {
+        for (l, d) in addrs {
+            let joined = format!("{l}@{d}");
+            assert_eq!(
+                head((l, d)),
+                crate::order::head(joined.bytes()),
+                "{joined:?}"
+            );
+        }
         let mut keys: Vec<Key<'_>> = (addrs.iter())
             .map(|(l, d)| Key {
                 addr: (l.as_str(), d.as_str()),
