@@ -115,10 +115,16 @@ pub fn normalize_address(a: &str) -> Option<String> {
 }
 
 /// Like [`normalize_address`], reusing `a`'s allocation; gives `a` back when it is not valid.
-pub fn normalize_address_owned(mut a: String) -> Result<String, String> {
-    let Some(at) = a.bytes().rposition(|b| b == b'@') else {
-        return Err(a);
-    };
+pub fn normalize_address_owned(a: String) -> Result<String, String> {
+    match a.bytes().rposition(|b| b == b'@') {
+        Some(at) => normalize_address_at(a, at),
+        None => Err(a),
+    }
+}
+
+/// [`normalize_address_owned`] of `a`, whose last `@` the caller found at `at`.
+pub(crate) fn normalize_address_at(mut a: String, at: usize) -> Result<String, String> {
+    debug_assert_eq!(a.bytes().rposition(|b| b == b'@'), Some(at));
     a[at + 1..].make_ascii_lowercase();
     // Split where it was found (the same last `@`), not searched for again.
     if valid_local_part(&a[..at]) && valid_domain(&a[at + 1..]) {

@@ -170,8 +170,9 @@ fn classify(text: String, quoted_empty: bool) -> (Kind, String) {
             return (Kind::Special, text);
         }
     }
-    if text.contains('@') {
-        return match addr::normalize_address_owned(text) {
+    // Searched from the end, where an address's `@` is near, and found once for both.
+    if let Some(at) = text.bytes().rposition(|b| b == b'@') {
+        return match addr::normalize_address_at(text, at) {
             Ok(a) => (Kind::Address, a),
             Err(t) => (Kind::Invalid, t),
         };
