@@ -4,8 +4,9 @@
 //! Principle: **when in doubt, punt**. An address is forwarded by the secondary only when every
 //! final target is a remote address the primary would itself send out by SMTP.
 //!
-//! Each alias and virtual entry is expanded once (an iterative depth-first walk with memoised,
-//! domain-free results), so planning is linear in the size of the alias graph and deep chains
+//! Each alias and virtual entry is expanded at most twice (an iterative depth-first walk with
+//! memoised, domain-free results; the walk's root is kept only when a later walk reaches it, and
+//! is expanded again then), so planning is linear in the size of the alias graph and deep chains
 //! cannot overflow the stack. An alias expansion names the punt units it reaches through local
 //! names symbolically ([`Unit::Local`]) and is bound to a served domain only when a plan is made.
 //! Loops are every alias on a cycle of the walk; depth is the height of an expansion, so results do
