@@ -161,10 +161,17 @@ pub struct Target {
     pub agent: String,
     /// Built once, with timeouts (and the receiver's CA, if any).
     pub client: reqwest::Client,
-    /// Set once the receiver turned a binary snapshot down as one too old to read it: it is
-    /// sent JSON from then on.
-    pub json_only: Arc<std::sync::atomic::AtomicBool>,
+    /// When the receiver last turned a binary snapshot down as one too old to read it: it is
+    /// sent JSON until `binary_retry` has passed, then binary again (it may have been upgraded).
+    pub json_since: Arc<Mutex<Option<std::time::Instant>>>,
+    /// [`BINARY_RETRY`], but for tests.
+    pub binary_retry: Duration,
 }
+
+/// How long a receiver that cannot read binary snapshots is sent JSON before binary is tried
+/// again: one refused request an hour at most, and an upgraded receiver is sent the smaller,
+/// quicker body without a restart of the agent.
+pub const BINARY_RETRY: Duration = Duration::from_secs(3600);
 
 /// How one push ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -262,16 +269,18 @@ impl Target {
                 }
             }
         }
-        use std::sync::atomic::Ordering::Relaxed;
-        let binary = !self.json_only.load(Relaxed);
+        let binary = (self.json_since.lock())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|t| t.elapsed() >= self.binary_retry);
         match self.post_full(cur, binary, counters).await {
             Ok((status, text)) if binary && binary_refused(status, &text) => {
                 tracing::warn!(
                     receiver = self.url,
                     reply = describe(status, &text).0,
-                    "the receiver does not read binary snapshots; sending JSON (upgrade it)"
+                    "the receiver does not read binary snapshots; sending JSON for an hour before trying again (upgrade it)"
                 );
-                self.json_only.store(true, Relaxed);
+                *(self.json_since.lock()).unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(std::time::Instant::now());
                 match self.post_full(cur, false, counters).await {
                     Ok((status, text)) => outcome(cur, status, &text),
                     Err(o) => o,
@@ -593,6 +602,108 @@ mod tests {
             let against_a = changes(encode_delta("mx1", &sa, &sc));
             assert_eq!(against_a, proto::delta::diff(&a, &c));
         }
+    }
+
+    /// A receiver from before the binary body, on loopback: it answers a binary snapshot with
+    /// 415 and a JSON one with 200 and `reply`, and keeps the media type of each request.
+    async fn old_receiver(reply: SnapshotReply) -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                // The head, then as many bytes as it says the body has.
+                let end = loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let header = |name: &str| {
+                    (head.lines())
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|v| v.trim().to_string())
+                        .unwrap_or_default()
+                };
+                let length: usize = header("content-length:").parse().unwrap();
+                while buf.len() < end + length {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the body ended early");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let media = header("content-type:");
+                let (status, body) = if media == proto::snapshot::MEDIA_TYPE {
+                    let e = serde_json::json!({
+                        "error": "unsupported_media_type",
+                        "message": "unsupported content-type",
+                    });
+                    ("415 Unsupported Media Type", e.to_string())
+                } else {
+                    ("200 OK", serde_json::to_string(&reply).unwrap())
+                };
+                kept.lock().unwrap().push(media);
+                let out = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                sock.write_all(out.as_bytes()).await.unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_cannot_read_binary_is_sent_json_and_binary_again_later() {
+        let mut b = proto::Builder::new(&["example.org".to_string()]);
+        b.aliases("/etc/aliases", b"x: r@remote.net\n");
+        let content = Arc::new(b.finish());
+        let cur = Arc::new(crate::run::current(
+            "mx1",
+            1,
+            Arc::clone(&content),
+            content.hash(),
+            None,
+        ));
+        let reply = SnapshotReply {
+            version: 1,
+            hash: cur.hash.clone(),
+            applied_at: 0,
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let counters = Arc::new(Mutex::new(Counters::load(dir.path()).unwrap()));
+        let (bin, json) = (proto::snapshot::MEDIA_TYPE, JSON);
+        // Two pushes to a receiver that turns binary down, with `retry` before binary is tried
+        // again, and the media types it was sent.
+        let check = async |retry: Duration, expected: &[&str]| {
+            let (url, seen) = old_receiver(reply.clone()).await;
+            let target = Target {
+                url,
+                key: b"secret".to_vec(),
+                agent: "mx1".into(),
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap(),
+                json_since: Arc::default(),
+                binary_retry: retry,
+            };
+            for _ in 0..2 {
+                assert_eq!(target.push(&cur, None, &counters).await, Outcome::Accepted);
+            }
+            assert_eq!(*seen.lock().unwrap(), expected, "retry after {retry:?}");
+        };
+        // Within the hour, JSON only after the first refusal.
+        check(BINARY_RETRY, &[bin, json, json]).await;
+        // Once the time has passed (here at once), binary is tried again each time.
+        check(Duration::ZERO, &[bin, json, bin, json]).await;
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub fn targets(cfg: &Config) -> anyhow::Result<Vec<Target>> {
             client: b
                 .build()
                 .with_context(|| format!("building the http client for {}", r.url))?,
-            json_only: Arc::default(),
+            json_since: Arc::default(),
+            binary_retry: crate::push::BINARY_RETRY,
         });
     }
     Ok(out)
