@@ -257,6 +257,8 @@ pub struct Planner<'a> {
     /// named by no other, and an address's plan is made right after its walk. A root that
     /// another node names later is expanded again then, and kept.
     root: Exp<'a>,
+    /// Whether plans carry their reasons ([`Planner::without_reasons`]).
+    reasons: bool,
 }
 
 /// Where each entry is in the content's lists, for planning many addresses.
@@ -341,7 +343,19 @@ impl<'a> Planner<'a> {
     /// A planner of the same content sharing this one's indexes, with nothing expanded yet: for
     /// planning on another thread.
     fn fork(&self) -> Planner<'a> {
-        Self::with(self.c, self.maps.clone())
+        Planner {
+            reasons: self.reasons,
+            ..Self::with(self.c, self.maps.clone())
+        }
+    }
+
+    /// Plans without their reasons (`Plan::reasons` left empty), otherwise the same: reasons
+    /// explain a plan and decide nothing, and rendering maps reads none of them. Gathering
+    /// them through the walk and writing them out as strings is about a tenth of planning's
+    /// instructions.
+    pub fn without_reasons(mut self) -> Self {
+        self.reasons = false;
+        self
     }
 
     /// For planning a few addresses of validated, [normalized](Content::normalize) content:
@@ -383,6 +397,7 @@ impl<'a> Planner<'a> {
             again: FxHashMap::default(),
             spare: Vec::new(),
             root: Exp::default(),
+            reasons: true,
         }
     }
 
@@ -765,10 +780,12 @@ impl<'a> Planner<'a> {
             Ref::Forward(a) => acc.forward.push(a),
             Ref::Leaf(unit, reason) => {
                 acc.units.push(unit);
-                acc.add_reasons(std::iter::once(R {
-                    via: Some(unit),
-                    ..reason
-                }));
+                if self.reasons {
+                    acc.add_reasons(std::iter::once(R {
+                        via: Some(unit),
+                        ..reason
+                    }));
+                }
             }
             Ref::UserForward(ts) => {
                 acc.forward.extend(ts.iter().map(|t| t.value.as_str()));
@@ -776,20 +793,25 @@ impl<'a> Planner<'a> {
             }
             Ref::Node { id, unit, domain } => match self.state[id] {
                 DONE => {
+                    let reasons = self.reasons;
                     let child = self.memo(id)?;
                     if child.is_punt() {
                         acc.units.push(unit);
-                        acc.add_reasons(child.reasons.iter().map(|r| R {
-                            via: Some(unit),
-                            ..*r
-                        }));
+                        if reasons {
+                            acc.add_reasons(child.reasons.iter().map(|r| R {
+                                via: Some(unit),
+                                ..*r
+                            }));
+                        }
                     } else {
                         acc.forward.extend_from_slice(&child.forward);
                         acc.units.extend(child.units.iter().map(|u| u.bind(domain)));
-                        acc.add_reasons(child.reasons.iter().map(|r| R {
-                            via: r.via.map(|u| u.bind(domain)),
-                            ..*r
-                        }));
+                        if reasons {
+                            acc.add_reasons(child.reasons.iter().map(|r| R {
+                                via: r.via.map(|u| u.bind(domain)),
+                                ..*r
+                            }));
+                        }
                         acc.height = acc.height.max(child.height);
                     }
                 }
@@ -1025,6 +1047,7 @@ impl<'a> Planner<'a> {
         let (local, domain) = key.addr;
         let c = self.c;
         let exp: &Exp<'a> = id.and_then(|i| self.memo(i)).unwrap_or(scratch);
+        let reasons: &[R<'a>] = if self.reasons { &exp.reasons } else { &[] };
         let bind = |u: Unit<'a>| match u.bind(bound) {
             Unit::Local(n) => (n, domain),
             Unit::Addr(l, d) => (l, d),
@@ -1042,14 +1065,11 @@ impl<'a> Planner<'a> {
             units.sort_unstable_by(|a, b| cmp_addr(*a, *b));
             units.dedup();
         }
-        for gone in plan
-            .reasons
-            .drain(exp.reasons.len().min(plan.reasons.len())..)
-        {
+        for gone in plan.reasons.drain(reasons.len().min(plan.reasons.len())..) {
             spare.extend([gone.target, gone.origin]);
             spare.extend(gone.via);
         }
-        for (i, r) in exp.reasons.iter().enumerate() {
+        for (i, r) in reasons.iter().enumerate() {
             if i == plan.reasons.len() {
                 plan.reasons.push(Reason {
                     code: r.code,
@@ -1082,7 +1102,12 @@ impl<'a> Planner<'a> {
             Class::Split => {
                 let again = units.iter().copied().find(|&u| self.again(u));
                 match again {
-                    Some((l, d)) => demote(plan, &format!("{l}@{d}")),
+                    Some((l, d)) => {
+                        demote(plan, &format!("{l}@{d}"));
+                        if !self.reasons {
+                            plan.reasons.clear();
+                        }
+                    }
                     None => fill_list(
                         &mut plan.punt,
                         units.iter().map(|(l, d)| [*l, "@", *d]),

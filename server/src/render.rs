@@ -487,7 +487,9 @@ fn render_agent_runs(
     let sinks = (0..runs)
         .map(|_| Lines::new(a.id, formats, piece))
         .collect();
-    let runs = Planner::new(a.content).plan_runs(sinks, |lines, p| lines.add(p));
+    // The maps read no reasons (they explain a plan; `GET /v1/plan` makes them for one address).
+    let runs =
+        (Planner::new(a.content).without_reasons()).plan_runs(sinks, |lines, p| lines.add(p));
     let mut joined: [Option<Text>; 4] = Default::default();
     let mut counts = Counts::default();
     for mut lines in runs {
@@ -678,7 +680,7 @@ fn render_agent_affected_in(
         return render_agent_in(a, formats, piece);
     };
     let mut lines = Lines::new(a.id, formats, usize::MAX);
-    Planner::sparse(a.content).plan_affected(affected, |p| lines.add(p));
+    (Planner::sparse(a.content).without_reasons()).plan_affected(affected, |p| lines.add(p));
     if let Some(e) = lines.error.take() {
         return Err(e);
     }

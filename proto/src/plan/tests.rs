@@ -22,6 +22,13 @@ fn check(fixture: &str, address: &str, expected: &str) {
         expected,
         "plan_all disagrees for {address}"
     );
+    // Without reasons, as the maps are rendered: the same plan with none.
+    let bare = Planner::new(&c).without_reasons().plan(address);
+    let mut want = planner.plan(address);
+    if let Some(p) = want.as_mut() {
+        p.reasons.clear();
+    }
+    assert_eq!(bare, want, "without reasons, for {address}");
 }
 
 #[test]
@@ -757,11 +764,26 @@ mod properties {
                 prop_assert_eq!(got.len(), runs);
                 prop_assert_eq!(&got.concat(), &plans, "in {} runs", runs);
             }
+            // Without their reasons, as the maps are rendered, the plans are the same but for
+            // the reasons, in runs too.
+            let bare: Vec<Plan> = (plans.iter().cloned())
+                .map(|mut p| {
+                    p.reasons.clear();
+                    p
+                })
+                .collect();
+            let sinks = vec![Vec::new(); 2];
+            let got = (Planner::new(&c).without_reasons())
+                .plan_runs(sinks, |v: &mut Vec<Plan>, p| v.push(p.clone()));
+            prop_assert_eq!(&got.concat(), &bare, "without reasons");
             // The order of planning does not matter: each address alone gives the same plan.
             let mut fresh = Planner::new(&c);
-            for p in plans.iter().rev() {
+            let mut fresh_bare = Planner::new(&c).without_reasons();
+            for (p, b) in plans.iter().zip(&bare).rev() {
                 let alone = fresh.plan(&p.address);
                 prop_assert_eq!(alone.as_ref(), Some(p));
+                let alone_bare = fresh_bare.plan(&p.address);
+                prop_assert_eq!(alone_bare.as_ref(), Some(b));
                 // As the receiver plans one address it is asked about: by binary search.
                 let looked_up = Planner::sparse(&c).plan(&p.address.to_ascii_uppercase());
                 prop_assert_eq!(looked_up.as_ref(), Some(p));
