@@ -414,7 +414,7 @@ impl Builder {
                     .then_with(|| name(i).cmp(name(j)))
                     .then(i.cmp(&j))
             };
-            sorted(heads, by_name, PARALLEL_SORT).collect()
+            crate::order::sorted(heads, by_name, PARALLEL_SORT).collect()
         };
         let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
         let mut last_head = None;
@@ -487,56 +487,9 @@ const PARALLEL_INCLUDES: usize = 2_000;
 /// Lists at least this long are sorted in two halves on two threads.
 const PARALLEL_SORT: usize = 100_000;
 
-/// `v` in the order of `cmp` (a total order, so an unstable sort is stable), sorted in two
-/// halves on two threads and merged as it is taken when it has at least `parallel` items.
-fn sorted<T: Send>(
-    mut v: Vec<T>,
-    cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync,
-    parallel: usize,
-) -> impl Iterator<Item = T> {
-    let mut second = if v.len() >= parallel.max(2) {
-        v.split_off(v.len() / 2)
-    } else {
-        Vec::new()
-    };
-    if second.is_empty() {
-        v.sort_unstable_by(&cmp);
-    } else {
-        crate::par::join(
-            || v.sort_unstable_by(&cmp),
-            || second.sort_unstable_by(&cmp),
-        );
-    }
-    let (mut a, mut b) = (v.into_iter().peekable(), second.into_iter().peekable());
-    std::iter::from_fn(move || match (a.peek(), b.peek()) {
-        (Some(x), Some(y)) if cmp(y, x).is_lt() => b.next(),
-        (Some(_), _) => a.next(),
-        (None, _) => b.next(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sorting_in_halves_gives_the_plain_sort() {
-        let check = |v: Vec<(u8, u32)>| {
-            let cmp = |x: &(u8, u32), y: &(u8, u32)| x.cmp(y);
-            let mut want = v.clone();
-            want.sort();
-            for parallel in [0, 2, 3, usize::MAX] {
-                let got: Vec<_> = sorted(v.clone(), cmp, parallel).collect();
-                assert_eq!(got, want, "{v:?} from {parallel}");
-            }
-        };
-        check(vec![]);
-        check(vec![(1, 0)]);
-        check(vec![(2, 0), (1, 1)]);
-        check(vec![(3, 0), (1, 1), (2, 2), (1, 3), (0, 4)]);
-        check((0..50u32).map(|i| ((i * 7 % 13) as u8, i)).collect());
-        check((0..50u32).rev().map(|i| (0, i)).collect());
-    }
 
     #[test]
     fn pending_includes_are_those_named_and_not_added_yet() {

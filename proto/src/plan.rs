@@ -1697,7 +1697,7 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
 /// compare two numbers and not two pairs of strings.
 fn sort_keys(keys: &mut Vec<Key<'_>>) {
     // The sort moves (head, place) pairs of 16 bytes, not keys; the keys are then taken in order.
-    let mut order: Vec<(u64, u32)> = (keys.iter().enumerate())
+    let order: Vec<(u64, u32)> = (keys.iter().enumerate())
         .map(|(i, k)| {
             (
                 head(k.addr),
@@ -1709,28 +1709,9 @@ fn sort_keys(keys: &mut Vec<Key<'_>>) {
     let cmp = |&(h, i): &(u64, u32), &(g, j): &(u64, u32)| {
         (h.cmp(&g)).then_with(|| cmp_addr(addr(i), addr(j)))
     };
-    let mut sorted = Vec::with_capacity(keys.len());
-    if order.len() < 1 << 16 {
-        order.sort_unstable_by(cmp);
-        sorted.extend(order.iter().map(|&(_, i)| keys[i as usize]));
-    } else {
-        let mid = order.len() / 2;
-        let (a, b) = order.split_at_mut(mid);
-        crate::par::join(|| a.sort_unstable_by(cmp), || b.sort_unstable_by(cmp));
-        let (a, b) = order.split_at(mid);
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() && j < b.len() {
-            if cmp(&b[j], &a[i]).is_lt() {
-                sorted.push(keys[b[j].1 as usize]);
-                j += 1;
-            } else {
-                sorted.push(keys[a[i].1 as usize]);
-                i += 1;
-            }
-        }
-        sorted.extend(a[i..].iter().map(|&(_, k)| keys[k as usize]));
-        sorted.extend(b[j..].iter().map(|&(_, k)| keys[k as usize]));
-    }
+    let sorted: Vec<Key<'_>> = (crate::order::sorted(order, cmp, 1 << 16))
+        .map(|(_, i)| keys[i as usize])
+        .collect();
     *keys = sorted;
 }
 
