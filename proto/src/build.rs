@@ -147,21 +147,21 @@ impl Builder {
 
     /// Adds an `:include:` file's body, or why it could not be read.
     pub fn include(&mut self, path: &str, body: Result<&[u8], String>) {
-        if self.includes_added.contains(path) {
-            return;
-        }
-        let parsed = parse_include(path, body);
-        self.add_include(path, parsed);
+        self.includes(&[(path.to_string(), body)]);
     }
 
     /// [`Builder::include`] of each file in turn, the bodies of a large batch (such as every
     /// list a large aliases file names) parsed in two halves side by side.
     pub fn includes<B: AsRef<[u8]> + Sync>(&mut self, files: &[(String, Result<B, String>)]) {
-        let parse = |files: &[(String, Result<B, String>)]| -> Vec<ParsedInclude> {
+        let added = &self.includes_added;
+        // A file added before is not parsed again.
+        let parse = |files: &[(String, Result<B, String>)]| -> Vec<Option<ParsedInclude>> {
             (files.iter())
                 .map(|(path, body)| {
-                    let body = body.as_ref().map(AsRef::as_ref).map_err(Clone::clone);
-                    parse_include(path, body)
+                    (!added.contains(path)).then(|| {
+                        let body = body.as_ref().map(AsRef::as_ref).map_err(Clone::clone);
+                        parse_include(path, body)
+                    })
                 })
                 .collect()
         };
@@ -174,8 +174,8 @@ impl Builder {
             first
         };
         for ((path, _), p) in files.iter().zip(parsed) {
-            // A file named twice is added once, as by `include`.
-            if !self.includes_added.contains(path.as_str()) {
+            // A file named twice in the batch is added once, the first time.
+            if let Some(p) = p.filter(|_| !self.includes_added.contains(path.as_str())) {
                 self.add_include(path, p);
             }
         }
