@@ -170,8 +170,8 @@ fn classify(text: String, quoted_empty: bool) -> (Kind, String) {
             return (Kind::Special, text);
         }
     }
-    // Searched from the end, where an address's `@` is near, and found once for both.
-    if let Some(at) = text.bytes().rposition(|b| b == b'@') {
+    // Found once, for the test and the normalization.
+    if let Some(at) = addr::last_at(&text) {
         return match addr::normalize_address_at(text, at) {
             Ok(a) => (Kind::Address, a),
             Err(t) => (Kind::Invalid, t),
