@@ -1102,12 +1102,7 @@ impl<'a> Planner<'a> {
             Class::Split => {
                 let again = units.iter().copied().find(|&u| self.again(u));
                 match again {
-                    Some((l, d)) => {
-                        demote(plan, &format!("{l}@{d}"));
-                        if !self.reasons {
-                            plan.reasons.clear();
-                        }
-                    }
+                    Some((l, d)) => demote(plan, &format!("{l}@{d}"), self.reasons),
                     None => fill_list(
                         &mut plan.punt,
                         units.iter().map(|(l, d)| [*l, "@", *d]),
@@ -1632,17 +1627,21 @@ impl Plan {
     }
 }
 
-/// Makes a split plan punt because one of its units would be expanded again by the secondary.
-fn demote(plan: &mut Plan, unit: &str) {
+/// Makes a split plan punt because one of its units would be expanded again by the secondary,
+/// with that as its reason when plans carry `reasons`.
+fn demote(plan: &mut Plan, unit: &str, reasons: bool) {
     plan.class = Class::Punt;
     plan.forward.clear();
     plan.punt = vec![plan.address.clone()];
-    plan.reasons = vec![Reason {
-        code: Code::Unknown,
-        target: unit.to_string(),
-        origin: String::new(),
-        via: Some(unit.to_string()),
-    }];
+    plan.reasons.clear();
+    if reasons {
+        plan.reasons.push(Reason {
+            code: Code::Unknown,
+            target: unit.to_string(),
+            origin: String::new(),
+            via: Some(unit.to_string()),
+        });
+    }
 }
 
 /// A valid address to plan: `(local, domain)` borrowed from the content, and the entries its
