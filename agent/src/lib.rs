@@ -15,3 +15,9 @@ pub mod config;
 pub mod push;
 pub mod run;
 pub mod state;
+
+/// Locks `m`, taking the data of a lock poisoned by a panic elsewhere as it is (the counters and
+/// the JSON fallback's time stay usable, as in the server's `lock`).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

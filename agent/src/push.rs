@@ -190,14 +190,10 @@ pub enum Outcome {
 
 async fn seq(counters: &Arc<Mutex<Counters>>) -> Result<u64, String> {
     let c = Arc::clone(counters);
-    tokio::task::spawn_blocking(move || {
-        c.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .next_seq()
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("{e:#}"))
+    tokio::task::spawn_blocking(move || crate::lock(&c).next_seq())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn describe(status: reqwest::StatusCode, body: &str) -> (String, Option<ErrorBody>) {
@@ -269,9 +265,7 @@ impl Target {
                 }
             }
         }
-        let binary = (self.json_since.lock())
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_none_or(|t| t.elapsed() >= self.binary_retry);
+        let binary = crate::lock(&self.json_since).is_none_or(|t| t.elapsed() >= self.binary_retry);
         match self.post_full(cur, binary, counters).await {
             Ok((status, text)) if binary && binary_refused(status, &text) => {
                 tracing::warn!(
@@ -279,8 +273,7 @@ impl Target {
                     reply = describe(status, &text).0,
                     "the receiver does not read binary snapshots; sending JSON for an hour before trying again (upgrade it)"
                 );
-                *(self.json_since.lock()).unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(std::time::Instant::now());
+                *crate::lock(&self.json_since) = Some(std::time::Instant::now());
                 match self.post_full(cur, false, counters).await {
                     Ok((status, text)) => outcome(cur, status, &text),
                     Err(o) => o,

@@ -366,13 +366,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 let version = {
                     let counters = Arc::clone(&counters);
                     let h = hash.clone();
-                    tokio::task::spawn_blocking(move || {
-                        counters
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .observe(&h)
-                    })
-                    .await??
+                    tokio::task::spawn_blocking(move || crate::lock(&counters).observe(&h))
+                        .await??
                 };
                 // The changes of a patch stand for a diff against the snapshot it was patched
                 // from: the one being pushed, when it holds that very content.
@@ -422,7 +417,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 let content = cur_tx.borrow().as_ref().map(|c| (Arc::clone(&c.content), c.hash.clone(), c.since.clone()));
                 if let Some((c, hash, since)) = content {
                     let counters2 = Arc::clone(&counters);
-                    let version = tokio::task::spawn_blocking(move || counters2.lock().unwrap_or_else(std::sync::PoisonError::into_inner).raise_above(v)).await??;
+                    let version = tokio::task::spawn_blocking(move || crate::lock(&counters2).raise_above(v)).await??;
                     let cur_version = cur_tx.borrow().as_ref().map_or(0, |c| c.version);
                     if version != cur_version {
                         tracing::info!(version, "version moved above the receiver's");
@@ -451,10 +446,7 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
     let c = collect_async(&cfg).await?;
     let content = c.content;
     let hash = content.hash();
-    let mut version = counters
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .observe(&hash)?;
+    let mut version = crate::lock(&counters).observe(&hash)?;
     let mut ok = true;
     for t in targets(&cfg)? {
         let mut attempts = 0;
@@ -474,10 +466,7 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
                     break;
                 }
                 Outcome::Conflict(v) if attempts < 3 => {
-                    version = counters
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .raise_above(v)?;
+                    version = crate::lock(&counters).raise_above(v)?;
                 }
                 Outcome::Retry(e) if attempts < 4 => {
                     tracing::warn!(receiver = t.url, error = e, "push failed; retrying");
