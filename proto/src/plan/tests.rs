@@ -650,9 +650,9 @@ fn plan_all_lists_every_valid_address_once() {
 }
 
 #[test]
-fn many_keys_sort_in_halves_as_one_sort_would() {
-    // Enough names to be sorted in two halves and merged; `nX` and `nX-y` order differently as
-    // names and as addresses (`-` sorts before `@`).
+fn many_keys_come_in_address_order() {
+    // Many names, in the order of the content's lists, where `nX` and `nX-y` order differently
+    // as names and as addresses (`-` sorts before `@`).
     let mut text = String::from("== aliases\n");
     for i in 0..40_000u64 {
         let x = i.wrapping_mul(2_654_435_761) % 1_000_003;
@@ -1160,6 +1160,106 @@ mod key_order {
             ),
         ) {
             check(&addrs);
+        }
+    }
+
+    /// The keys of `c` in order, each as its address and the names of the entries it names.
+    fn described(c: &Content) -> Vec<String> {
+        let name = |list: Option<&str>| list.unwrap_or("-").to_string();
+        (keys(c).iter())
+            .map(|k| {
+                let n = k.named;
+                format!(
+                    "{}@{} alias={} user={}{} bare={}",
+                    k.addr.0,
+                    k.addr.1,
+                    name(n.alias().map(|i| c.aliases[i].name.as_str())),
+                    name(n.user().map(|i| c.users[i].name.as_str())),
+                    if n.has_procmail() { "+procmail" } else { "" },
+                    name(n.bare().map(|i| c.virtuals[i].key.as_str())),
+                )
+            })
+            .collect()
+    }
+
+    /// Normalized content takes the keys from its sorted lists without a sort
+    /// ([`locals_in_address_order`]); they must be the keys the sort of every key gives (the
+    /// same content with its lists reversed, which takes the sort), in the order of the strings
+    /// `local@domain`.
+    fn check_merged(aliases: &[String], users: &[String], bare: &[String], full: &[String]) {
+        let mut fixture = String::from("== aliases\n");
+        aliases
+            .iter()
+            .for_each(|n| fixture.push_str(&format!("{n}: r@x.net\n")));
+        fixture.push_str("== passwd\n");
+        for (i, n) in users.iter().enumerate() {
+            fixture.push_str(&format!("{n}:x:{}:100::/home/{n}:/bin/sh\n", 1000 + i));
+        }
+        fixture.push_str("== virtual\n");
+        bare.iter()
+            .for_each(|n| fixture.push_str(&format!("{n} r@x.net\n")));
+        full.iter()
+            .for_each(|n| fixture.push_str(&format!("{n}@example.org r@x.net\n")));
+        fixture.push_str("== recipients\n");
+        full.iter()
+            .for_each(|n| fixture.push_str(&format!("{n}@example.com\n")));
+        if let Some(u) = users.first() {
+            fixture.push_str(&format!("== /home/{u}/.procmailrc\n:0\n"));
+        }
+        let c = content(&fixture);
+        assert!(
+            locals_in_address_order(&c).is_some(),
+            "normalized content is merged:\n{fixture}"
+        );
+        let got = described(&c);
+        let addrs: Vec<&str> = got
+            .iter()
+            .map(|k| k.split(' ').next().unwrap_or(""))
+            .collect();
+        let mut want = addrs.clone();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(addrs, want, "in the order of the addresses:\n{fixture}");
+        let mut reversed = c.clone();
+        reversed.aliases.reverse();
+        reversed.users.reverse();
+        reversed.virtuals.reverse();
+        let lists = [c.aliases.len(), c.users.len(), c.virtuals.len()];
+        if lists.iter().any(|&n| n > 1) {
+            assert!(locals_in_address_order(&reversed).is_none());
+        }
+        assert_eq!(described(&reversed), got, "merged and sorted:\n{fixture}");
+    }
+
+    #[test]
+    fn names_in_order_become_addresses_in_order() {
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // `a1` before `a10` as names, after it as addresses; `a` between `a-b` and `ab`.
+        check_merged(&v(&["a", "a-b", "a1", "a10", "a2", "ab"]), &[], &[], &[]);
+        check_merged(&v(&["a1", "a10", "a100", "a11", "a2"]), &[], &[], &[]);
+        // A name that is an alias, a user and a bare virtual key is one key with all three.
+        check_merged(
+            &v(&["b", "b0"]),
+            &v(&["b", "b0", "c"]),
+            &v(&["b", "c.d"]),
+            &v(&["b"]),
+        );
+        check_merged(&[], &v(&["u", "u.1"]), &v(&["u-1"]), &v(&["u1", "zz"]));
+        check_merged(&[], &[], &[], &[]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        // Names that begin one another and go on with bytes below and above `@`.
+        #[test]
+        fn merged_keys_are_the_sorted_keys(
+            aliases in prop::collection::vec("[ab][0a._~-]{0,3}", 0..24),
+            users in prop::collection::vec("[ab][0a_]{0,2}", 0..6),
+            bare in prop::collection::vec("[ab][0a.-]{0,2}", 0..6),
+            full in prop::collection::vec("[ab][0a.-]{0,2}", 0..6),
+        ) {
+            check_merged(&aliases, &users, &bare, &full);
         }
     }
 
