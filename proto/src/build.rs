@@ -5,7 +5,9 @@
 //! with a warning), keeps only what concerns the served domains, and produces normalized content.
 //! It does no I/O itself: it tells the caller which `:include:` files it still needs.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+
+use crate::fxhash::FxHashMap;
 
 use crate::addr;
 use crate::parse;
@@ -18,10 +20,10 @@ use crate::snapshot::{
 #[derive(Debug)]
 pub struct Builder {
     content: Content,
-    file_ids: HashMap<String, u32>,
-    virtual_at: HashMap<String, (String, u32)>,
-    recipient_at: HashMap<String, usize>,
-    user_at: HashMap<String, usize>,
+    file_ids: FxHashMap<String, u32>,
+    virtual_at: FxHashMap<String, (String, u32)>,
+    recipient_at: FxHashMap<String, usize>,
+    user_at: FxHashMap<String, usize>,
     includes_added: BTreeSet<String>,
     /// How many aliases and include files [`Builder::pending_includes`] has looked through.
     scanned: (usize, usize),
@@ -48,10 +50,10 @@ impl Builder {
                 domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
                 ..Content::default()
             },
-            file_ids: HashMap::new(),
-            virtual_at: HashMap::new(),
-            recipient_at: HashMap::new(),
-            user_at: HashMap::new(),
+            file_ids: FxHashMap::default(),
+            virtual_at: FxHashMap::default(),
+            recipient_at: FxHashMap::default(),
+            user_at: FxHashMap::default(),
             includes_added: BTreeSet::new(),
             scanned: (0, 0),
             pending: BTreeSet::new(),
