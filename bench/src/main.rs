@@ -66,7 +66,7 @@ fn proto_scenario(n: usize) {
     let hash = content.hash();
     let hash_s = t.elapsed().as_secs_f64();
     // As the server plans a large content to render its maps: one run per core, side by side,
-    // without the plans' reasons (which the maps do not read).
+    // each plan borrowed from the planner and without its reasons (which the maps do not read).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // The peak of planning alone, above what is resident before it (Linux resets VmHWM on a
     // write of 5 to clear_refs).
@@ -114,10 +114,10 @@ fn proto_scenario(n: usize) {
     println!("| parse + build (normalized content) | {parse_s:.3} |");
     println!("| canonical hash | {hash_s:.3} |");
     println!(
-        "| plan every address ({plans} plans, {targets} targets), {cores} runs side by side, as the server renders (without reasons) | {plan_s:.3} |"
+        "| plan every address ({plans} plans, {targets} targets), {cores} runs side by side, as the server renders (borrowed plans, without reasons) | {plan_s:.3} |"
     );
-    println!("| the same on one thread | {one_s:.3} |");
-    println!("| the same on one thread, with each plan's reasons | {reasons_s:.3} |");
+    println!("| owned plans (strings), without reasons, on one thread | {one_s:.3} |");
+    println!("| owned plans with their reasons, on one thread | {reasons_s:.3} |");
     println!(
         "planning's peak RSS above the content: {runs_mib:.0} MiB (in {cores} runs; the one-thread run after it reuses that memory)"
     );

@@ -99,10 +99,13 @@ pub fn valid_domain(d: &str) -> bool {
 
 /// Whether `a` is `local@domain` with a valid local part and a lowercase valid domain.
 pub fn valid_address(a: &str) -> bool {
-    match split(a) {
-        Some((local, domain)) => valid_local_part(local) && valid_domain(domain),
-        None => false,
-    }
+    split(a).is_some_and(|(local, domain)| valid_parts(local, domain))
+}
+
+/// [`valid_address`] of `local@domain`, given in its two parts (a valid local part holds no
+/// `@`, so the parts are where the address splits).
+pub fn valid_parts(local: &str, domain: &str) -> bool {
+    valid_local_part(local) && valid_domain(domain)
 }
 
 /// Lowercases the domain part of `a`, keeping the local part as written.

@@ -26,5 +26,5 @@ pub mod wire;
 pub mod testkit;
 
 pub use build::Builder;
-pub use plan::{Class, Code, Plan, Planner, Reason};
+pub use plan::{Class, Code, Plan, PlanRef, Planner, Reason};
 pub use snapshot::{Content, Diagnostic, Kind, Severity, Snapshot, Target};

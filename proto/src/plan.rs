@@ -115,6 +115,55 @@ pub struct Plan {
     pub reasons: Vec<Reason>,
 }
 
+/// A plan borrowed from the planner that made it, as the maps are rendered from it: the same
+/// as a [`Plan`] without its reasons, with no string built for it (at a million addresses,
+/// building them was a twelfth of planning's instructions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanRef<'p> {
+    /// The planned address's local part.
+    pub local: &'p str,
+    /// The planned address's domain.
+    pub domain: &'p str,
+    /// What the secondary does.
+    pub class: Class,
+    /// Remote targets the secondary delivers to itself, sorted.
+    pub forward: &'p [&'p str],
+    /// Addresses sent to the primary as `(local, domain)`, in the order of the addresses (the
+    /// address itself when the class is punt).
+    pub punt: &'p [(&'p str, &'p str)],
+}
+
+impl PlanRef<'_> {
+    /// The planned address.
+    pub fn address(&self) -> String {
+        format!("{}@{}", self.local, self.domain)
+    }
+
+    /// The plan, owned, without reasons.
+    pub fn to_plan(&self) -> Plan {
+        Plan {
+            address: self.address(),
+            class: self.class,
+            forward: self.forward.iter().map(|f| f.to_string()).collect(),
+            punt: (self.punt.iter())
+                .map(|(l, d)| format!("{l}@{d}"))
+                .collect(),
+            reasons: Vec::new(),
+        }
+    }
+}
+
+/// What [`Planner::settle`] decided for a key.
+struct Settled<'a> {
+    /// The node whose kept expansion is the plan's, or `None`: the scratch expansion.
+    id: Option<usize>,
+    /// The domain the expansion's local units bind to.
+    bound: Option<&'a str>,
+    class: Class,
+    /// The unit that made a split plan punt, if one did.
+    demoted: Option<(&'a str, &'a str)>,
+}
+
 /// A punt unit: an address on the primary, either symbolic (a local name, bound to the served
 /// domain of the plan) or concrete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -259,6 +308,8 @@ pub struct Planner<'a> {
     root: Exp<'a>,
     /// Whether plans carry their reasons ([`Planner::without_reasons`]).
     reasons: bool,
+    /// The punt units of the last plan settled ([`Planner::settle`]), bound and sorted.
+    units: Vec<(&'a str, &'a str)>,
 }
 
 /// Where each entry is in the content's lists, for planning many addresses.
@@ -398,6 +449,7 @@ impl<'a> Planner<'a> {
             spare: Vec::new(),
             root: Exp::default(),
             reasons: true,
+            units: Vec::new(),
         }
     }
 
@@ -1038,33 +1090,92 @@ impl<'a> Planner<'a> {
         again
     }
 
-    /// Fills `plan` for `key`, reusing its allocations. A split plan with a unit that the
-    /// secondary would expand again is demoted to punt.
-    fn fill(&mut self, key: Key<'a>, plan: &mut Plan, scratch: &mut Exp<'a>) {
+    /// Plans `key`: expands what it needs and decides its class. A split plan with a unit that
+    /// the secondary would expand again is demoted to punt. The punt units are left in
+    /// `self.units` for [`Planner::view`].
+    fn settle(&mut self, key: Key<'a>, scratch: &mut Exp<'a>) -> Settled<'a> {
         let (id, bound) = self.top(key, scratch);
-        // Taken out while `exp` borrows the planner, put back at the end.
-        let mut spare = std::mem::take(&mut self.spare);
         let (local, domain) = key.addr;
-        let c = self.c;
+        let mut units = std::mem::take(&mut self.units);
+        units.clear();
         let exp: &Exp<'a> = id.and_then(|i| self.memo(i)).unwrap_or(scratch);
-        let reasons: &[R<'a>] = if self.reasons { &exp.reasons } else { &[] };
-        let bind = |u: Unit<'a>| match u.bind(bound) {
-            Unit::Local(n) => (n, domain),
-            Unit::Addr(l, d) => (l, d),
-        };
-        set(&mut plan.address, &[local, "@", domain]);
-        plan.class = class(exp);
-        fill_list(
-            &mut plan.forward,
-            exp.forward.iter().map(|f| [*f, "", ""]),
-            &mut spare,
-        );
-        let mut units: Vec<(&'a str, &'a str)> = Vec::new();
-        if plan.class == Class::Split {
-            units.extend(exp.units.iter().map(|&u| bind(u)));
+        let mut class = class(exp);
+        if class == Class::Split {
+            units.extend(exp.units.iter().map(|&u| match u.bind(bound) {
+                Unit::Local(n) => (n, domain),
+                Unit::Addr(l, d) => (l, d),
+            }));
             units.sort_unstable_by(|a, b| cmp_addr(*a, *b));
             units.dedup();
         }
+        let demoted = match class {
+            Class::Split => units.iter().copied().find(|&u| self.again(u)),
+            _ => None,
+        };
+        if demoted.is_some() {
+            class = Class::Punt;
+        }
+        if class == Class::Punt {
+            units.clear();
+            units.push((local, domain));
+        }
+        self.units = units;
+        Settled {
+            id,
+            bound,
+            class,
+            demoted,
+        }
+    }
+
+    /// The plan of `key` as [`Planner::settle`] left it.
+    fn view<'s>(&'s self, key: Key<'a>, s: &Settled<'a>, scratch: &'s Exp<'a>) -> PlanRef<'s> {
+        let exp: &Exp<'a> = s.id.and_then(|i| self.memo(i)).unwrap_or(scratch);
+        PlanRef {
+            local: key.addr.0,
+            domain: key.addr.1,
+            class: s.class,
+            forward: if s.class == Class::Punt {
+                &[]
+            } else {
+                &exp.forward
+            },
+            punt: if s.class == Class::Forward {
+                &[]
+            } else {
+                &self.units
+            },
+        }
+    }
+
+    /// Fills `plan` for `key`, reusing its allocations.
+    fn fill(&mut self, key: Key<'a>, plan: &mut Plan, scratch: &mut Exp<'a>) {
+        let s = self.settle(key, scratch);
+        // Taken out while the view borrows the planner, put back at the end.
+        let mut spare = std::mem::take(&mut self.spare);
+        let v = self.view(key, &s, scratch);
+        set(&mut plan.address, &[v.local, "@", v.domain]);
+        plan.class = v.class;
+        fill_list(
+            &mut plan.forward,
+            v.forward.iter().map(|f| [*f, "", ""]),
+            &mut spare,
+        );
+        fill_list(
+            &mut plan.punt,
+            v.punt.iter().map(|(l, d)| [*l, "@", *d]),
+            &mut spare,
+        );
+        let exp: &Exp<'a> = s.id.and_then(|i| self.memo(i)).unwrap_or(scratch);
+        let reasons: &[R<'a>] = match s.demoted {
+            _ if !self.reasons => &[],
+            Some(_) => &[],
+            None => &exp.reasons,
+        };
+        let bind = |u: Unit<'a>| match u.bind(s.bound) {
+            Unit::Local(n) => (n, key.addr.1),
+            Unit::Addr(l, d) => (l, d),
+        };
         for gone in plan.reasons.drain(reasons.len().min(plan.reasons.len())..) {
             spare.extend([gone.target, gone.origin]);
             spare.extend(gone.via);
@@ -1082,7 +1193,7 @@ impl<'a> Planner<'a> {
             slot.code = r.code;
             set(&mut slot.target, &[r.target]);
             slot.origin.clear();
-            if let Some(f) = c.files.get(r.at.file as usize) {
+            if let Some(f) = self.c.files.get(r.at.file as usize) {
                 slot.origin.push_str(f);
                 if r.at.line > 0 {
                     slot.origin.push(':');
@@ -1098,24 +1209,15 @@ impl<'a> Planner<'a> {
                 None => spare.extend(slot.via.take()),
             }
         }
-        match plan.class {
-            Class::Split => {
-                let again = units.iter().copied().find(|&u| self.again(u));
-                match again {
-                    Some((l, d)) => demote(plan, &format!("{l}@{d}"), self.reasons),
-                    None => fill_list(
-                        &mut plan.punt,
-                        units.iter().map(|(l, d)| [*l, "@", *d]),
-                        &mut spare,
-                    ),
-                }
-            }
-            Class::Punt => fill_list(
-                &mut plan.punt,
-                std::iter::once([local, "@", domain]),
-                &mut spare,
-            ),
-            Class::Forward => fill_list(&mut plan.punt, std::iter::empty(), &mut spare),
+        if let (Some((l, d)), true) = (s.demoted, self.reasons) {
+            // Demoted: the unit the secondary would expand again is the reason.
+            let unit = format!("{l}@{d}");
+            plan.reasons.push(Reason {
+                code: Code::Unknown,
+                target: unit.clone(),
+                origin: String::new(),
+                via: Some(unit),
+            });
         }
         self.spare = spare;
     }
@@ -1136,16 +1238,27 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Like [`Planner::plan_each`], on as many threads as there are `sinks`: the addresses, in
-    /// order, are cut into that many runs of about the same length, and run `i` is planned into
-    /// `sinks[i]` by a planner of its own that shares this one's indexes. A plan does not depend
-    /// on what was planned before it (see the module), so the runs together make exactly the
-    /// plans of [`Planner::plan_each`]; an expansion that two runs need is made by both. Returns
-    /// the sinks, in order. [`Planner::unknown_names`] afterwards holds the first run's only.
+    /// Calls `f` with the borrowed plan of each key, in order.
+    fn view_keys(&mut self, keys: &[Key<'a>], mut f: impl FnMut(&PlanRef<'_>)) {
+        let mut scratch = Exp::default();
+        for &key in keys {
+            let s = self.settle(key, &mut scratch);
+            f(&self.view(key, &s, &scratch));
+        }
+    }
+
+    /// Like [`Planner::plan_each`], with each plan borrowed ([`PlanRef`], which carries no
+    /// reasons: make the planner [without them](Planner::without_reasons)), on as many threads
+    /// as there are `sinks`: the addresses, in order, are cut into that many runs of about the
+    /// same length, and run `i` is planned into `sinks[i]` by a planner of its own that shares
+    /// this one's indexes. A plan does not depend on what was planned before it (see the
+    /// module), so the runs together make exactly the plans of [`Planner::plan_each`]; an
+    /// expansion that two runs need is made by both. Returns the sinks, in order.
+    /// [`Planner::unknown_names`] afterwards holds the first run's only.
     pub fn plan_runs<S: Send>(
         &mut self,
         sinks: Vec<S>,
-        f: impl Fn(&mut S, &Plan) + Sync,
+        f: impl Fn(&mut S, &PlanRef<'_>) + Sync,
     ) -> Vec<S> {
         let keys = keys(self.c);
         let runs = sinks.len().max(1);
@@ -1160,14 +1273,14 @@ impl<'a> Planner<'a> {
                     let mut planner = self.fork();
                     let keys = run(i);
                     s.spawn(move || {
-                        planner.plan_keys(keys, |p| f(&mut sink, p));
+                        planner.view_keys(keys, |p| f(&mut sink, p));
                         sink
                     })
                 })
                 .collect();
             let mut out = Vec::with_capacity(runs);
             if let Some((i, mut sink)) = first {
-                self.plan_keys(run(i), |p| f(&mut sink, p));
+                self.view_keys(run(i), |p| f(&mut sink, p));
                 out.push(sink);
             }
             for h in others {
@@ -1180,9 +1293,9 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Like [`Planner::plan_each`], for only the valid addresses whose local part is in
-    /// `affected`.
-    pub fn plan_affected(&mut self, affected: &Affected, mut f: impl FnMut(&Plan)) {
+    /// Like [`Planner::plan_each`], with each plan borrowed ([`PlanRef`]), for only the valid
+    /// addresses whose local part is in `affected`.
+    pub fn plan_affected(&mut self, affected: &Affected, f: impl FnMut(&PlanRef<'_>)) {
         let c = self.c;
         let mut keys: Vec<Key<'a>> = Vec::new();
         for name in &affected.names {
@@ -1190,12 +1303,7 @@ impl<'a> Planner<'a> {
         }
         keys.sort_unstable_by(|a, b| cmp_addr(a.addr, b.addr));
         keys.dedup_by(|b, a| a.addr == b.addr);
-        let mut plan = Plan::empty();
-        let mut scratch = Exp::default();
-        for key in keys {
-            self.fill(key, &mut plan, &mut scratch);
-            f(&plan);
-        }
+        self.view_keys(&keys, f);
     }
 
     /// The plan for one address, or `None` when it is not a valid recipient at a served domain.
@@ -1624,23 +1732,6 @@ impl Plan {
             punt: Vec::new(),
             reasons: Vec::new(),
         }
-    }
-}
-
-/// Makes a split plan punt because one of its units would be expanded again by the secondary,
-/// with that as its reason when plans carry `reasons`.
-fn demote(plan: &mut Plan, unit: &str, reasons: bool) {
-    plan.class = Class::Punt;
-    plan.forward.clear();
-    plan.punt = vec![plan.address.clone()];
-    plan.reasons.clear();
-    if reasons {
-        plan.reasons.push(Reason {
-            code: Code::Unknown,
-            target: unit.to_string(),
-            origin: String::new(),
-            via: Some(unit.to_string()),
-        });
     }
 }
 

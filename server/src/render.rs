@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use proto::plan::Affected;
-use proto::{Class, Content, Planner, addr};
+use proto::{Class, Content, PlanRef, Planner, addr};
 
 use crate::store::Counts;
 
@@ -306,6 +306,8 @@ struct Lines<'x> {
     error: Option<RenderError>,
     /// Reused per plan: the targets of a line, sorted and unique.
     order: Vec<(bool, usize)>,
+    /// Reused per plan: the punt units of a split plan as addresses.
+    units: Vec<String>,
 }
 
 impl<'x> Lines<'x> {
@@ -323,6 +325,7 @@ impl<'x> Lines<'x> {
             counts: Counts::default(),
             error: None,
             order: Vec::new(),
+            units: Vec::new(),
         }
     }
 
@@ -335,7 +338,7 @@ impl<'x> Lines<'x> {
     }
 
     /// Adds the lines of `p` (the next address in order).
-    fn add(&mut self, p: &proto::Plan) {
+    fn add(&mut self, p: &PlanRef<'_>) {
         if self.error.is_some() {
             return;
         }
@@ -366,20 +369,22 @@ impl<'x> Lines<'x> {
         })
     }
 
-    fn lines(&mut self, p: &proto::Plan) {
-        if !addr::valid_address(&p.address) {
-            self.error = Some(self.bad("address", &p.address));
+    fn lines(&mut self, p: &PlanRef<'_>) {
+        if !addr::valid_parts(p.local, p.domain) {
+            self.error = Some(self.bad("address", &p.address()));
             return;
         }
         let c = &mut self.counts;
         c.addresses += 1;
-        let a = p.address.as_str();
+        let a = [p.local, "@", p.domain];
         let [relay, recipients, virt, forward] = &mut self.bufs;
         if let Some(b) = relay.as_mut() {
-            push(b, &[a, " OK\n"]);
+            push(b, &a);
+            b.push_str(" OK\n");
         }
         if let Some(b) = recipients.as_mut() {
-            push(b, &[a, "\n"]);
+            push(b, &a);
+            b.push('\n');
         }
         match p.class {
             Class::Punt => c.punt += 1,
@@ -389,9 +394,17 @@ impl<'x> Lines<'x> {
                 } else {
                     c.split += 1;
                 }
+                // The punt units as addresses, in strings kept between plans.
+                let units = &mut self.units;
+                units.resize_with(units.len().max(p.punt.len()), String::new);
+                for (s, (l, d)) in units.iter_mut().zip(p.punt) {
+                    s.clear();
+                    push(s, &[l, "@", d]);
+                }
+                let units = &units[..p.punt.len()];
                 // Sorted and unique, through a reused index buffer (no allocation per address).
                 let get = |&(punt, i): &(bool, usize)| -> &str {
-                    if punt { &p.punt[i] } else { &p.forward[i] }
+                    if punt { &units[i] } else { p.forward[i] }
                 };
                 let order = &mut self.order;
                 order.clear();
@@ -400,12 +413,14 @@ impl<'x> Lines<'x> {
                 order.sort_unstable_by(|x, y| get(x).cmp(get(y)));
                 order.dedup_by(|x, y| get(x) == get(y));
                 if let Some(t) = order.iter().map(get).find(|t| !addr::valid_address(t)) {
-                    self.error = Some(self.bad("target", t));
+                    let t = t.to_string();
+                    self.error = Some(self.bad("target", &t));
                     return;
                 }
                 for (b, sep) in [(virt, " "), (forward, ": ")] {
                     if let Some(b) = b.as_mut() {
-                        push(b, &[a, sep]);
+                        push(b, &a);
+                        b.push_str(sep);
                         for (i, t) in order.iter().map(get).enumerate() {
                             if i > 0 {
                                 b.push_str(", ");
