@@ -267,7 +267,7 @@ struct Frame<'a> {
 /// [`Planner::plan`]; expansions are shared between calls.
 pub struct Planner<'a> {
     c: &'a Content,
-    domains: FxHashSet<&'a str>,
+    domains: Served<'a>,
     /// Hash indexes of the entries, or `None`: found by binary search in the sorted lists of
     /// normalized content ([`Planner::sparse`]).
     maps: Option<Arc<Maps<'a>>>,
@@ -310,6 +310,46 @@ pub struct Planner<'a> {
     reasons: bool,
     /// The punt units of the last plan settled ([`Planner::settle`]), bound and sorted.
     units: Vec<(&'a str, &'a str)>,
+}
+
+/// The served domains, for asking whether a domain is one (of every address item planned).
+/// Most primaries serve a few, which are compared one by one: hashing a remote domain cost
+/// more than comparing it with a few. Many are hashed.
+struct Served<'a> {
+    few: Vec<&'a str>,
+    many: Option<FxHashSet<&'a str>>,
+}
+
+/// Served domains up to this many are compared one by one.
+const FEW_DOMAINS: usize = 8;
+
+impl<'a> Served<'a> {
+    fn of(c: &'a Content) -> Self {
+        let all = c.domains.iter().map(String::as_str);
+        if c.domains.len() <= FEW_DOMAINS {
+            Served {
+                few: all.collect(),
+                many: None,
+            }
+        } else {
+            Served {
+                few: Vec::new(),
+                many: Some(all.collect()),
+            }
+        }
+    }
+
+    /// The content's own string of `domain`, when it is served.
+    fn get(&self, domain: &str) -> Option<&'a str> {
+        match &self.many {
+            Some(set) => set.get(domain).copied(),
+            None => self.few.iter().find(|&&d| d == domain).copied(),
+        }
+    }
+
+    fn contains(&self, domain: &str) -> bool {
+        self.get(domain).is_some()
+    }
 }
 
 /// Where each entry is in the content's lists, for planning many addresses.
@@ -429,7 +469,7 @@ impl<'a> Planner<'a> {
         let room = if maps.is_some() { n } else { 0 };
         Planner {
             c,
-            domains: c.domains.iter().map(String::as_str).collect(),
+            domains: Served::of(c),
             maps,
             state: vec![UNSEEN; n],
             index: vec![0; n],
@@ -816,12 +856,9 @@ impl<'a> Planner<'a> {
         let at = At { file, line: t.line };
         match t.kind {
             Kind::Local => self.resolve_local(&t.value, at),
-            _ => match addr::split(&t.value) {
-                Some((l, d)) if self.domains.contains(d) => {
-                    let d = self.domains.get(d).copied().unwrap_or(d);
-                    self.resolve_addr(l, d, &t.value, at)
-                }
-                _ => Ref::Forward(&t.value),
+            _ => match addr::split(&t.value).and_then(|(l, d)| Some((l, self.domains.get(d)?))) {
+                Some((l, d)) => self.resolve_addr(l, d, &t.value, at),
+                None => Ref::Forward(&t.value),
             },
         }
     }
@@ -1018,7 +1055,7 @@ impl<'a> Planner<'a> {
 
     /// The content-owned `(local, domain)` of a valid address, or `None`.
     fn key_of(&self, local: &str, domain: &str) -> Option<Key<'a>> {
-        let domain = *self.domains.get(domain)?;
+        let domain = self.domains.get(domain)?;
         let lkey = lower(local);
         let c = self.c;
         let named = self.named(&lkey);
@@ -1372,7 +1409,7 @@ enum Reach<'a> {
 
 /// What `t` names, for [`Affected::close_over`]: a local name, an address at one of `domains`,
 /// or an include file; nothing else reaches an entry of the content.
-fn reference<'a>(t: &'a Target, domains: &FxHashSet<&str>) -> Option<Reach<'a>> {
+fn reference<'a>(t: &'a Target, domains: &Served<'_>) -> Option<Reach<'a>> {
     match t.kind {
         Kind::Local => Some(Reach::Name(lower(&t.value))),
         Kind::Address => match addr::split(&t.value) {
@@ -1430,7 +1467,7 @@ struct Slots {
 impl Slots {
     /// The slots of `c`, with the aliases looked through in two halves side by side when there
     /// are `2 * half` or more.
-    fn of(c: &Content, domains: &FxHashSet<&str>, half: usize) -> Slots {
+    fn of(c: &Content, domains: &Served<'_>, half: usize) -> Slots {
         let item = |t: &Target| match reference(t, domains) {
             Some(Reach::Name(n)) => Some(Sieve::slot(&n) as u32),
             Some(Reach::Include(p)) => Some((Sieve::INCLUDE | Sieve::slot(p)) as u32),
@@ -1531,7 +1568,7 @@ impl Affected {
         if self.is_empty() {
             return;
         }
-        let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+        let domains = Served::of(c);
         let slots = Slots::of(c, &domains, half);
         for _ in 0..passes {
             if !self.pass(c, &domains, &slots) {
@@ -1543,7 +1580,7 @@ impl Affected {
 
     /// One pass over `c`: adds every entry that reaches an affected name or include. Whether
     /// it added any.
-    fn pass(&mut self, c: &Content, domains: &FxHashSet<&str>, slots: &Slots) -> bool {
+    fn pass(&mut self, c: &Content, domains: &Served<'_>, slots: &Slots) -> bool {
         let sieve = Sieve::of(self);
         let reaches = |ts: &[Target]| {
             ts.iter().any(|t| match reference(t, domains) {
@@ -1579,7 +1616,7 @@ impl Affected {
     }
 
     /// The closure through an index of who names what.
-    fn walk_index(&mut self, c: &Content, domains: &FxHashSet<&str>) {
+    fn walk_index(&mut self, c: &Content, domains: &Served<'_>) {
         const END: u32 = u32::MAX;
         // For each folded local name and include path, the first of the entries whose items
         // name it; `edges` holds each entry (alias, then virtual, then include, numbered in that
@@ -1750,7 +1787,7 @@ struct Key<'a> {
 /// only its full addresses, and any other content's keys, are sorted (at a million aliases the
 /// sort was a tenth of planning's wall time, on both cores, before the runs begin).
 fn keys(c: &Content) -> Vec<Key<'_>> {
-    let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+    let domains = Served::of(c);
     // A full address's local part is in the local names (at every served domain) when it names
     // any entry, and its key then merges with that one.
     let served = |k: &(&str, &str)| domains.contains(k.1);
@@ -1772,8 +1809,9 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
     let mut out = match locals_in_address_order(c) {
         // Normalized content: its local names at each domain come in order without a sort.
         Some(locals) => {
-            let mut ds: Vec<&str> = domains.iter().copied().collect();
+            let mut ds: Vec<&str> = c.domains.iter().map(String::as_str).collect();
             ds.sort_unstable();
+            ds.dedup();
             let mut out = Vec::with_capacity(ds.len() * locals.len());
             for (name, named) in locals {
                 out.extend(ds.iter().map(|&d| Key {

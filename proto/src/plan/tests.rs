@@ -650,6 +650,34 @@ fn plan_all_lists_every_valid_address_once() {
 }
 
 #[test]
+fn served_domains_are_found_however_many() {
+    // Up to FEW_DOMAINS compared one by one, more hashed: the same answers, and the content's
+    // own string.
+    let check = |n: usize, probe: &str, expected: bool| {
+        let c = Content {
+            domains: (0..n).map(|i| format!("d{i}.example")).collect(),
+            ..Content::default()
+        };
+        let served = Served::of(&c);
+        assert_eq!(served.many.is_some(), n > FEW_DOMAINS, "{n} domains");
+        let got = served.get(probe);
+        assert_eq!(got.is_some(), expected, "{probe} among {n}");
+        if let Some(d) = got {
+            assert!(c.domains.iter().any(|x| std::ptr::eq(x.as_str(), d)));
+        }
+    };
+    for n in [1, 2, FEW_DOMAINS, FEW_DOMAINS + 1, 40] {
+        check(n, "d0.example", true);
+        check(n, &format!("d{}.example", n - 1), true);
+        check(n, &format!("d{n}.example"), false);
+        check(n, "d0.example.", false);
+        check(n, "D0.example", false);
+        check(n, "", false);
+    }
+    check(0, "d0.example", false);
+}
+
+#[test]
 fn many_keys_come_in_address_order() {
     // Many names, in the order of the content's lists, where `nX` and `nX-y` order differently
     // as names and as addresses (`-` sorts before `@`).
@@ -957,7 +985,7 @@ mod affected {
              far: x1@remote.net\nnone: someone@remote.net, \"|/bin/x\"\nlast: postmaster\n\
              == virtual\nv@example.org postmaster@example.org\n== /etc/mail/l\nInfo-List\n",
         );
-        let domains: FxHashSet<&str> = c.domains.iter().map(String::as_str).collect();
+        let domains = Served::of(&c);
         let nodes: Vec<&str> = (c.aliases.iter().map(|a| a.name.as_str()))
             .chain(c.virtuals.iter().map(|v| v.key.as_str()))
             .chain(c.includes.iter().map(|i| i.path.as_str()))
