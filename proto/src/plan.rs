@@ -1204,10 +1204,10 @@ impl<'a> Planner<'a> {
             &mut spare,
         );
         let exp: &Exp<'a> = s.id.and_then(|i| self.memo(i)).unwrap_or(scratch);
-        let reasons: &[R<'a>] = match s.demoted {
-            _ if !self.reasons => &[],
-            Some(_) => &[],
-            None => &exp.reasons,
+        // A demoted plan's one reason is written below.
+        let reasons: &[R<'a>] = match (self.reasons, s.demoted) {
+            (true, None) => &exp.reasons,
+            _ => &[],
         };
         let bind = |u: Unit<'a>| match u.bind(s.bound) {
             Unit::Local(n) => (n, key.addr.1),
