@@ -211,7 +211,8 @@ pub(crate) fn collect_scenario(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One changed line in a large primary, edit to live maps, with `mxsync-agent run` watching.
+/// One changed line in a large primary, edit saved to live maps, with `mxsync-agent run`
+/// watching.
 pub(crate) fn edit_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
     let s = site(n)?;
     let agent = procs::spawn(&procs::bin("mxsync-agent")?, &s.agent_config)?;
@@ -230,8 +231,11 @@ pub(crate) fn edit_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
     let aliases = s.root.join("aliases");
     let mut text = std::fs::read(&aliases)?;
     let at = text.len() - marker(0).len();
+    // Each edit's time from the edited file saved (the bench's rewrite of it closed: nothing
+    // can read the edit before, and postalias beside it starts from the saved file too), and
+    // from the start of that rewrite, which is the disk's time for 50 MiB, not mxsync's.
     let mut lat = Vec::new();
-    // How long the bench's own rewrite of the file takes, inside each edit's time.
+    let mut lat_write = Vec::new();
     let mut writes = Vec::new();
     let mut lost = 0;
     for i in 1..=edits {
@@ -240,44 +244,55 @@ pub(crate) fn edit_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
         let needle = format!("zzmarker@{} m{i:07}@remote.example", data::DOMAIN);
         let t = Instant::now();
         std::fs::write(&aliases, &text)?;
-        writes.push(t.elapsed().as_secs_f64());
+        let saved = Instant::now();
+        writes.push((saved - t).as_secs_f64());
         let live = wait_map(&s.virt, &needle, Duration::from_secs(60));
         match live {
-            Some(_) => lat.push(t.elapsed().as_secs_f64()),
+            Some(_) => {
+                lat.push(saved.elapsed().as_secs_f64());
+                lat_write.push(t.elapsed().as_secs_f64());
+            }
             None => lost += 1,
         }
     }
     lat.sort_by(f64::total_cmp);
+    lat_write.sort_by(f64::total_cmp);
     let agent_rss = procs::status_mib(pid, "VmHWM:");
     let server_rss = procs::status_mib(s.server.0.id(), "VmHWM:");
     let peer = postalias(&aliases);
     println!(
-        "scenario: one changed line in a {n}-alias primary (same size, in place), edit to live \
-         Postfix map through `mxsync-agent run` and the server; {edits} edits"
+        "scenario: one changed line in a {n}-alias primary (same size, in place), edit saved to \
+         live Postfix map through `mxsync-agent run` and the server; {edits} edits"
     );
     println!("| measure | mxsync | postalias (whole file) | ratio |");
     println!("|---|---|---|---|");
     let p50 = percentile(&lat, 0.5);
     let max = lat.last().copied().unwrap_or(f64::NAN);
+    let p50_write = percentile(&lat_write, 0.5);
+    let max_write = lat_write.last().copied().unwrap_or(f64::NAN);
+    writes.sort_by(f64::total_cmp);
+    let write = percentile(&writes, 0.5);
     match &peer {
         Ok(p) => {
-            println!("| p50 | {p50:.2} s | {p:.2} s | {:.2} |", p50 / p);
+            println!(
+                "| p50, from the edit saved | {p50:.2} s | {p:.2} s | {:.2} |",
+                p50 / p
+            );
             summary(
                 "one changed line in 1M",
-                "edit to live maps, p50",
-                format!("{p50:.2} s"),
+                "edit saved to live maps, p50",
+                format!("{p50:.2} s ({p50_write:.2} s from the start of the 50 MiB write)"),
                 format!("postalias {p:.2} s"),
                 format!("{:.2}", p50 / p),
             );
         }
-        Err(e) => println!("| p50 | {p50:.2} s | not run: {e} | - |"),
+        Err(e) => println!("| p50, from the edit saved | {p50:.2} s | not run: {e} | - |"),
     }
-    println!("| max | {max:.2} s | - | - |");
-    writes.sort_by(f64::total_cmp);
+    println!("| max, from the edit saved | {max:.2} s | - | - |");
     println!(
-        "| of which the bench's own rewrite of the aliases file (open with O_TRUNC, write, close), p50 | {:.2} s | - | - |",
-        percentile(&writes, 0.5)
+        "| p50 / max from the start of the bench's rewrite of the aliases file (open with O_TRUNC, write, close) | {p50_write:.2} / {max_write:.2} s | - | - |"
     );
+    println!("| the rewrite itself, p50 | {write:.2} s | - | - |");
     println!("| lost | {lost} of {edits} | - | - |");
     println!("| peak RSS agent / server | {agent_rss:.0} / {server_rss:.0} MiB | - | - |");
     drop(agent);

@@ -11,7 +11,7 @@
 //! - `bench cold [N]`: `mxsync-agent once` on a generated N-alias primary on disk until the
 //!   server's 200; wall time and peak RSS of both processes; `postalias` on the same file.
 //! - `bench edit [N] [EDITS]`: one changed line in that primary with `mxsync-agent run`
-//!   watching, edit to live maps.
+//!   watching, edit saved to live maps (and from the start of the bench's rewrite of the file).
 //! - `bench load [AGENTS] [ALIASES] [ROUNDS]`: many agents pushing at once, status latency.
 //! - `bench delta [N]`: the server's delta path for one changed alias, step by step.
 //! - `bench all`: every scenario at its default size, then one table of every figure.
