@@ -162,6 +162,30 @@ fn recipients_and_passwd() {
 }
 
 #[test]
+fn passwd_fields_are_the_seven_split_gives() {
+    let check = |line: &str| {
+        let split: Vec<&str> = line.split(':').collect();
+        let want = (split.len() == 7).then(|| split.clone());
+        assert_eq!(lines::passwd_fields(line).map(Vec::from), want, "{line:?}");
+    };
+    for line in [
+        "",
+        ":",
+        "::::::",
+        ":::::::",
+        "::::::::",
+        "a:x:1000:1000::/home/a:/bin/sh",
+        "a:x:1000:1000::/home/a:/bin/sh:",
+        "a:x:1000:1000:/home/a:/bin/sh",
+        ":x:1:2:g:/h:",
+        "\u{e9}t\u{e9}:x:1:2:\u{fc}ber:/h/\u{e9}:/s",
+        "no colon at all",
+    ] {
+        check(line);
+    }
+}
+
+#[test]
 fn virtual_entries() {
     let mut d = Vec::new();
     let v = parse_virtual(b"A@X.org  b@y.org,\n  c\nk@x.org: v\nlonely\n", "f", &mut d);
