@@ -1831,26 +1831,24 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
             .filter(served)
             .map(full),
     );
-    let mut out = match locals_in_address_order(c) {
-        // Normalized content: its local names at each domain come in order without a sort.
-        Some(locals) => {
-            let mut ds: Vec<&str> = c.domains.iter().map(String::as_str).collect();
-            ds.sort_unstable();
-            ds.dedup();
-            let mut out = Vec::with_capacity(ds.len() * locals.len());
-            for (name, named) in locals {
-                out.extend(ds.iter().map(|&d| Key {
-                    addr: (name, d),
-                    named,
-                }));
-            }
-            if !fulls.is_empty() {
-                sort_keys(&mut fulls);
-                out = merge_keys(out, fulls);
-            }
-            out
-        }
-        None => sorted_keys(c, fulls),
+    let mut ds: Vec<&str> = c.domains.iter().map(String::as_str).collect();
+    ds.sort_unstable();
+    ds.dedup();
+    let mut out = Vec::with_capacity(ds.len() * (c.aliases.len() + c.users.len()));
+    // Normalized content: its local names at each domain come in order without a sort.
+    let merged = locals_in_address_order(c, |name, named| {
+        out.extend(ds.iter().map(|&d| Key {
+            addr: (name, d),
+            named,
+        }))
+    });
+    let mut out = if !merged {
+        sorted_keys(c, fulls)
+    } else if fulls.is_empty() {
+        out
+    } else {
+        sort_keys(&mut fulls);
+        merge_keys(out, fulls)
     };
     out.dedup_by(|later, kept| {
         let same = later.addr == kept.addr;
@@ -1878,23 +1876,24 @@ fn sorted_keys<'a>(c: &'a Content, mut fulls: Vec<Key<'a>>) -> Vec<Key<'a>> {
     out
 }
 
-/// The local names of `c` (alias names, user names, bare virtual keys, each once with every
-/// entry it names) in the order of their addresses at one domain, when each of those lists is
-/// sorted without repeats, as in normalized content; `None` otherwise.
+/// Gives `out` the local names of `c` (alias names, user names, bare virtual keys, each once
+/// with every entry it names) in the order of their addresses at one domain, when each of
+/// those lists is sorted without repeats, as in normalized content (and says so); otherwise
+/// gives it nothing and returns false.
 ///
 /// Names in byte order are almost in address order: `name@...` orders as `name` does except
 /// where one name begins another and the longer one goes on with a byte below `@` (`a1` before
 /// `a10` as names, `a10@` before `a1@` as addresses). So each name waits on a stack while the
 /// names after it begin with it and go on below `@`, and comes out before the first that does
 /// not, longest waiting first: one pass, no sort.
-fn locals_in_address_order<'a>(c: &'a Content) -> Option<Vec<(&'a str, Named)>> {
+fn locals_in_address_order<'a>(c: &'a Content, mut out: impl FnMut(&'a str, Named)) -> bool {
     use std::cmp::Ordering;
     let strictly = |a: &str, b: &str| a < b;
     if !(c.aliases.is_sorted_by(|a, b| strictly(&a.name, &b.name))
         && c.users.is_sorted_by(|a, b| strictly(&a.name, &b.name))
         && c.virtuals.is_sorted_by(|a, b| strictly(&a.key, &b.key)))
     {
-        return None;
+        return false;
     }
     // Users and bare virtual keys (most names are aliases'), merged first.
     let users = (c.users.iter().enumerate()).map(|(i, u)| {
@@ -1907,17 +1906,17 @@ fn locals_in_address_order<'a>(c: &'a Content) -> Option<Vec<(&'a str, Named)>> 
     let others = merge_names(users.collect(), bare.collect());
     let aliases = (c.aliases.iter().enumerate())
         .map(|(i, a)| (a.name.as_str(), Named::new(Some(i), None, None)));
-    let mut out = Vec::with_capacity(c.aliases.len() + others.len());
     let mut waiting: Vec<(&'a str, Named)> = Vec::new();
     let mut emit = |name: &'a str, named| {
-        while let Some(&(w, _)) = waiting.last() {
+        while let Some(&(w, n)) = waiting.last() {
             let below_at = name.len() > w.len()
                 && name.as_bytes().starts_with(w.as_bytes())
                 && name.as_bytes()[w.len()] < b'@';
             if below_at {
                 break;
             }
-            out.extend(waiting.pop());
+            out(w, n);
+            waiting.pop();
         }
         waiting.push((name, named));
     };
@@ -1936,8 +1935,10 @@ fn locals_in_address_order<'a>(c: &'a Content) -> Option<Vec<(&'a str, Named)>> 
     for &(other, n) in &others[o..] {
         emit(other, n);
     }
-    out.extend(waiting.into_iter().rev());
-    Some(out)
+    for (w, n) in waiting.into_iter().rev() {
+        out(w, n);
+    }
+    true
 }
 
 /// Two lists of names in byte order, merged into one in that order, a name in both once with
