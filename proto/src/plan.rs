@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::fxhash::{FxHashMap, FxHashSet};
 
@@ -268,10 +268,9 @@ struct Frame<'a> {
 pub struct Planner<'a> {
     c: &'a Content,
     domains: Served<'a>,
-    /// Hash indexes of the entries, built when first needed ([`Planner::maps`]) or beside the
-    /// keys ([`Planner::all_keys`]), or `None`: found by binary search in the sorted lists of
+    /// Hash indexes of the entries, or `None`: found by binary search in the sorted lists of
     /// normalized content ([`Planner::sparse`]).
-    maps: Option<OnceLock<Arc<Maps<'a>>>>,
+    maps: Option<Arc<Maps<'a>>>,
     /// `UNSEEN`, `ON_STACK` (being expanded, or finished but its strongly connected component
     /// not yet complete) or `DONE` (memoised).
     state: Vec<u8>,
@@ -426,45 +425,18 @@ fn lower(s: &str) -> Cow<'_, str> {
 }
 
 impl<'a> Planner<'a> {
-    /// For planning many addresses of `content` (which should be
-    /// [validated](Content::validate)): its entries are indexed (hashed) when first needed, and
-    /// side by side with the list of every address when planning them all.
+    /// Indexes `content` (which should be [validated](Content::validate)) for planning many
+    /// addresses.
     pub fn new(c: &'a Content) -> Self {
-        Self::with(c, Some(OnceLock::new()))
+        Self::with(c, Some(Arc::new(Maps::of(c))))
     }
 
     /// A planner of the same content sharing this one's indexes, with nothing expanded yet: for
     /// planning on another thread.
     fn fork(&self) -> Planner<'a> {
-        let maps = (self.maps.as_ref()).map(|m| OnceLock::from(Arc::clone(self.built(m))));
         Planner {
             reasons: self.reasons,
-            ..Self::with(self.c, maps)
-        }
-    }
-
-    /// The indexes in `cell`, built now if they are not yet.
-    fn built<'s>(&self, cell: &'s OnceLock<Arc<Maps<'a>>>) -> &'s Arc<Maps<'a>> {
-        cell.get_or_init(|| Arc::new(Maps::of(self.c)))
-    }
-
-    /// The hash indexes of the entries, or `None` for a [sparse](Planner::sparse) planner.
-    fn maps(&self) -> Option<&Maps<'a>> {
-        self.maps.as_ref().map(|m| &**self.built(m))
-    }
-
-    /// The key of every valid address ([`keys`]), found side by side with the building of the
-    /// indexes when they are not built yet (at a million aliases, each took a tenth of a second
-    /// before any plan).
-    fn all_keys(&self) -> Vec<Key<'a>> {
-        match &self.maps {
-            Some(cell) if cell.get().is_none() => {
-                let c = self.c;
-                let (maps, keys) = crate::par::join(|| Maps::of(c), || keys(c));
-                let _ = cell.set(Arc::new(maps));
-                keys
-            }
-            _ => keys(self.c),
+            ..Self::with(self.c, self.maps.clone())
         }
     }
 
@@ -492,7 +464,7 @@ impl<'a> Planner<'a> {
         Self::with(c, None)
     }
 
-    fn with(c: &'a Content, maps: Option<OnceLock<Arc<Maps<'a>>>>) -> Self {
+    fn with(c: &'a Content, maps: Option<Arc<Maps<'a>>>) -> Self {
         let n = c.aliases.len() + c.virtuals.len();
         let room = if maps.is_some() { n } else { 0 };
         Planner {
@@ -524,7 +496,7 @@ impl<'a> Planner<'a> {
     /// The alias, user and bare virtual entry named `name` (folded).
     fn named(&self, name: &str) -> Named {
         let c = self.c;
-        if let Some(m) = self.maps() {
+        if let Some(m) = &self.maps {
             return m.names.get(name);
         }
         let user = (c.users.binary_search_by(|u| u.name.as_str().cmp(name))).ok();
@@ -540,21 +512,24 @@ impl<'a> Planner<'a> {
 
     /// The virtual entry whose key is `local@domain`.
     fn virtual_at(&self, local: &str, domain: &str) -> Option<usize> {
-        let hashed = self.maps().map(|m| m.virtuals.get(&(local, domain)));
+        let hashed = self.maps.as_ref().map(|m| m.virtuals.get(&(local, domain)));
         find(hashed, &self.c.virtuals, |v| {
             cmp_joined(&v.key, (local, domain))
         })
     }
 
     fn recipient(&self, local: &str, domain: &str) -> Option<usize> {
-        let hashed = self.maps().map(|m| m.recipients.get(&(local, domain)));
+        let hashed = self
+            .maps
+            .as_ref()
+            .map(|m| m.recipients.get(&(local, domain)));
         find(hashed, &self.c.recipients, |r| {
             cmp_joined(&r.address, (local, domain))
         })
     }
 
     fn include(&self, path: &str) -> Option<usize> {
-        let hashed = self.maps().map(|m| m.includes.get(path));
+        let hashed = self.maps.as_ref().map(|m| m.includes.get(path));
         find(hashed, &self.c.includes, |i| i.path.as_str().cmp(path))
     }
 
@@ -1287,7 +1262,7 @@ impl<'a> Planner<'a> {
     /// Calls `f` with the plan of every valid address, in address order. The `Plan` passed is
     /// reused between calls (no allocation per plan once warm); clone it to keep it.
     pub fn plan_each(&mut self, f: impl FnMut(&Plan)) {
-        let keys = self.all_keys();
+        let keys = keys(self.c);
         self.plan_keys(&keys, f);
     }
 
@@ -1322,7 +1297,7 @@ impl<'a> Planner<'a> {
         sinks: Vec<S>,
         f: impl Fn(&mut S, &PlanRef<'_>) + Sync,
     ) -> Vec<S> {
-        let keys = self.all_keys();
+        let keys = keys(self.c);
         let runs = sinks.len().max(1);
         let len = keys.len().div_ceil(runs);
         let run = |i: usize| &keys[(i * len).min(keys.len())..((i + 1) * len).min(keys.len())];

@@ -14,8 +14,8 @@ fn check(fixture: &str, address: &str, expected: &str) {
         "plan of {address} on:\n{fixture}\ndiagnostics: {:#?}",
         c.diagnostics
     );
-    // plan_all must agree with plan for the same address, from a fresh planner (its indexes
-    // built beside the keys) and from the one that planned it (its indexes built already).
+    // plan_all must agree with plan for the same address, from a fresh planner and from the
+    // one that planned it (with expansions kept already).
     let all = Planner::new(&c).plan_all();
     assert_eq!(planner.plan_all(), all, "plan_all after plan");
     let from_all = all.iter().find(|p| p.address == address.to_lowercase());
