@@ -130,7 +130,7 @@ pub(crate) fn normalize_address_at(mut a: String, at: usize) -> Result<String, S
     debug_assert_eq!(last_at(&a), Some(at));
     a[at + 1..].make_ascii_lowercase();
     // Split where it was found (the same last `@`), not searched for again.
-    if valid_local_part(&a[..at]) && valid_domain(&a[at + 1..]) {
+    if valid_parts(&a[..at], &a[at + 1..]) {
         Ok(a)
     } else {
         Err(a)
