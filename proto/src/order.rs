@@ -34,7 +34,17 @@ pub(crate) fn sorted<T: Send>(
             || second.sort_unstable_by(&cmp),
         );
     }
-    let (mut a, mut b) = (v.into_iter().peekable(), second.into_iter().peekable());
+    merged(v, second, cmp)
+}
+
+/// Two lists each in the order of `cmp`, merged as they are taken into one in that order; of
+/// items `cmp` finds equal, `a`'s come first.
+pub(crate) fn merged<T>(
+    a: Vec<T>,
+    b: Vec<T>,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> impl Iterator<Item = T> {
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     std::iter::from_fn(move || match (a.peek(), b.peek()) {
         (Some(x), Some(y)) if cmp(y, x).is_lt() => b.next(),
         (Some(_), _) => a.next(),

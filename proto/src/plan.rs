@@ -1823,7 +1823,7 @@ fn keys(c: &Content) -> Vec<Key<'_>> {
         out
     } else {
         sort_keys(&mut fulls);
-        merge_keys(out, fulls)
+        crate::order::merged(out, fulls, |x, y| cmp_addr(x.addr, y.addr)).collect()
     };
     out.dedup_by(|later, kept| {
         let same = later.addr == kept.addr;
@@ -1937,23 +1937,6 @@ fn merge_names<'a>(a: Vec<(&'a str, Named)>, b: Vec<(&'a str, Named)>) -> Vec<(&
     }
     out.extend(a.chain(b));
     out
-}
-
-/// Two lists of keys in address order, merged into one in that order.
-fn merge_keys<'a>(a: Vec<Key<'a>>, b: Vec<Key<'a>>) -> Vec<Key<'a>> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if cmp_addr(y.addr, x.addr).is_lt() => b.next(),
-            (Some(_), _) => a.next(),
-            (None, _) => b.next(),
-        };
-        match next {
-            Some(k) => out.push(k),
-            None => return out,
-        }
-    }
 }
 
 /// Sorts `keys` by address, a half on each of two threads when there are many, then merged (at
