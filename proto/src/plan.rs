@@ -179,6 +179,15 @@ impl<'a> Unit<'a> {
             (u, _) => u,
         }
     }
+
+    /// The unit as an address in the plan of an address at `domain` whose expansion binds its
+    /// local names to `bound` (a local name left unbound is at `domain`).
+    fn address(self, bound: Option<&'a str>, domain: &'a str) -> (&'a str, &'a str) {
+        match self.bind(bound) {
+            Unit::Local(n) => (n, domain),
+            Unit::Addr(l, d) => (l, d),
+        }
+    }
 }
 
 /// Where a reason points: a file index and line, or nothing.
@@ -823,6 +832,12 @@ impl<'a> Planner<'a> {
         self.exps.get(self.memo[node] as usize)
     }
 
+    /// A plan's expansion: kept for node `id`, or, when `id` is `None`, the one [`Planner::top`]
+    /// left in `scratch`.
+    fn expansion<'s>(&'s self, id: Option<usize>, scratch: &'s Exp<'a>) -> &'s Exp<'a> {
+        id.and_then(|i| self.memo(i)).unwrap_or(scratch)
+    }
+
     /// Keeps `exp` as the expansion of `node`.
     fn keep(&mut self, node: usize, exp: Exp<'a>) {
         self.memo[node] = u32::try_from(self.exps.len()).expect("fewer than 2^32 nodes");
@@ -1112,8 +1127,7 @@ impl<'a> Planner<'a> {
         let key = self.key_of(local, domain)?;
         let mut scratch = Exp::default();
         let (id, _) = self.top(key, &mut scratch);
-        let exp = id.and_then(|i| self.memo(i)).unwrap_or(&scratch);
-        Some(class(exp))
+        Some(class(self.expansion(id, &scratch)))
     }
 
     /// Whether the secondary would expand the address `unit` again: it is a valid address
@@ -1135,13 +1149,10 @@ impl<'a> Planner<'a> {
         let (local, domain) = key.addr;
         let mut units = std::mem::take(&mut self.units);
         units.clear();
-        let exp: &Exp<'a> = id.and_then(|i| self.memo(i)).unwrap_or(scratch);
+        let exp = self.expansion(id, scratch);
         let mut class = class(exp);
         if class == Class::Split {
-            units.extend(exp.units.iter().map(|&u| match u.bind(bound) {
-                Unit::Local(n) => (n, domain),
-                Unit::Addr(l, d) => (l, d),
-            }));
+            units.extend(exp.units.iter().map(|&u| u.address(bound, domain)));
             units.sort_unstable_by(|a, b| cmp_addr(*a, *b));
             units.dedup();
         }
@@ -1167,7 +1178,7 @@ impl<'a> Planner<'a> {
 
     /// The plan of `key` as [`Planner::settle`] left it.
     fn view<'s>(&'s self, key: Key<'a>, s: &Settled<'a>, scratch: &'s Exp<'a>) -> PlanRef<'s> {
-        let exp: &Exp<'a> = s.id.and_then(|i| self.memo(i)).unwrap_or(scratch);
+        let exp = self.expansion(s.id, scratch);
         PlanRef {
             local: key.addr.0,
             domain: key.addr.1,
@@ -1203,15 +1214,11 @@ impl<'a> Planner<'a> {
             v.punt.iter().map(|(l, d)| [*l, "@", *d]),
             &mut spare,
         );
-        let exp: &Exp<'a> = s.id.and_then(|i| self.memo(i)).unwrap_or(scratch);
+        let exp = self.expansion(s.id, scratch);
         // A demoted plan's one reason is written below.
         let reasons: &[R<'a>] = match (self.reasons, s.demoted) {
             (true, None) => &exp.reasons,
             _ => &[],
-        };
-        let bind = |u: Unit<'a>| match u.bind(s.bound) {
-            Unit::Local(n) => (n, key.addr.1),
-            Unit::Addr(l, d) => (l, d),
         };
         for gone in plan.reasons.drain(reasons.len().min(plan.reasons.len())..) {
             spare.extend([gone.target, gone.origin]);
@@ -1237,7 +1244,7 @@ impl<'a> Planner<'a> {
                     push_number(&mut slot.origin, r.at.line);
                 }
             }
-            match r.via.map(bind) {
+            match r.via.map(|u| u.address(s.bound, key.addr.1)) {
                 Some((l, d)) => set(
                     slot.via
                         .get_or_insert_with(|| spare.pop().unwrap_or_default()),
