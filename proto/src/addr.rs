@@ -19,17 +19,72 @@ const fn local_byte(b: u8) -> bool {
         | b'^' | b'_' | b'`' | b'{' | b'|' | b'}' | b'~' | b'.')
 }
 
-/// [`local_byte`] of every ASCII byte, looked up instead of matched in the loops below: a
-/// million aliases are checked at each apply.
-const LOCAL_BYTES: [bool; 128] = {
-    let mut t = [false; 128];
+/// A byte's class in a local part, looked up instead of matched in the loops below (a million
+/// aliases are checked at each apply, and every target again when the maps are rendered):
+/// [`ATOM`] for a [`local_byte`] other than the dot, [`DOT`], and 0 for anything else, every
+/// non-ASCII byte included (a local part holding one is checked by characters).
+const LOCAL_CLASS: [u8; 256] = {
+    let mut t = [0; 256];
     let mut b = 0;
     while b < 128 {
-        t[b] = local_byte(b as u8);
+        if local_byte(b as u8) {
+            t[b] = ATOM;
+        }
         b += 1;
     }
+    t[b'.' as usize] = DOT;
     t
 };
+const ATOM: u8 = 1;
+const DOT: u8 = 2;
+
+/// A byte's class in a domain: [`LDH`] for a lowercase letter or a digit, [`HYPHEN`] (both with
+/// the [`IN_LABEL`] bit), [`DOT`], and 0 for anything else.
+const DOMAIN_CLASS: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 128 {
+        if (b as u8).is_ascii_lowercase() || (b as u8).is_ascii_digit() {
+            t[b] = LDH;
+        }
+        b += 1;
+    }
+    t[b'-' as usize] = HYPHEN;
+    t[b'.' as usize] = DOT;
+    t
+};
+const IN_LABEL: u8 = 1;
+const LDH: u8 = IN_LABEL;
+const HYPHEN: u8 = IN_LABEL | 4;
+
+/// How far `b` runs in [`local_byte`]s (to its first other byte, or its end), in one pass, and
+/// whether a dot follows a dot in that run.
+fn local_run(b: &[u8]) -> (usize, bool) {
+    let (mut seen, mut prev) = (0, 0);
+    for (i, &c) in b.iter().enumerate() {
+        let k = LOCAL_CLASS[usize::from(c)];
+        if k == 0 {
+            return (i, seen & DOT != 0);
+        }
+        // Non-zero in the DOT bit only where a dot follows a dot.
+        seen |= prev & k;
+        prev = k;
+    }
+    (b.len(), seen & DOT != 0)
+}
+
+/// Whether local part `b` is within the length, and opens and ends with bytes it may (its
+/// characters and dots are checked apart).
+fn local_ends(b: &[u8]) -> bool {
+    match (b.first(), b.last()) {
+        (Some(&first), Some(&last)) => {
+            b.len() <= MAX_LOCAL
+                && !matches!(first, b'#' | b'|' | b'/' | b'~' | b'-' | b'.')
+                && last != b'.'
+        }
+        _ => false,
+    }
+}
 
 /// Whether `c` may appear in a local part we write to a map.
 fn local_char(c: char) -> bool {
@@ -47,25 +102,17 @@ fn local_char(c: char) -> bool {
 /// and dots must separate non-empty atoms.
 pub fn valid_local_part(s: &str) -> bool {
     let b = s.as_bytes();
-    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
-        return false;
-    };
-    if b.len() > MAX_LOCAL
-        || matches!(first, b'#' | b'|' | b'/' | b'~' | b'-' | b'.')
-        || last == b'.'
-    {
-        return false;
+    match local_run(b) {
+        (end, dotdot) if end == b.len() => !dotdot && local_ends(b),
+        // A byte that is not a local byte: a non-ASCII one may begin an allowed character.
+        (end, _) if !b[end].is_ascii() => valid_local_chars(s),
+        _ => false,
     }
-    if s.is_ascii() {
-        // One pass: each byte allowed, and no dot after a dot.
-        let mut prev = 0;
-        return b.iter().all(|&c| {
-            let ok = LOCAL_BYTES[usize::from(c)] && !(c == b'.' && prev == b'.');
-            prev = c;
-            ok
-        });
-    }
-    !s.contains("..") && s.chars().all(local_char)
+}
+
+/// [`valid_local_part`] of a local part that is not ASCII, by characters.
+fn valid_local_chars(s: &str) -> bool {
+    local_ends(s.as_bytes()) && !s.contains("..") && s.chars().all(local_char)
 }
 
 /// Whether `d` is a domain name we write to a map: dot-separated LDH labels, lowercase.
@@ -73,33 +120,44 @@ pub fn valid_local_part(s: &str) -> bool {
 /// Address literals (`[192.0.2.1]`) and non-ASCII names are refused: an alias that targets one
 /// punts, which is always correct.
 pub fn valid_domain(d: &str) -> bool {
-    if d.is_empty() || d.len() > MAX_DOMAIN {
+    let b = d.as_bytes();
+    if b.is_empty() || b.len() > MAX_DOMAIN {
         return false;
     }
-    // One pass over the bytes: the length of the label so far and the byte before.
-    let (mut dots, mut label, mut prev) = (0, 0, b'.');
-    for &c in d.as_bytes() {
-        if c == b'.' {
-            if label == 0 || prev == b'-' {
-                return false;
-            }
-            dots += 1;
-            label = 0;
-        } else {
-            let ldh = c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
-            if !ldh || (label == 0 && c == b'-') || label == 63 {
-                return false;
-            }
-            label += 1;
+    // One pass over the bytes; each label is checked where it ends.
+    let label = |start: usize, end: usize| {
+        (1..=63).contains(&(end - start)) && b[start] != b'-' && b[end - 1] != b'-'
+    };
+    let (mut start, mut dots) = (0, 0);
+    for (i, &c) in b.iter().enumerate() {
+        let k = DOMAIN_CLASS[usize::from(c)];
+        if k & IN_LABEL != 0 {
+            continue;
         }
-        prev = c;
+        if k != DOT || !label(start, i) {
+            return false;
+        }
+        start = i + 1;
+        dots += 1;
     }
-    dots > 0 && label > 0 && prev != b'-'
+    dots > 0 && label(start, b.len())
 }
 
 /// Whether `a` is `local@domain` with a valid local part and a lowercase valid domain.
 pub fn valid_address(a: &str) -> bool {
-    split(a).is_some_and(|(local, domain)| valid_parts(local, domain))
+    let b = a.as_bytes();
+    // The local part runs to the first byte that cannot be in one. When that is an `@`, it is
+    // the last `@` of a valid address (a local part holds none, a domain none either), so the
+    // address splits there; when it is a byte of a non-ASCII character, the address is checked
+    // by its parts; anything else is in the local part of any split, and refused.
+    let (at, dotdot) = local_run(b);
+    match b.get(at) {
+        Some(b'@') => !dotdot && local_ends(&b[..at]) && valid_domain(&a[at + 1..]),
+        Some(c) if !c.is_ascii() => {
+            split(a).is_some_and(|(local, domain)| valid_parts(local, domain))
+        }
+        _ => false,
+    }
 }
 
 /// [`valid_address`] of `local@domain`, given in its two parts (a valid local part holds no

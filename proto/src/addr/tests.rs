@@ -81,6 +81,11 @@ mod reference {
         s.to_lowercase() == s
     }
 
+    pub(super) fn valid_address(a: &str) -> bool {
+        a.rsplit_once('@')
+            .is_some_and(|(local, domain)| valid_local_part(local) && valid_domain(domain))
+    }
+
     pub(super) fn valid_domain(d: &str) -> bool {
         !d.is_empty()
             && d.len() <= super::MAX_DOMAIN
@@ -109,6 +114,7 @@ mod props {
             s in "[a-zA-Z0-9.#|/~\\-_+ :,\"@!İÖöϓ\u{0}]{0,70}"
         ) {
             prop_assert_eq!(valid_local_part(&s), reference::valid_local_part(&s), "{:?}", s);
+            prop_assert_eq!(valid_address(&s), reference::valid_address(&s), "{:?}", s);
             prop_assert_eq!(is_folded(&s), reference::is_folded(&s), "{:?}", s);
             prop_assert_eq!(split(&s), s.rsplit_once('@'), "{:?}", s);
             prop_assert_eq!(normalize_address_owned(s.clone()).ok(), normalize_address(&s), "{:?}", s);
@@ -121,6 +127,17 @@ mod props {
         ) {
             let s = format!("{local}@{domain}");
             prop_assert_eq!(normalize_address_owned(s.clone()).ok(), normalize_address(&s), "{:?}", s);
+        }
+
+        /// Mostly well-formed addresses, with the odd byte, dot, `@` or character anywhere.
+        #[test]
+        fn the_address_pass_agrees_with_the_definition(
+            local in "[a-z0-9.+_'#|/~-]{0,6}(ö|[@ :\"]|[.]{2}|)[a-zA-Z0-9.-]{0,5}|a{60,66}",
+            domain in "(([a-z0-9-]{1,4}|[A-Z@_ö]|a{62,64})[.]){0,3}[a-z0-9-]{0,4}[.@]?",
+        ) {
+            let s = format!("{local}@{domain}");
+            prop_assert_eq!(valid_address(&s), reference::valid_address(&s), "{:?}", s);
+            prop_assert_eq!(valid_parts(&local, &domain), reference::valid_address(&s) && !local.contains('@'), "{:?}", s);
         }
 
         #[test]
@@ -145,6 +162,9 @@ mod props {
                 reference::valid_local_part(&s),
                 "{s:?}"
             );
+            for a in [format!("{s}@x.org"), format!("a@x{}y.org", b as char)] {
+                assert_eq!(valid_address(&a), reference::valid_address(&a), "{a:?}");
+            }
         }
     }
 }
