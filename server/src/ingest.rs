@@ -610,22 +610,36 @@ fn ingest(
         body: Some(&stored),
         base,
     };
-    let id = lock(&server.db)
-        .insert_snapshot(&row)
-        .map_err(|e| server.storage_failed(agent, &format!("version {}", snap.version), e))?;
-    steps.mark("store");
-    let stored = Stored {
-        snapshot: id,
-        links,
-    };
-    let reply = apply(
-        server,
-        agent,
-        snap,
-        stored,
-        part.ok().map(Arc::new),
-        &mut steps,
-    )?;
+    // The row is written on another thread while the maps are rendered and written (at a
+    // million aliases both are tens of MiB, fsynced); they go live only once it is stored.
+    let version = snap.version;
+    let reply = std::thread::scope(|s| {
+        let insert = s.spawn(|| {
+            let started = StdInstant::now();
+            let id = lock(&server.db).insert_snapshot(&row);
+            (id, started.elapsed().as_millis())
+        });
+        let stored = |steps: &mut Steps| {
+            let (id, ms) = insert
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            steps.beside("store", ms);
+            let id =
+                id.map_err(|e| server.storage_failed(agent, &format!("version {version}"), e))?;
+            Ok(Stored {
+                snapshot: id,
+                links,
+            })
+        };
+        apply(
+            server,
+            agent,
+            snap,
+            stored,
+            part.ok().map(Arc::new),
+            &mut steps,
+        )
+    })?;
     server
         .metrics
         .applied
@@ -742,18 +756,27 @@ fn hold(
 }
 
 /// Renders every agent's maps with `snap` as `agent`'s, installs them, and records the apply.
-/// On failure the previous maps stay in force, the row says `failed`, and the agent has a
-/// problem (which raises an alert).
+/// `row` gives the snapshot's history row, waiting for it if it is being written: the new maps
+/// are made live only once it is, and not at all if it cannot be. On failure the previous maps
+/// stay in force, the row says `failed`, and the agent has a problem (which raises an alert).
 fn apply(
     server: &Arc<Server>,
     agent: &str,
     snap: Snapshot,
-    row: Stored,
+    row: impl FnOnce(&mut Steps) -> Result<Stored, ApiError>,
     part: Option<Arc<AgentPart>>,
     steps: &mut Steps,
 ) -> Result<SnapshotReply, ApiError> {
     let _apply = lock(&server.apply_lock);
-    let id = row.snapshot;
+    let mut row = Some(row);
+    let mut stored = None;
+    // The row, once: waited for before the switch, or after a failure that came first.
+    let mut wait = |steps: &mut Steps| {
+        if let Some(row) = row.take() {
+            stored = Some(row(steps));
+        }
+        matches!(stored, Some(Ok(_)))
+    };
     let result = match part {
         Some(p) => Ok(p),
         None => plan(server, agent, &snap, None).map(Arc::new),
@@ -762,10 +785,19 @@ fn apply(
     .and_then(|part| {
         let rendered = render_all(server, Some((agent, &snap, &part)))?;
         steps.mark("assemble");
-        install(server, &rendered)?;
+        let stored = || {
+            (wait(steps))
+                .then_some(())
+                .ok_or_else(|| "the snapshot's history row could not be written".to_string())
+        };
+        install(server, &rendered, stored)?;
         steps.mark("install");
         Ok((part, rendered.counts))
     });
+    wait(steps);
+    // A row that could not be written is the error (the maps did not change).
+    let row = stored.expect("the row was waited for")?;
+    let id = row.snapshot;
     let (part, counts) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -929,12 +961,19 @@ fn render_all(
 }
 
 /// Installs `rendered` as the live maps, running `prepare` in the new generation first; the
-/// files that did not change since the last install are linked, not written.
-fn install(server: &Server, rendered: &Rendered) -> anyhow::Result<()> {
+/// files that did not change since the last install are linked, not written. `ready` is asked,
+/// once the files are written, whether they may go live; its error aborts the install.
+fn install(
+    server: &Server,
+    rendered: &Rendered,
+    ready: impl FnOnce() -> Result<(), String>,
+) -> anyhow::Result<()> {
     let cfg = &server.cfg.config;
     let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
-    let prepare =
-        |dir: &std::path::Path| crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit);
+    let prepare = |dir: &std::path::Path| {
+        ready()?;
+        crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
+    };
     let mut last = lock(&server.installed);
     maps::install(&cfg.output.dir, rendered, prepare, &mut last)?;
     Ok(())
@@ -966,7 +1005,7 @@ pub fn render_at_start(server: &Arc<Server>) -> anyhow::Result<bool> {
     if maps::is_current(&cfg.output.dir, &rendered) {
         return Ok(false);
     }
-    install(server, &rendered).context("installing the maps at start")?;
+    install(server, &rendered, || Ok(())).context("installing the maps at start")?;
     tracing::info!(dir = %cfg.output.dir.display(), "maps rendered again at start (missing or different)");
     Ok(true)
 }
@@ -993,7 +1032,15 @@ pub fn release(server: &Arc<Server>, agent: &str) -> anyhow::Result<()> {
         snapshot: h.snapshot,
         links,
     };
-    apply(server, agent, snap, row, None, &mut steps).map_err(|e| anyhow::anyhow!("{e}"))?;
+    apply(
+        server,
+        agent,
+        snap,
+        |_: &mut Steps| Ok(row),
+        None,
+        &mut steps,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     lock(&server.db).set_outcome(h.snapshot, "released", Some(&h.why), None)?;
     Ok(())
 }

@@ -630,6 +630,12 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         Ok(s == "ok")
     }
+
+    /// Runs `sql` on the database: for tests that make it fail in a given way.
+    #[cfg(test)]
+    pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
 }
 
 #[cfg(test)]

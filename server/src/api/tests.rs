@@ -781,6 +781,44 @@ async fn a_failed_apply_keeps_the_old_maps_and_shows_a_problem() {
     assert_eq!(status(&h.server).agents[0].problem, None);
 }
 
+/// The history row is written while the new maps are, and they go live only once it is: a row
+/// that cannot be written (refused here by a trigger, as a full or failing disk would) leaves the
+/// old maps in force and no generation behind, says so, and the next push applies.
+#[tokio::test]
+async fn maps_go_live_only_once_their_history_row_is_written() {
+    let mut h = Harness::new("");
+    let before = applied(&mut h).await;
+    let refuse = "CREATE TRIGGER no_room BEFORE INSERT ON bodies \
+                  BEGIN SELECT RAISE(ABORT, 'no room for the body'); END;";
+    lock(&h.server.db).execute_batch(refuse).unwrap();
+    let r = push(&mut h, &snapshot(CHANGED, 2)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.json);
+    assert_eq!(h.maps(), before);
+    let gens = std::fs::read_dir(h.dir.path().join("maps/.gen")).unwrap();
+    assert_eq!(gens.count(), 1, "only the live generation is left");
+    assert!(
+        history(&h).iter().all(|row| row.version != 2),
+        "no row of version 2: {:?}",
+        history(&h)
+    );
+    let s = status(&h.server);
+    assert!(
+        (s.agents[0].problem.as_deref()).is_some_and(|p| p.contains("cannot record version 2")),
+        "{s:?}"
+    );
+    lock(&h.server.db)
+        .execute_batch("DROP TRIGGER no_room;")
+        .unwrap();
+    let r = push(&mut h, &snapshot(CHANGED, 3)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(
+        h.map("postfix/virtual")
+            .contains("a@example.org other@remote.net")
+    );
+    assert_eq!(history(&h)[0].outcome, "applied");
+    assert_eq!(status(&h.server).agents[0].problem, None);
+}
+
 #[tokio::test]
 async fn a_later_complete_snapshot_replaces_a_held_one_without_the_operator() {
     let mut h = Harness::new("");
