@@ -619,7 +619,7 @@ fn ingest(
             let id = lock(&server.db).insert_snapshot(&row);
             (id, started.elapsed().as_millis())
         });
-        let stored = |steps: &mut Steps| {
+        let written = |steps: &mut Steps| {
             let (id, ms) = insert
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -635,7 +635,7 @@ fn ingest(
             server,
             agent,
             snap,
-            stored,
+            written,
             part.ok().map(Arc::new),
             &mut steps,
         )
@@ -785,12 +785,12 @@ fn apply(
     .and_then(|part| {
         let rendered = render_all(server, Some((agent, &snap, &part)))?;
         steps.mark("assemble");
-        let stored = || {
+        let ready = || {
             (wait(steps))
                 .then_some(())
                 .ok_or_else(|| "the snapshot's history row could not be written".to_string())
         };
-        install(server, &rendered, stored)?;
+        install(server, &rendered, ready)?;
         steps.mark("install");
         Ok((part, rendered.counts))
     });
