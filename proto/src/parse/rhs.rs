@@ -145,6 +145,14 @@ fn classify(text: String, quoted_empty: bool) -> (Kind, String) {
     if quoted_empty {
         return (Kind::Special, "\"\"".to_string());
     }
+    let at = addr::last_at(&text);
+    classify_at(text, at)
+}
+
+/// [`classify`] of an item that is not a quoted empty string, whose last `@` the caller found
+/// at `at`.
+fn classify_at(text: String, at: Option<usize>) -> (Kind, String) {
+    debug_assert_eq!(addr::last_at(&text), at);
     let starts = |p: &str| {
         text.get(..p.len())
             .is_some_and(|h| h.eq_ignore_ascii_case(p))
@@ -170,8 +178,7 @@ fn classify(text: String, quoted_empty: bool) -> (Kind, String) {
             return (Kind::Special, text);
         }
     }
-    // Found once, for the test and the normalization.
-    if let Some(at) = addr::last_at(&text) {
+    if let Some(at) = at {
         return match addr::normalize_address_at(text, at) {
             Ok(a) => (Kind::Address, a),
             Err(t) => (Kind::Invalid, t),
@@ -350,46 +357,85 @@ fn tokenized(
 }
 
 /// Whether ASCII byte `b` is whitespace as `char::is_whitespace` has it.
-fn ascii_space(b: u8) -> bool {
+const fn ascii_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
 }
+
+/// A byte's class on the plain path ([`plain_items`]): part of an item, its `@`, a comma, a
+/// blank, or [`SYNTAX`]: a byte the plain path does not read (any non-ASCII byte, quotes,
+/// comments, angle brackets, backslashes), which sends the value to the tokenizer.
+const PLAIN_CLASS: [u8; 256] = {
+    let mut t = [SYNTAX; 256];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = match b as u8 {
+            b'"' | b'(' | b')' | b'\\' | b'<' | b'>' => SYNTAX,
+            b',' => COMMA,
+            b'@' => AT,
+            c if ascii_space(c) => BLANK,
+            _ => ITEM,
+        };
+        b += 1;
+    }
+    t
+};
+const ITEM: u8 = 0;
+const AT: u8 = 1;
+const COMMA: u8 = 2;
+const BLANK: u8 = 3;
+const SYNTAX: u8 = 4;
 
 /// The targets of `value` when it is the common plain list, `a@x.net, b, :include:/l`: ASCII
 /// without quotes, comments, angle brackets or backslashes, and each item between commas one
 /// run of bytes without whitespace that does not open with `#`. Such an item is read by the
 /// tokenizer as words and specials with nothing between them, so its text is its bytes, and
-/// it raises no warning; this reads it without tokens (most of a large aliases file is such
-/// values). `None`: anything else, for the tokenizer.
+/// it raises no warning; this reads it without tokens, in one pass over the value's bytes
+/// (most of a large aliases file is such values). `None`: anything else, for the tokenizer.
 fn plain_items(value: &str, map: &LineMap<'_>) -> Option<Vec<Target>> {
-    let bytes = value.as_bytes();
-    if bytes
-        .iter()
-        .any(|&b| !b.is_ascii() || matches!(b, b'"' | b'(' | b')' | b'\\' | b'<' | b'>'))
-    {
-        return None;
-    }
+    let b = value.as_bytes();
+    let class = |i: usize| b.get(i).map(|&c| PLAIN_CLASS[usize::from(c)]);
     let mut out = Vec::with_capacity(2);
-    let mut at = 0;
-    for item in value.split(',') {
-        let start = at;
-        at += item.len() + 1;
-        let b = item.as_bytes();
-        let Some(first) = b.iter().position(|&c| !ascii_space(c)) else {
-            continue;
-        };
-        let last = b.iter().rposition(|&c| !ascii_space(c)).unwrap_or(first);
-        let text = &item[first..=last];
-        if text.starts_with('#') || text.bytes().any(ascii_space) {
+    let mut i = 0;
+    loop {
+        while class(i) == Some(BLANK) {
+            i += 1;
+        }
+        // The item runs to a comma, a blank or the end; its last `@` is noted on the way.
+        let (start, mut at) = (i, None);
+        loop {
+            match class(i) {
+                Some(ITEM) => {}
+                Some(AT) => at = Some(i - start),
+                Some(SYNTAX) => return None,
+                _ => break,
+            }
+            i += 1;
+        }
+        let end = i;
+        while class(i) == Some(BLANK) {
+            i += 1;
+        }
+        // After the item's blanks, a comma or the end: otherwise two words, for the tokenizer.
+        let next = class(i);
+        if next.is_some() && next != Some(COMMA) {
             return None;
         }
-        let (kind, value) = classify(text.to_string(), false);
-        out.push(Target {
-            kind,
-            value,
-            line: map.line_at(start + first),
-        });
+        if end > start {
+            if b[start] == b'#' {
+                return None;
+            }
+            let (kind, value) = classify_at(value[start..end].to_string(), at);
+            out.push(Target {
+                kind,
+                value,
+                line: map.line_at(start),
+            });
+        }
+        if next.is_none() {
+            return Some(out);
+        }
+        i += 1;
     }
-    Some(out)
 }
 
 /// Parses a one-line value (as found in an `:include:` file or `.forward` line) on `line`.
