@@ -37,6 +37,28 @@ pub fn report(
     Ok(())
 }
 
+/// Every `:include:` an alias names by a relative path, as an error line (`file:line: error:
+/// ...`): Postfix's local(8) bounces the mail of such an alias, and mxsync punts it.
+pub fn relative_includes(content: &Content) -> Vec<String> {
+    (content.aliases.iter())
+        .flat_map(|a| {
+            let file = content
+                .files
+                .get(a.file as usize)
+                .map_or("", String::as_str);
+            (a.targets.iter())
+                .filter(|t| t.kind == proto::Kind::Include && !t.value.starts_with('/'))
+                .map(move |t| {
+                    format!(
+                        "{file}:{}: error: {}: :include:{} is a relative path, which Postfix \
+                         refuses (the alias's mail bounces on the primary); write it absolute",
+                        a.line, a.name, t.value
+                    )
+                })
+        })
+        .collect()
+}
+
 /// One `lint` finding: an alias that punts only because of inline items, and its rewrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -143,6 +165,22 @@ mod tests {
         let c = b.finish();
         let got: Vec<String> = lint(&c).iter().map(|f| f.to_string()).collect();
         assert_eq!(got, expected, "{aliases}");
+    }
+
+    #[test]
+    fn relative_includes_are_errors() {
+        let mut b = proto::Builder::new(&["example.org".to_string()]);
+        b.aliases(
+            "/etc/aliases",
+            b"rel: :include:lists/staff\nabs: :include:/etc/lists/staff\nok: a@x.net\n",
+        );
+        let got = relative_includes(&b.finish());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0]
+                .starts_with("/etc/aliases:1: error: rel: :include:lists/staff is a relative path"),
+            "{got:?}"
+        );
     }
 
     #[test]

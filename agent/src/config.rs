@@ -17,7 +17,9 @@ pub struct Config {
     /// Domains the primary is the final destination for; every alias name and user is valid at
     /// each of them.
     pub domains: Vec<String>,
-    /// Where the version and sequence counters and the last pushed snapshot are kept.
+    /// Where the version and sequence counters and the last pushed snapshot are kept: the
+    /// unit's StateDirectory by default.
+    #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// What to read on the primary.
     pub sources: Sources,
@@ -87,6 +89,10 @@ fn default_heartbeat() -> u64 {
 }
 fn default_rescan() -> u64 {
     300
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/mxsync-agent")
 }
 
 impl Default for Timing {

@@ -11,17 +11,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+#[path = "../../server/src/logs.rs"]
+mod logs;
+
 use clap::{Parser, Subcommand};
 
 use agent::config::Config;
 
 /// Watches the primary's aliases and pushes signed snapshots to the secondaries.
 #[derive(Parser)]
-#[command(name = "mxsync-agent", version)]
+#[command(name = "mxsync-agent", version = concat!(env!("CARGO_PKG_VERSION"), env!("MXSYNC_COMMIT")))]
 struct Cli {
-    /// The configuration file.
-    #[arg(long, short, env = "MXSYNC_CONFIG")]
-    config: PathBuf,
+    /// The configuration file (before or after the command).
+    #[arg(long, short, env = "MXSYNC_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// How log lines are written: text (no colours unless standard error is a terminal, no
+    /// timestamp under systemd) or json.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    log_format: logs::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,16 +50,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let Some(config) = cli.config.clone() else {
+        eprintln!("mxsync-agent: no configuration file: give --config FILE (or set MXSYNC_CONFIG)");
+        return ExitCode::from(2);
+    };
+    logs::init(cli.log_format);
     let loaded = match cli.command {
-        Command::CheckConfig | Command::Run | Command::Once => Config::load_for_push(&cli.config),
-        Command::Plan | Command::Lint => Config::load(&cli.config),
+        Command::CheckConfig | Command::Run | Command::Once => Config::load_for_push(&config),
+        Command::Plan | Command::Lint => Config::load(&config),
     };
     let cfg = match loaded {
         Ok(c) => c,
@@ -115,19 +120,37 @@ fn run(command: Command, cfg: &Config) -> anyhow::Result<ExitCode> {
         }
         Command::Lint => {
             let collected = agent::collect::collect(&cfg.domains(), &cfg.sources);
-            let findings = agent::commands::lint(&collected.content);
+            let content = &collected.content;
+            let findings = agent::commands::lint(content);
             for f in &findings {
                 print!("{f}");
             }
-            for d in &collected.content.diagnostics {
-                println!("{d}");
+            // Every diagnostic `plan` reports, and what Postfix would refuse.
+            let planner = proto::Planner::new(content);
+            let mut out = std::io::stdout().lock();
+            agent::commands::report(content, &planner, &mut out)
+                .context("writing to standard output")?;
+            let relative = agent::commands::relative_includes(content);
+            for r in &relative {
+                writeln!(out, "{r}").context("writing to standard output")?;
             }
-            println!(
-                "{} alias(es) could be split, {} diagnostic(s)",
+            let errors = (content.diagnostics.iter())
+                .filter(|d| d.severity == proto::snapshot::Severity::Error)
+                .count()
+                + relative.len();
+            writeln!(
+                out,
+                "{} alias(es) could be split, {} diagnostic(s), {errors} error(s)",
                 findings.len(),
-                collected.content.diagnostics.len()
-            );
-            Ok(ExitCode::SUCCESS)
+                content.diagnostics.len() + relative.len()
+            )
+            .context("writing to standard output")?;
+            // Errors (lines left out, files unreadable, relative includes) fail the lint.
+            Ok(if errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::CheckConfig => {
             println!(

@@ -339,6 +339,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     // What was read last, and the paths events named since (None: read everything again).
     let mut cache = Cache::default();
     let mut changed: Changed = None;
+    let mut ready = false;
     loop {
         if dirty {
             dirty = false;
@@ -395,6 +396,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                     "new snapshot"
                 );
                 cur_tx.send_replace(Some(Arc::new(cur)));
+            }
+            // Under a Type=notify unit: started once the first snapshot is made.
+            if let Some(cur) = cur_tx.borrow().as_ref() {
+                let status = format!("snapshot version {} hash {}", cur.version, &cur.hash[..16]);
+                let mut states = vec![sd_notify::NotifyState::Status(&status)];
+                if !ready {
+                    ready = true;
+                    states.push(sd_notify::NotifyState::Ready);
+                }
+                if let Err(e) = sd_notify::notify(&states) {
+                    tracing::warn!(error = %e, "cannot notify systemd");
+                }
             }
         }
         tokio::select! {
@@ -473,7 +486,7 @@ pub async fn once(cfg: Config) -> anyhow::Result<bool> {
                     tokio::time::sleep(backoff.delay()).await;
                 }
                 other => {
-                    println!("{}: not accepted: {other:?}", t.url);
+                    println!("{}: not accepted: {other}", t.url);
                     ok = false;
                     break;
                 }

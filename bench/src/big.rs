@@ -13,21 +13,23 @@ use anyhow::Context;
 use crate::{data, percentile, postalias, procs, summary};
 
 /// A generated primary on disk with a receiver running for it.
-struct Site {
+pub(crate) struct Site {
     /// Holds the primary and the secondary's directories.
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    server: procs::Proc,
-    agent_config: PathBuf,
-    virt: PathBuf,
+    pub(crate) tmp: tempfile::TempDir,
+    /// The primary's files.
+    pub(crate) root: PathBuf,
+    pub(crate) server: procs::Proc,
+    pub(crate) agent_config: PathBuf,
+    /// The live Postfix virtual map (text).
+    pub(crate) virt: PathBuf,
 }
 
 /// The marker alias appended to generated primaries; its target changes with `i`, same size.
-fn marker(i: usize) -> String {
+pub(crate) fn marker(i: usize) -> String {
     format!("zzmarker: m{i:07}@remote.example\n")
 }
 
-fn site(n: usize) -> anyhow::Result<Site> {
+pub(crate) fn site(n: usize) -> anyhow::Result<Site> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().join("primary");
     let p = data::primary(n, &root.display().to_string());
@@ -57,7 +59,7 @@ fn site(n: usize) -> anyhow::Result<Site> {
     )?;
     Ok(Site {
         virt: sdir.join("maps/postfix/virtual"),
-        _tmp: tmp,
+        tmp,
         root,
         server,
         agent_config,
@@ -301,7 +303,7 @@ pub(crate) fn edit_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
 
 /// Waits until the live map `virt` contains `needle`, reading it only when a new generation
 /// appeared (a new inode behind the link), so that polling a large map costs the machine nothing.
-fn wait_map(virt: &Path, needle: &str, limit: Duration) -> Option<Duration> {
+pub(crate) fn wait_map(virt: &Path, needle: &str, limit: Duration) -> Option<Duration> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = None;
     procs::wait(limit, || {

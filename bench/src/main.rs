@@ -14,12 +14,16 @@
 //!   watching, edit saved to live maps (and from the start of the bench's rewrite of the file).
 //! - `bench load [AGENTS] [ALIASES] [ROUNDS]`: many agents pushing at once, status latency.
 //! - `bench delta [N]`: the server's delta path for one changed alias, step by step.
+//! - `bench mta [N] [EDITS]`: an alias added in that primary until a running Postfix reading
+//!   the server's `cdb:` tables accepts it at RCPT; one Exim lookup in a CDB table against
+//!   `lsearch`; `postmap` on the same maps beside them.
 //! - `bench all`: every scenario at its default size, then one table of every figure.
 //!
 //! Build the binaries first: `cargo build --release --bins`.
 
 mod big;
 mod data;
+mod mta;
 mod procs;
 
 /// Rows of the closing table of `bench all`: scenario, measure, ours, peer, ratio.
@@ -165,8 +169,7 @@ fn delta_scenario(n: usize) -> anyhow::Result<()> {
     got.normalize();
     time("server: normalize", t);
     let t = Instant::now();
-    got.validate_changed(&changes)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    proto::delta::validate_changed(&got, &changes).map_err(|e| anyhow::anyhow!("{e}"))?;
     time("server: validate (what the delta upserts)", t);
     let t = Instant::now();
     anyhow::ensure!(got.hash() == hash, "delta result differs");
@@ -236,6 +239,42 @@ fn delta_scenario(n: usize) -> anyhow::Result<()> {
         println!("| {name} | {secs:.3} |");
     }
     println!("| total (without collecting on the agent, SQLite, files and fsync) | {total:.3} |");
+    // Installing: the base's set, then the delta's, whose unchanged files are linked; without
+    // and with the CDB tables.
+    let base_hash = base.hash();
+    let base_maps = server::render::AgentMaps {
+        content: &base,
+        hash: &base_hash,
+        version: 1,
+        ..maps
+    };
+    let base_set = server::render::assemble(
+        &[(&base_maps, std::sync::Arc::new(old_part.clone()))],
+        &formats,
+        &[],
+    )?;
+    let new_set =
+        server::render::assemble(&[(&maps, std::sync::Arc::new(part_inc))], &formats, &[])?;
+    println!("| install (write, fsync, switch) | base, every file | after the delta |");
+    println!("|---|---|---|");
+    for cdb in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let opts = server::maps::Options { cdb, group: None };
+        let mut last = server::maps::Last::default();
+        procs::sync_disk("install");
+        let t = Instant::now();
+        server::maps::install(dir.path(), &base_set, &opts, |_| Ok(()), &mut last)?;
+        let full = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        server::maps::install(dir.path(), &new_set, &opts, |_| Ok(()), &mut last)?;
+        let after = t.elapsed().as_secs_f64();
+        let what = if cdb {
+            "text maps and CDB tables"
+        } else {
+            "text maps only"
+        };
+        println!("| {what} | {full:.3} s | {after:.3} s |");
+    }
     Ok(())
 }
 
@@ -664,10 +703,11 @@ fn main() -> anyhow::Result<()> {
         Some("collect") => big::collect_scenario(n(1_000_000)?),
         Some("edit") => big::edit_scenario(n(1_000_000)?, arg(2, 5)?),
         Some("load") => big::load_scenario(arg(1, 100)?, arg(2, 10_000)?, arg(3, 2)?),
+        Some("mta") => mta::mta_scenario(n(1_000_000)?, arg(2, 5)?),
         Some("all") => all(),
         _ => anyhow::bail!(
             "usage: bench proto [N] | apply [N] | latency [EDITS] | idle | delta [N] | cold [N] | \
-             edit [N] [EDITS] | load [AGENTS] [ALIASES] [ROUNDS] | all"
+             edit [N] [EDITS] | load [AGENTS] [ALIASES] [ROUNDS] | mta [N] [EDITS] | all"
         ),
     }
 }
@@ -675,7 +715,7 @@ fn main() -> anyhow::Result<()> {
 /// Every scenario at its default size, each printing its own table, then the summary.
 fn all() -> anyhow::Result<()> {
     let started = Instant::now();
-    let scenarios: [(&str, &dyn Fn() -> anyhow::Result<()>); 7] = [
+    let scenarios: [(&str, &dyn Fn() -> anyhow::Result<()>); 8] = [
         ("proto", &|| {
             proto_scenario(1_000_000);
             Ok(())
@@ -683,6 +723,7 @@ fn all() -> anyhow::Result<()> {
         ("apply", &|| apply_scenario(1_000_000)),
         ("cold", &|| big::cold_scenario(1_000_000)),
         ("edit", &|| big::edit_scenario(1_000_000, 5)),
+        ("mta", &|| mta::mta_scenario(1_000_000, 5)),
         ("latency", &|| latency_scenario(1000)),
         ("idle", &idle_scenario),
         ("load", &|| big::load_scenario(100, 10_000, 2)),

@@ -13,7 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::{Alias, Content, Diagnostic, Include, Recipient, User, VirtualEntry};
+use crate::snapshot::{
+    Alias, Content, Diagnostic, Entries, Include, InvalidContent, Recipient, User, VirtualEntry,
+};
 
 /// A delta as pushed by an agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,6 +432,23 @@ fn strictly_sorted<'a>(keys: impl Iterator<Item = &'a str>) -> bool {
         prev = Some(k);
     }
     true
+}
+
+/// [`Content::validate`] for `content`, the result of `changes` applied to validated content:
+/// while the domains and the file table stay, the entries the delta did not upsert are as
+/// valid as they were, and [`apply`] keeps keys unique, so only the upserted entries are
+/// looked at (a changed line in a million aliases checks one alias, not a million).
+pub fn validate_changed(content: &Content, changes: &Changes) -> Result<(), InvalidContent> {
+    if changes.domains.is_some() || changes.files.is_some() {
+        return content.validate();
+    }
+    content.validate_entries(&Entries {
+        aliases: &changes.aliases.upsert,
+        includes: &changes.includes.upsert,
+        virtuals: &changes.virtuals.upsert,
+        recipients: &changes.recipients.upsert,
+        users: &changes.users.upsert,
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +17,49 @@ use proto::wire::{ErrorBody, Heartbeat, HeartbeatReply};
 use serde::{Deserialize, Serialize};
 
 use crate::fresh::State as Freshness;
+use crate::ingest::IngestError;
 use crate::{Server, lock};
+
+/// The address a request came from: set on each connection by `serve`, absent in the tests
+/// that call the router directly.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// Logs a refused agent request once a minute per peer and reason, at WARN: a key that does
+/// not match, a replay, a domain the agent may not speak for are the operator's to fix. The
+/// client's reply stays what it was (generic for an unauthenticated one).
+fn log_refusal(server: &Server, peer: Option<Extension<Peer>>, path: &str, e: &ApiError) {
+    if !e.status().is_client_error() {
+        return;
+    }
+    let peer = peer.map_or("unknown".to_string(), |Extension(Peer(p))| {
+        p.ip().to_string()
+    });
+    let key = format!("{peer} {}", e.code());
+    let now = std::time::Instant::now();
+    {
+        let mut seen = lock(&server.refusals_logged);
+        // Bounded however many peers are refused: the entries past their minute go.
+        if seen.len() >= 1024 {
+            seen.retain(|_, t| now.duration_since(*t) < std::time::Duration::from_secs(60));
+        }
+        if seen
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < std::time::Duration::from_secs(60))
+        {
+            return;
+        }
+        seen.insert(key, now);
+    }
+    tracing::warn!(
+        peer,
+        path,
+        status = e.status().as_u16(),
+        code = e.code(),
+        reason = %e,
+        "agent request refused (logged once a minute per peer and reason)"
+    );
+}
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -29,44 +71,24 @@ pub struct AppState {
 /// Every error an endpoint can return.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Malformed request (bad JSON, unknown encoding).
+    /// Malformed request (a body that cannot be read, a bad query).
     #[error("{0}")]
     BadRequest(String),
     /// Missing or bad signature or token.
     #[error("{1}")]
     Unauthorized(&'static str, String),
-    /// Not allowed (a domain the agent may not speak for, or an endpoint not configured).
+    /// Not allowed (an endpoint not configured).
     #[error("{0}")]
     Forbidden(String),
     /// Nothing there.
     #[error("{0}")]
     NotFound(String),
-    /// A version not above the applied one.
-    #[error("{message}")]
-    Conflict {
-        /// Explanation.
-        message: String,
-        /// What the server holds.
-        applied_version: u64,
-    },
-    /// A `Content-Type` the endpoint does not read.
-    #[error("{0}")]
-    UnsupportedMedia(String),
-    /// Body too large, compressed or not.
+    /// Body too large.
     #[error("{0}")]
     TooLarge(String),
-    /// The snapshot is invalid.
-    #[error("{0}")]
-    Invalid(String),
-    /// A delta against content this receiver does not hold applied.
-    #[error("{0}")]
-    UnknownBase(String),
-    /// The shrink guard holds the snapshot.
-    #[error("{0}")]
-    Held(String),
-    /// Writing the maps failed; the previous maps stay in force.
-    #[error("the maps could not be written; the previous maps stay in force")]
-    ApplyFailed,
+    /// A snapshot, delta or heartbeat the ingest path did not take.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
     /// Anything else; never shown to the client.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -80,13 +102,8 @@ impl ApiError {
             ApiError::Unauthorized(code, _) => code,
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict { .. } => "version_conflict",
-            ApiError::UnsupportedMedia(_) => "unsupported_media_type",
             ApiError::TooLarge(_) => "too_large",
-            ApiError::Invalid(_) => "invalid_snapshot",
-            ApiError::UnknownBase(_) => "unknown_base",
-            ApiError::Held(_) => "held",
-            ApiError::ApplyFailed => "apply_failed",
+            ApiError::Ingest(e) => e.code(),
             ApiError::Internal(_) => "internal",
         }
     }
@@ -97,29 +114,37 @@ impl ApiError {
             ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UnknownBase(_) => StatusCode::PRECONDITION_FAILED,
-            ApiError::Held(_) => StatusCode::LOCKED,
-            ApiError::ApplyFailed | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Ingest(e) => match e {
+                IngestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
+                IngestError::Conflict { .. } => StatusCode::CONFLICT,
+                IngestError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                IngestError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                IngestError::UnknownBase(_) => StatusCode::PRECONDITION_FAILED,
+                IngestError::Held(_) => StatusCode::LOCKED,
+                IngestError::ApplyFailed | IngestError::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(e) = &self {
+        if let ApiError::Internal(e) | ApiError::Ingest(IngestError::Internal(e)) = &self {
             tracing::error!(error = %format!("{e:#}"), "internal error");
         }
         let body = ErrorBody {
             error: self.code().to_string(),
             message: self.to_string(),
             applied_version: match &self {
-                ApiError::Conflict {
+                ApiError::Ingest(IngestError::Conflict {
                     applied_version, ..
-                } => Some(*applied_version),
+                }) => Some(*applied_version),
                 _ => None,
             },
         };
@@ -199,19 +224,30 @@ fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError>
 #[tracing::instrument(skip_all, fields(agent))]
 async fn post_snapshot(
     State(app): State<AppState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<proto::wire::SnapshotReply>, ApiError> {
-    ingest_request(app, headers, body, "/v1/snapshots", crate::ingest::snapshot).await
+    let path = "/v1/snapshots";
+    let r = ingest_request(&app, headers, body, path, crate::ingest::snapshot).await;
+    r.inspect_err(|e| log_refusal(&app.server, peer, path, e))
 }
 
 #[tracing::instrument(skip_all, fields(agent))]
 async fn post_delta(
     State(app): State<AppState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<proto::wire::SnapshotReply>, ApiError> {
-    ingest_request(app, headers, body, "/v1/deltas", crate::ingest::delta).await
+    let path = "/v1/deltas";
+    let r = ingest_request(&app, headers, body, path, crate::ingest::delta).await;
+    // A delta against a base this receiver does not hold is the agent's ordinary fallback.
+    r.inspect_err(|e| {
+        if e.code() != "unknown_base" {
+            log_refusal(&app.server, peer, path, e)
+        }
+    })
 }
 
 /// `ingest::snapshot` or `ingest::delta`.
@@ -220,11 +256,11 @@ type IngestFn = fn(
     &str,
     &[u8],
     crate::ingest::Coding<'_>,
-) -> Result<proto::wire::SnapshotReply, ApiError>;
+) -> Result<proto::wire::SnapshotReply, IngestError>;
 
 /// A signed snapshot or delta: authenticated, then handed to `ingest` off the async threads.
 async fn ingest_request(
-    app: AppState,
+    app: &AppState,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     path: &str,
@@ -255,11 +291,14 @@ async fn ingest_request(
 #[tracing::instrument(skip_all, fields(agent))]
 async fn post_heartbeat(
     State(app): State<AppState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
-    let body = body_or_error(body)?;
-    let agent = authenticate(&app.server, &headers, "POST", "/v1/heartbeat", &body).await?;
+    let path = "/v1/heartbeat";
+    let body = body_or_error(body).inspect_err(|e| log_refusal(&app.server, peer, path, e))?;
+    let agent = (authenticate(&app.server, &headers, "POST", path, &body).await)
+        .inspect_err(|e| log_refusal(&app.server, peer, path, e))?;
     tracing::Span::current().record("agent", agent.as_str());
     let hb: Heartbeat = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed heartbeat json: {e}")))?;
@@ -343,6 +382,10 @@ pub struct AgentStatus {
     pub reported_hash: Option<String>,
     /// What is wrong (held snapshot, failed apply or hook).
     pub problem: Option<String>,
+    /// What the MTA answers unknown recipients at the agent's domains now: `defer` (450, the
+    /// copy is stale, held or never arrived, under the defer policy) or `reject` (550).
+    #[serde(default)]
+    pub unknown_recipients: String,
 }
 
 /// `GET /v1/status` body.
@@ -352,6 +395,15 @@ pub struct Status {
     pub state: String,
     /// Every agent.
     pub agents: Vec<AgentStatus>,
+}
+
+/// What the MTA answers unknown recipients at agent `a`'s domains in `state`.
+fn unknown_recipients(
+    cfg: &crate::config::Loaded,
+    a: &crate::config::AgentConfig,
+    state: Freshness,
+) -> String {
+    crate::fresh::unknown_recipients(state, cfg.config.unknown_when_stale(a)).into()
 }
 
 /// The status now (no addresses in it).
@@ -367,13 +419,7 @@ pub fn status(server: &Server) -> Status {
     let mut states = Vec::new();
     for a in &server.cfg.config.agents {
         let Some(l) = live.get(&a.id) else { continue };
-        let inputs = crate::fresh::Inputs {
-            applied: l.applied.is_some(),
-            last_contact: l.last_contact,
-            disagree_since: l.disagree_since,
-            held: l.held.is_some(),
-        };
-        let state = crate::fresh::evaluate(now, &inputs, warn, stale);
+        let state = crate::fresh::evaluate(now, &l.inputs(), warn, stale);
         states.push(state);
         agents.push(AgentStatus {
             agent: a.id.clone(),
@@ -392,6 +438,7 @@ pub fn status(server: &Server) -> Status {
                 .as_ref()
                 .map(|h| h.why.clone())
                 .or_else(|| l.problem.clone()),
+            unknown_recipients: unknown_recipients(&server.cfg, a, state),
         });
     }
     Status {
@@ -530,6 +577,7 @@ pub fn offline_status(
             age_seconds: age,
             reported_hash: row.reported_hash,
             problem: held.or(row.problem),
+            unknown_recipients: unknown_recipients(cfg, a, state),
         });
     }
     Ok(Status {

@@ -14,7 +14,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Address and port to listen on, e.g. `0.0.0.0:8025`.
     pub listen: String,
-    /// Where the SQLite database lives.
+    /// Where the SQLite database lives: the unit's StateDirectory by default.
+    #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Bearer token file for `/v1/plan` and `/v1/snapshots`; without one, neither is served.
     #[serde(default)]
@@ -55,6 +56,10 @@ pub struct Config {
     pub alerts: Alerts,
 }
 
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/mxsync")
+}
+
 fn default_max_body() -> u64 {
     256 * 1024 * 1024
 }
@@ -90,6 +95,33 @@ pub struct AgentConfig {
     /// Where punted mail is relayed: `[host]` or `[host]:port` (brackets: no MX lookup, so the
     /// secondary cannot loop back to itself).
     pub primary: String,
+    /// This agent's own policy for unknown recipients while its copy is not fresh; the
+    /// `[freshness]` one when not set.
+    #[serde(default)]
+    pub unknown_when_stale: Option<UnknownWhenStale>,
+}
+
+/// What the MTA answers a recipient that is not in the maps, at a domain whose agent's copy is
+/// `stale` or `never` (or held by the shrink guard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownWhenStale {
+    /// 450 4.1.1: the sender retries, and the mail reaches the primary or a refreshed
+    /// secondary, instead of bouncing for an address the secondary may not know yet.
+    #[default]
+    Defer,
+    /// 550, as when fresh: known addresses only, whatever the age of the copy.
+    Reject,
+}
+
+impl UnknownWhenStale {
+    /// The name in the configuration and the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownWhenStale::Defer => "defer",
+            UnknownWhenStale::Reject => "reject",
+        }
+    }
 }
 
 /// Freshness thresholds.
@@ -102,6 +134,10 @@ pub struct Freshness {
     /// No contact (or hashes disagreeing) for longer than this: `stale`.
     #[serde(default = "default_stale")]
     pub stale_after_secs: u64,
+    /// Unknown recipients at an agent's domains while its copy is `stale` or `never`, or held
+    /// by the shrink guard: `defer` (450 4.1.1, the default) or `reject` (550).
+    #[serde(default)]
+    pub unknown_when_stale: UnknownWhenStale,
 }
 
 fn default_warn() -> u64 {
@@ -116,6 +152,7 @@ impl Default for Freshness {
         Freshness {
             warn_after_secs: default_warn(),
             stale_after_secs: default_stale(),
+            unknown_when_stale: UnknownWhenStale::default(),
         }
     }
 }
@@ -181,6 +218,20 @@ pub struct Output {
     /// Time limit for `prepare` and `after_apply`, in seconds.
     #[serde(default = "default_hook_timeout")]
     pub after_apply_timeout_secs: u64,
+    /// Write a CDB table (`NAME.cdb`) beside each map, in the same generation, for Postfix
+    /// `cdb:` and Exim `cdb` lookups: no `postmap` step, and a lookup costs a probe or two
+    /// instead of a scan.
+    #[serde(default = "default_true")]
+    pub cdb: bool,
+    /// The group (name or number) that owns the maps: directories 0750 and files 0640, for
+    /// that group's MTA. Without it, directories are 0755 and files 0644 (the list of valid
+    /// addresses is then readable by every local user). The server must be a member of it.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_formats() -> Vec<String> {
@@ -232,6 +283,25 @@ pub struct Loaded {
     pub status_token: Option<String>,
     /// Which agent serves each domain.
     pub domain_agent: BTreeMap<String, String>,
+    /// How the maps are written (`[output] cdb` and `group`, the group resolved).
+    pub maps: crate::maps::Options,
+}
+
+/// The id of group `name` (a name in `/etc/group`, or a number).
+pub fn group_id(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("/etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let (n, _, gid) = (f.next()?, f.next()?, f.next()?);
+            (n == name).then(|| gid.parse().ok()).flatten()
+        })
+        .next()
+        .ok_or_else(|| format!("no group {name:?} in /etc/group"))
 }
 
 /// Reads a secret file: private to its owner, one line, long enough.
@@ -352,6 +422,20 @@ impl Loaded {
         if config.output.after_apply_timeout_secs == 0 {
             p.push("output.after_apply_timeout_secs: at least 1".into());
         }
+        let group = match config.output.group.as_deref() {
+            None => None,
+            Some(g) => match group_id(g) {
+                Ok(gid) => Some(gid),
+                Err(e) => {
+                    p.push(format!("output.group: {e}"));
+                    None
+                }
+            },
+        };
+        let maps = crate::maps::Options {
+            cdb: config.output.cdb,
+            group,
+        };
         let mut token = |file: &Option<PathBuf>, key: &str| match file {
             Some(f) => match read_secret(f) {
                 Ok(t) => Some(t),
@@ -393,10 +477,57 @@ impl Loaded {
                 read_token,
                 status_token,
                 domain_agent,
+                maps,
             }),
             _ => Err(fail(p)),
         }
     }
+}
+
+impl Loaded {
+    /// What `run` will need of the file system, checked as the user this process runs as:
+    /// the state and map directories writable (or creatable). Each problem names the
+    /// directory, the user and the reason.
+    pub fn check_writable(&self) -> Vec<String> {
+        let uid = rustix::process::getuid().as_raw();
+        let user = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|p| {
+                p.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
+                })
+            })
+            .unwrap_or_else(|| "?".into());
+        let c = &self.config;
+        [("state_dir", &c.state_dir), ("output.dir", &c.output.dir)]
+            .into_iter()
+            .filter_map(|(key, dir)| {
+                writable(dir).err().map(|e| {
+                    format!(
+                        "{key} {}: not writable by user {user} (uid {uid}): {e}",
+                        dir.display()
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether a file can be made in `dir`, or in the nearest directory above it that exists (where
+/// `run` would create it): tried with a file made and removed at once.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let mut at = dir;
+    while !at.exists() {
+        at = at.parent().unwrap_or(Path::new("/"));
+    }
+    let probe = at.join(format!(".mxsync-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map(|_| ())?;
+    std::fs::remove_file(&probe)
 }
 
 impl Config {
@@ -424,6 +555,12 @@ impl Config {
     /// The agent named `id`.
     pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
         self.agents.iter().find(|a| a.id == id)
+    }
+
+    /// Agent `a`'s policy for unknown recipients while its copy is not fresh.
+    pub fn unknown_when_stale(&self, a: &AgentConfig) -> UnknownWhenStale {
+        a.unknown_when_stale
+            .unwrap_or(self.freshness.unknown_when_stale)
     }
 }
 

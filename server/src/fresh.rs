@@ -2,12 +2,16 @@
 //! hash agreement, and the alerts sent when it changes.
 //!
 //! [`evaluate`] is a pure function of the tokio clock, so tests drive it with a paused clock.
-//! Staleness never touches the maps: the last good maps stay in force.
+//! Staleness never empties or rolls back the maps: the last good maps stay in force. What it
+//! changes is which domains `stale_domains` lists, whose unknown recipients are then deferred.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
+
+use crate::{Server, lock};
 
 /// An agent's freshness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -110,6 +114,23 @@ pub fn evaluate(now: Instant, i: &Inputs, warn: Duration, stale: Duration) -> St
     }
 }
 
+/// Whether unknown recipients at an agent's domains are deferred (450) rather than refused
+/// (550) in its `state` under `policy`: while its copy is `stale` (which a held snapshot makes
+/// it) or `never` arrived.
+pub fn defers(state: State, policy: crate::config::UnknownWhenStale) -> bool {
+    policy == crate::config::UnknownWhenStale::Defer && matches!(state, State::Stale | State::Never)
+}
+
+/// What the MTA answers unknown recipients in `state` under `policy`, as the status, the
+/// alerts and `check` say it: `defer` or `reject`.
+pub fn unknown_recipients(state: State, policy: crate::config::UnknownWhenStale) -> &'static str {
+    if defers(state, policy) {
+        "defer"
+    } else {
+        "reject"
+    }
+}
+
 /// The JSON sent to every alert sink.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Alert {
@@ -127,6 +148,9 @@ pub struct Alert {
     pub version: Option<u64>,
     /// What is wrong, if anything.
     pub problem: Option<String>,
+    /// What the MTA answers unknown recipients at the agent's domains now: `defer` (450) while
+    /// the defer policy is in force, `reject` (550) otherwise.
+    pub unknown_recipients: &'static str,
 }
 
 /// The alert sinks of the configuration.
@@ -179,6 +203,110 @@ impl Sinks {
             {
                 tracing::warn!(url = target, error = %e, "alert ping failed");
             }
+        }
+    }
+}
+
+/// The server's side of freshness: each agent's state now, the alerts on a change, the domains
+/// whose unknown recipients are deferred, and what systemd is told.
+impl Server {
+    /// The (warn, stale) thresholds.
+    pub(crate) fn thresholds(&self) -> (Duration, Duration) {
+        let f = &self.cfg.config.freshness;
+        (
+            Duration::from_secs(f.warn_after_secs),
+            Duration::from_secs(f.stale_after_secs),
+        )
+    }
+
+    /// What the MTA answers unknown recipients at agent `id`'s domains in `state`: `defer`
+    /// or `reject` ([`fresh::unknown_recipients`]).
+    pub fn unknown_recipients(&self, id: &str, state: State) -> &'static str {
+        (self.cfg.config.agent(id)).map_or("reject", |a| {
+            unknown_recipients(state, self.cfg.config.unknown_when_stale(a))
+        })
+    }
+
+    /// The domains whose unknown recipients are deferred now (sorted): those of every agent
+    /// whose copy is stale, held or never arrived, under the defer policy. `applying`, whose
+    /// snapshot is being installed, counts as fresh.
+    pub fn deferred_domains(&self, applying: Option<&str>) -> Vec<String> {
+        let (warn, stale) = self.thresholds();
+        let now = Instant::now();
+        let live = lock(&self.live);
+        let mut out: Vec<String> = (self.cfg.config.agents.iter())
+            .filter(|a| Some(a.id.as_str()) != applying)
+            .filter(|a| {
+                let state = live
+                    .get(&a.id)
+                    .map_or(State::Never, |l| evaluate(now, &l.inputs(), warn, stale));
+                self.unknown_recipients(&a.id, state) == "defer"
+            })
+            .flat_map(|a| a.domains.iter().cloned())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// One freshness pass: recomputes every agent's state; announces changes.
+    pub fn check_freshness(self: &Arc<Self>) {
+        let (warn, stale) = self.thresholds();
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        {
+            let mut live = lock(&self.live);
+            for (id, l) in live.iter_mut() {
+                let state = evaluate(now, &l.inputs(), warn, stale);
+                let old = l.state.replace(state);
+                if old != Some(state) {
+                    changes.push(Alert {
+                        event: "state".into(),
+                        agent: id.clone(),
+                        old: old.unwrap_or(State::Never),
+                        new: state,
+                        age_seconds: l
+                            .last_contact
+                            .map(|t| now.saturating_duration_since(t).as_secs()),
+                        version: l.applied.as_ref().map(|a| a.version),
+                        problem: l
+                            .held
+                            .as_ref()
+                            .map(|h| h.why.clone())
+                            .or_else(|| l.problem.clone()),
+                        unknown_recipients: self.unknown_recipients(id, state),
+                    });
+                }
+            }
+        }
+        for alert in changes {
+            self.metrics.set_state(&alert.agent, alert.new.as_str());
+            (self.metrics).set_deferred(&alert.agent, alert.unknown_recipients == "defer");
+            if let Err(e) = lock(&self.db).set_state(&alert.agent, alert.new.as_str()) {
+                tracing::error!(agent = alert.agent, error = %e, "cannot record the state in the database");
+            }
+            let (agent, old, new) = (alert.agent.as_str(), alert.old.as_str(), alert.new.as_str());
+            match alert.new {
+                State::Stale => tracing::error!(
+                    agent,
+                    old,
+                    new,
+                    age = alert.age_seconds,
+                    problem = alert.problem,
+                    unknown_recipients = alert.unknown_recipients,
+                    "agent's copy is stale"
+                ),
+                State::Late => tracing::warn!(
+                    agent,
+                    old,
+                    new,
+                    age = alert.age_seconds,
+                    "agent's copy is late"
+                ),
+                _ => tracing::info!(agent, old, new, "agent freshness changed"),
+            }
+            let me = Arc::clone(self);
+            self.tracker
+                .spawn(async move { me.sinks.send(&alert).await });
         }
     }
 }

@@ -98,6 +98,18 @@ pub struct Live {
     pub spare: Option<Box<ingest::Spare>>,
 }
 
+impl Live {
+    /// What its freshness is computed from.
+    pub fn inputs(&self) -> fresh::Inputs {
+        fresh::Inputs {
+            applied: self.applied.is_some(),
+            last_contact: self.last_contact,
+            disagree_since: self.disagree_since,
+            held: self.held.is_some(),
+        }
+    }
+}
+
 /// The server: configuration, database, in-memory state, metrics and alert sinks.
 /// Shared as `Arc<Server>` by every task; every field takes part in shutdown only through
 /// `tracker`, which `run` waits on.
@@ -123,6 +135,11 @@ pub struct Server {
     pub tracker: TaskTracker,
     /// Serializes `after_apply` runs, so a reload never overlaps another.
     pub hook_lock: tokio::sync::Mutex<()>,
+    /// The domains whose unknown recipients the live maps defer (`stale_domains`), once maps
+    /// were installed: a freshness change that alters them installs the maps again.
+    pub deferring: Mutex<Option<Vec<String>>>,
+    /// When each refused agent request was last logged, by peer and reason (rate limit).
+    pub refusals_logged: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Unix seconds now.
@@ -356,6 +373,8 @@ impl Server {
             tracker: TaskTracker::new(),
             hook_lock: tokio::sync::Mutex::new(()),
             installed: Mutex::new(maps::Last::default()),
+            deferring: Mutex::new(None),
+            refusals_logged: Mutex::default(),
             cfg,
         };
         server.refresh_metrics();
@@ -404,17 +423,30 @@ impl Server {
         let now = Instant::now();
         let wall = now_secs();
         lock(&self.db).touch(agent, wall, version, hash)?;
-        let mut live = lock(&self.live);
-        if let Some(l) = live.get_mut(agent) {
-            l.last_contact = Some(now);
-            l.last_contact_at = Some(wall);
-            l.reported_hash = Some(hash.to_string());
-            let agrees = l.applied.as_ref().is_some_and(|a| a.hash == hash);
-            if agrees {
-                l.disagree_since = None;
-            } else {
-                l.disagree_since.get_or_insert(now);
+        let mut ended = None;
+        {
+            let mut live = lock(&self.live);
+            if let Some(l) = live.get_mut(agent) {
+                l.last_contact = Some(now);
+                l.last_contact_at = Some(wall);
+                l.reported_hash = Some(hash.to_string());
+                let agrees = l.applied.as_ref().is_some_and(|a| a.hash == hash);
+                if agrees {
+                    l.disagree_since = None;
+                    // The content a truncation cut came back whole: nothing to hold any more.
+                    ended = l.held.take();
+                } else {
+                    l.disagree_since.get_or_insert(now);
+                }
             }
+        }
+        if let Some(h) = ended {
+            lock(&self.db).end_hold(agent)?;
+            tracing::info!(
+                agent,
+                held_version = h.version,
+                "the agent reports the applied snapshot again: the shrink guard's hold ends, nothing is released"
+            );
         }
         self.metrics
             .last_contact
@@ -432,12 +464,12 @@ impl Server {
         agent: &str,
         what: &str,
         e: impl Into<anyhow::Error>,
-    ) -> api::ApiError {
+    ) -> ingest::IngestError {
         let e = e.into();
         let detail = format!("cannot record {what}: {e:#}");
         tracing::error!(agent, "{detail}; the previous maps stay in force");
         self.set_problem(agent, Some(detail));
-        api::ApiError::Internal(e)
+        ingest::IngestError::Internal(e)
     }
 
     /// Sets or clears an agent's problem; a new problem raises an alert.
@@ -461,6 +493,7 @@ impl Server {
                 age_seconds: l.last_contact.map(|t| t.elapsed().as_secs()),
                 version: l.applied.as_ref().map(|a| a.version),
                 problem: problem.clone(),
+                unknown_recipients: self.unknown_recipients(agent, state),
             })
         };
         if let Some(alert) = alert {
@@ -500,75 +533,28 @@ impl Server {
         });
     }
 
-    /// One freshness pass: recomputes every agent's state; announces changes.
-    pub fn check_freshness(self: &Arc<Self>) {
-        let f = &self.cfg.config.freshness;
-        let (warn, stale) = (
-            Duration::from_secs(f.warn_after_secs),
-            Duration::from_secs(f.stale_after_secs),
-        );
-        let now = Instant::now();
-        let mut changes = Vec::new();
-        {
-            let mut live = lock(&self.live);
-            for (id, l) in live.iter_mut() {
-                let inputs = fresh::Inputs {
-                    applied: l.applied.is_some(),
-                    last_contact: l.last_contact,
-                    disagree_since: l.disagree_since,
-                    held: l.held.is_some(),
-                };
-                let state = fresh::evaluate(now, &inputs, warn, stale);
-                let old = l.state.replace(state);
-                if old != Some(state) {
-                    changes.push(Alert {
-                        event: "state".into(),
-                        agent: id.clone(),
-                        old: old.unwrap_or(State::Never),
-                        new: state,
-                        age_seconds: l
-                            .last_contact
-                            .map(|t| now.saturating_duration_since(t).as_secs()),
-                        version: l.applied.as_ref().map(|a| a.version),
-                        problem: l
-                            .held
-                            .as_ref()
-                            .map(|h| h.why.clone())
-                            .or_else(|| l.problem.clone()),
-                    });
-                }
-            }
+    /// Tells systemd `state` and the freshness in a line (`STATUS=`, shown by `systemctl
+    /// status`), when it runs the server (`NOTIFY_SOCKET`); a failure is logged, never fatal.
+    pub fn notify_systemd(&self, state: sd_notify::NotifyState<'_>) {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return;
         }
-        for alert in changes {
-            self.metrics.set_state(&alert.agent, alert.new.as_str());
-            if let Err(e) = lock(&self.db).set_state(&alert.agent, alert.new.as_str()) {
-                tracing::error!(agent = alert.agent, error = %e, "cannot record the state in the database");
-            }
-            let (agent, old, new) = (alert.agent.as_str(), alert.old.as_str(), alert.new.as_str());
-            match alert.new {
-                State::Stale => tracing::error!(
-                    agent,
-                    old,
-                    new,
-                    age = alert.age_seconds,
-                    problem = alert.problem,
-                    "agent's copy is stale"
-                ),
-                State::Late => tracing::warn!(
-                    agent,
-                    old,
-                    new,
-                    age = alert.age_seconds,
-                    "agent's copy is late"
-                ),
-                _ => tracing::info!(agent, old, new, "agent freshness changed"),
-            }
-            let me = Arc::clone(self);
-            self.tracker
-                .spawn(async move { me.sinks.send(&alert).await });
+        let s = api::status(self);
+        let line: Vec<String> = (s.agents.iter())
+            .map(|a| {
+                let deferred = if a.unknown_recipients == "defer" {
+                    ", unknown recipients deferred"
+                } else {
+                    ""
+                };
+                format!("{} {}{deferred}", a.agent, a.state)
+            })
+            .collect();
+        let status = sd_notify::NotifyState::Status(&format!("{}: {}", s.state, line.join("; ")));
+        if let Err(e) = sd_notify::notify(&[state, status]) {
+            tracing::warn!(error = %e, "cannot notify systemd");
         }
     }
-
     /// Applies held snapshots that an operator released (`mxsync-server release`).
     pub fn apply_releases(self: &Arc<Self>) {
         let ids: Vec<String> = self
@@ -579,12 +565,11 @@ impl Server {
             .map(|a| a.id.clone())
             .collect();
         for id in ids {
-            let wanted = lock(&self.db)
-                .agent(&id)
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.release_requested);
-            if wanted && let Err(e) = ingest::release(self, &id) {
+            let row = lock(&self.db).agent(&id).ok().flatten();
+            let Some(row) = row.filter(|r| r.release_requested) else {
+                continue;
+            };
+            if let Err(e) = ingest::release(self, &id, row.release_forced) {
                 tracing::error!(agent = id, error = %format!("{e:#}"), "release failed");
             }
         }
@@ -607,6 +592,8 @@ pub async fn run(
         server.spawn_after_apply(first.id.clone());
     }
     tracing::info!(%addr, agents = server.cfg.config.agents.len(), "mxsync-server started");
+    // Under a Type=notify unit: started once the listener is bound and the maps are in place.
+    server.notify_systemd(sd_notify::NotifyState::Ready);
     let watcher = {
         let s = Arc::clone(&server);
         let stop = shutdown.clone();
@@ -617,8 +604,13 @@ pub async fn run(
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {
                         s.check_freshness();
+                        s.notify_systemd(sd_notify::NotifyState::Watchdog);
                         let s2 = Arc::clone(&s);
-                        let _ = tokio::task::spawn_blocking(move || s2.apply_releases()).await;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            s2.apply_releases();
+                            ingest::render_if_deferring_changed(&s2);
+                        })
+                        .await;
                     }
                 }
             }

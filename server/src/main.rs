@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+mod logs;
+
 use clap::{Parser, Subcommand};
 use server::config::Loaded;
 use server::fresh::State;
@@ -18,11 +20,15 @@ use server::{Server, lock};
 
 /// Receives mxsync snapshots on a secondary MX and renders its maps.
 #[derive(Parser)]
-#[command(name = "mxsync-server", version)]
+#[command(name = "mxsync-server", version = concat!(env!("CARGO_PKG_VERSION"), env!("MXSYNC_COMMIT")))]
 struct Cli {
-    /// The configuration file.
-    #[arg(long, short, env = "MXSYNC_CONFIG")]
-    config: PathBuf,
+    /// The configuration file (before or after the command).
+    #[arg(long, short, env = "MXSYNC_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// How log lines are written: text (no colours unless standard error is a terminal, no
+    /// timestamp under systemd) or json.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    log_format: logs::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,23 +55,27 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Apply the snapshot the shrink guard holds for AGENT.
+    /// Apply the snapshot the shrink guard holds for AGENT, if the agent still reports it.
     Release {
         /// The agent.
         agent: String,
+        /// Apply the held snapshot even though the agent now reports other content: name its
+        /// version (see `history`).
+        #[arg(long, value_name = "VERSION")]
+        force: Option<u64>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cfg = match Loaded::load(&cli.config) {
+    let Some(config) = cli.config.clone() else {
+        eprintln!(
+            "mxsync-server: no configuration file: give --config FILE (or set MXSYNC_CONFIG)"
+        );
+        return ExitCode::from(2);
+    };
+    logs::init(cli.log_format);
+    let cfg = match Loaded::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mxsync-server: {e}");
@@ -88,6 +98,16 @@ fn main() -> ExitCode {
 fn dispatch(command: Command, cfg: Loaded) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig => {
+            let problems = cfg.check_writable();
+            if !problems.is_empty() {
+                eprintln!(
+                    "mxsync-server: {}: {} problem(s):\n  {}",
+                    cfg.path.display(),
+                    problems.len(),
+                    problems.join("\n  ")
+                );
+                return Ok(ExitCode::from(2));
+            }
             println!(
                 "configuration ok: listen {}, {} agent(s), maps in {}",
                 cfg.listen,
@@ -100,7 +120,7 @@ fn dispatch(command: Command, cfg: Loaded) -> anyhow::Result<ExitCode> {
         Command::Check => check(cfg),
         Command::Explain { address } => explain(cfg, &address),
         Command::History { agent, limit } => history(cfg, agent.as_deref(), limit),
-        Command::Release { agent } => release(cfg, &agent),
+        Command::Release { agent, force } => release(cfg, &agent, force),
     }
 }
 
@@ -179,6 +199,9 @@ fn check(cfg: Loaded) -> anyhow::Result<ExitCode> {
             if let Some(p) = &a.problem {
                 d.push_str(&format!(": {p}"));
             }
+            if a.unknown_recipients == "defer" {
+                d.push_str(", unknown recipients deferred (450)");
+            }
             d
         })
         .collect();
@@ -197,6 +220,11 @@ fn explain(cfg: Loaded, address: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn history(cfg: Loaded, agent: Option<&str>, limit: u32) -> anyhow::Result<ExitCode> {
+    if let Some(a) = agent
+        && cfg.config.agent(a).is_none()
+    {
+        anyhow::bail!("no agent {a:?} in the configuration");
+    }
     let server = open(cfg)?;
     let rows = lock(&server.db).history(agent, limit)?;
     println!(
@@ -218,18 +246,33 @@ fn history(cfg: Loaded, agent: Option<&str>, limit: u32) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn release(cfg: Loaded, agent: &str) -> anyhow::Result<ExitCode> {
+fn release(cfg: Loaded, agent: &str, force: Option<u64>) -> anyhow::Result<ExitCode> {
     if cfg.config.agent(agent).is_none() {
         anyhow::bail!("no agent {agent:?} in the configuration");
     }
     let server = open(cfg)?;
-    if lock(&server.db).request_release(agent)? {
-        println!(
-            "release of agent {agent}'s held snapshot requested; the running server applies it within a second"
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
+    let db = lock(&server.db);
+    let Some((version, hash)) = db.held(agent)? else {
         println!("agent {agent} has no held snapshot");
-        Ok(ExitCode::from(1))
+        return Ok(ExitCode::from(1));
+    };
+    let reported = db.agent(agent)?.and_then(|r| r.reported_hash);
+    let current = reported.as_deref() == Some(hash.as_str());
+    if !current && force != Some(version) {
+        println!(
+            "agent {agent} now reports other content ({}) than the held version {version}: \
+             nothing released. Once the agent reports the held content again, `release` \
+             applies it; `mxsync-server release {agent} --force {version}` applies the held \
+             snapshot anyway",
+            reported
+                .as_deref()
+                .map_or("nothing".into(), |h| format!("hash {h}"))
+        );
+        return Ok(ExitCode::from(1));
     }
+    db.request_release(agent, !current)?;
+    println!(
+        "release of agent {agent}'s held version {version} requested; the running server applies it within a second"
+    );
+    Ok(ExitCode::SUCCESS)
 }

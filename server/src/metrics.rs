@@ -64,6 +64,9 @@ pub struct Metrics {
     pub last_apply: Family<AgentLabel, FloatGauge>,
     /// 1 for the current state.
     pub freshness: Family<StateLabel, Gauge>,
+    /// 1 while unknown recipients at the agent's domains are deferred (the defer policy in
+    /// force: stale, held or never), 0 while they are refused.
+    pub unknown_deferred: Family<AgentLabel, Gauge>,
     /// Addresses by class.
     pub addresses: Family<ClassLabel, Gauge>,
     /// Time from request to live maps.
@@ -81,6 +84,7 @@ impl Default for Metrics {
         let last_contact = Family::<AgentLabel, FloatGauge>::default();
         let last_apply = Family::<AgentLabel, FloatGauge>::default();
         let freshness = Family::<StateLabel, Gauge>::default();
+        let unknown_deferred = Family::<AgentLabel, Gauge>::default();
         let addresses = Family::<ClassLabel, Gauge>::default();
         let apply_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let rejected = Family::<RejectLabel, Counter>::default();
@@ -104,6 +108,11 @@ impl Default for Metrics {
             "mxsync_freshness",
             "1 for the agent's current freshness state",
             freshness.clone(),
+        );
+        registry.register(
+            "mxsync_unknown_recipients_deferred",
+            "1 while unknown recipients at the agent's domains are deferred (450) because its copy is stale, held or never arrived",
+            unknown_deferred.clone(),
         );
         registry.register(
             "mxsync_addresses",
@@ -131,6 +140,7 @@ impl Default for Metrics {
             last_contact,
             last_apply,
             freshness,
+            unknown_deferred,
             addresses,
             apply_duration,
             rejected,
@@ -157,6 +167,15 @@ impl Metrics {
                 })
                 .set(i64::from(s == state));
         }
+    }
+
+    /// Sets whether `agent`'s unknown recipients are deferred now.
+    pub fn set_deferred(&self, agent: &str, deferred: bool) {
+        self.unknown_deferred
+            .get_or_create(&AgentLabel {
+                agent: agent.to_string(),
+            })
+            .set(i64::from(deferred));
     }
 
     /// Counts a refused request.

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use proto::plan::Affected;
 use proto::{Class, Content, PlanRef, Planner, addr};
 
 use crate::store::Counts;
@@ -42,8 +41,10 @@ pub struct Rendered {
     /// one comment line per agent with its version and hash. The other files start with the
     /// banner alone.
     pub header: String,
-    /// Every agent's part, in file order.
+    /// Every agent's part, in file order, then the part of no agent (`stale_domains`).
     pub parts: Vec<std::sync::Arc<AgentPart>>,
+    /// The domains whose unknown recipients the set defers, sorted.
+    pub deferred: Vec<String>,
     /// Per agent, the plan counts.
     pub counts: BTreeMap<String, Counts>,
 }
@@ -121,20 +122,82 @@ pub enum RenderError {
     },
 }
 
-/// The files of each format.
-pub const POSTFIX: [&str; 4] = [
+/// The files of each format (`stale_domains`: the domains whose unknown recipients are
+/// deferred, with the reply, for `check_recipient_access`).
+pub const POSTFIX: [&str; 5] = [
     "postfix/relay_recipients",
     "postfix/virtual",
     "postfix/transport",
     "postfix/relay_domains",
+    "postfix/stale_domains",
 ];
-/// The files of the Exim format (`routes`: each domain's primary, for a manualroute router).
-pub const EXIM: [&str; 4] = [
+/// The files of the Exim format (`routes`: each domain's primary, for a manualroute router;
+/// `stale_domains`: the domains whose unknown recipients are deferred).
+pub const EXIM: [&str; 5] = [
     "exim/forward",
     "exim/recipients",
     "exim/domains",
     "exim/routes",
+    "exim/stale_domains",
 ];
+
+/// The files that belong to no agent: rendered from the server's freshness, in the last part.
+const SERVER_FILES: [&str; 2] = ["postfix/stale_domains", "exim/stale_domains"];
+
+/// The reply Postfix gives an unknown recipient at a domain in `stale_domains`.
+pub const DEFER_REPLY: &str = "450 4.1.1 Recipient list out of date, try again later";
+
+/// The key and value that file `name`'s text `line` gives its MTA, as Postfix's `postmap` and
+/// Exim's `lsearch` read the same line: the key up to the first blank (or, for Exim, `:`),
+/// lowercased (`postmap` folds keys and queries; the shipped Exim snippet looks up
+/// `${lc:...}`), the value after the blanks (and Exim's colon). A Postfix line without a value
+/// (`relay_domains`) has the value `OK`, which a table needs (`postmap` skips such a line).
+pub fn table_entry<'l>(name: &str, line: &'l str) -> (std::borrow::Cow<'l, str>, &'l str) {
+    let line = line.trim_end_matches('\n');
+    let exim = name.starts_with("exim/");
+    let end = line
+        .bytes()
+        .position(|b| b == b' ' || b == b'\t' || (exim && b == b':'))
+        .unwrap_or(line.len());
+    let (key, rest) = line.split_at(end);
+    let value = if exim {
+        rest.trim_start_matches([' ', '\t'])
+            .strip_prefix(':')
+            .unwrap_or(rest)
+            .trim_start_matches([' ', '\t'])
+    } else {
+        rest.trim_start_matches([' ', '\t'])
+    };
+    let value = if value.is_empty() && !exim {
+        "OK"
+    } else {
+        value
+    };
+    let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(key.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    };
+    (key, value)
+}
+
+/// Calls `each` with the key and value of every line of file `name` in `rendered`, in file
+/// order (the header's comment lines are not entries). The first error `each` returns ends the walk.
+pub fn each_entry<E>(
+    rendered: &Rendered,
+    name: &str,
+    mut each: impl FnMut(&str, &str) -> Result<(), E>,
+) -> Result<(), E> {
+    for p in &rendered.parts {
+        if let Some(text) = p.files.get(name) {
+            for line in text.pieces().flat_map(|piece| piece.split_inclusive('\n')) {
+                let (k, v) = table_entry(name, line);
+                each(&k, v)?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// `[host]:port` (validated by the configuration) as an Exim host list item: `host::port`
 /// (a doubled colon is a literal one in Exim lists).
@@ -166,6 +229,17 @@ impl Text {
     /// The pieces, in order: their concatenation is the text.
     pub fn pieces(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().map(|p| p.as_str())
+    }
+
+    /// A text of these pieces (each non-empty, ending with a whole line).
+    #[cfg(test)]
+    pub(crate) fn from_pieces(pieces: Vec<Arc<String>>) -> Text {
+        Text { pieces }
+    }
+
+    /// The pieces themselves, shared with every text that did not change them.
+    pub fn shared_pieces(&self) -> &[Arc<String>] {
+        &self.pieces
     }
 
     /// Length in bytes.
@@ -208,7 +282,7 @@ impl Eq for Text {}
 
 /// One agent's lines of each file (no header) and its plan counts: what [`render_agent`] plans
 /// once and the server keeps, so that another agent's apply does not plan this one again.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AgentPart {
     /// File name to lines.
     pub files: BTreeMap<&'static str, Text>,
@@ -216,21 +290,55 @@ pub struct AgentPart {
     pub counts: Counts,
 }
 
-/// Renders the maps of all `agents` in the requested `formats` (`postfix`, `exim`).
-pub fn render(agents: &[AgentMaps<'_>], formats: &[String]) -> Result<Rendered, RenderError> {
+/// Renders the maps of all `agents` in the requested `formats` (`postfix`, `exim`), with
+/// the unknown recipients of the `deferred` domains deferred.
+pub fn render(
+    agents: &[AgentMaps<'_>],
+    formats: &[String],
+    deferred: &[String],
+) -> Result<Rendered, RenderError> {
     let parts = agents
         .iter()
         .map(|a| render_agent(a, formats).map(std::sync::Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let with: Vec<(&AgentMaps<'_>, std::sync::Arc<AgentPart>)> = agents.iter().zip(parts).collect();
-    Ok(assemble(&with, formats))
+    assemble(&with, formats, deferred)
 }
 
-/// The file set of `agents`, each with its part rendered for the same `formats`.
+/// The lines of `stale_domains` of each format, for the `deferred` domains (each checked).
+fn server_part(formats: &[String], deferred: &[String]) -> Result<AgentPart, RenderError> {
+    let mut files = BTreeMap::new();
+    for name in file_names(formats).filter(|n| SERVER_FILES.contains(n)) {
+        let mut b = String::new();
+        for d in deferred {
+            if !addr::valid_domain(d) {
+                return Err(RenderError::Invalid {
+                    agent: String::new(),
+                    what: "domain",
+                    value: d.clone(),
+                });
+            }
+            if name.starts_with("postfix/") {
+                let _ = writeln!(b, "{d} {DEFER_REPLY}");
+            } else {
+                let _ = writeln!(b, "{d}");
+            }
+        }
+        files.insert(name, Text::from(b));
+    }
+    Ok(AgentPart {
+        files,
+        counts: Counts::default(),
+    })
+}
+
+/// The file set of `agents`, each with its part rendered for the same `formats`, and the
+/// `deferred` domains' `stale_domains` lines.
 pub fn assemble(
     agents: &[(&AgentMaps<'_>, std::sync::Arc<AgentPart>)],
     formats: &[String],
-) -> Rendered {
+    deferred: &[String],
+) -> Result<Rendered, RenderError> {
     let mut header = String::from(BANNER);
     for (a, _) in agents {
         let _ = writeln!(
@@ -241,18 +349,18 @@ pub fn assemble(
     }
     let mut names: Vec<&'static str> = file_names(formats).collect();
     names.sort_unstable();
-    Rendered {
+    let mut parts: Vec<Arc<AgentPart>> = agents.iter().map(|(_, p)| Arc::clone(p)).collect();
+    parts.push(Arc::new(server_part(formats, deferred)?));
+    Ok(Rendered {
         names,
         header,
-        parts: agents
-            .iter()
-            .map(|(_, p)| std::sync::Arc::clone(p))
-            .collect(),
+        parts,
+        deferred: deferred.to_vec(),
         counts: agents
             .iter()
             .map(|(a, p)| (a.id.to_string(), p.counts))
             .collect(),
-    }
+    })
 }
 
 fn push(b: &mut String, parts: &[&str]) {
@@ -441,7 +549,7 @@ fn domain_files(
     formats: &[String],
 ) -> Result<BTreeMap<&'static str, Text>, RenderError> {
     let mut bufs: BTreeMap<&'static str, String> = file_names(formats)
-        .filter(|n| !ADDRESS_FILES.contains(n))
+        .filter(|n| !ADDRESS_FILES.contains(n) && !SERVER_FILES.contains(n))
         .map(|n| (n, String::new()))
         .collect();
     for d in &a.content.domains {
@@ -528,236 +636,13 @@ fn render_agent_runs(
     Ok(AgentPart { files, counts })
 }
 
-/// The address a map line is for: up to the first space, `:` or end of line (none of which a
-/// valid address holds).
-fn line_address(line: &str) -> &str {
-    let end = line
-        .bytes()
-        .position(|b| matches!(b, b' ' | b':' | b'\n'))
-        .unwrap_or(line.len());
-    &line[..end]
-}
-
-/// `old` (one agent's lines of one file, sorted by address) without the lines of the addresses
-/// in `doomed` (sorted), merged with `new` (those addresses' lines now, sorted). The lines
-/// between are copied in runs found by binary search, not looked at one by one. `gone` is called
-/// with each line left out. `None` when `new` has a line for an address not in `doomed`.
-fn merge(
-    old: &str,
-    new: &str,
-    doomed: &[String],
-    mut gone: impl FnMut(&str, &str),
-) -> Option<String> {
-    let mut out = String::with_capacity(old.len() + new.len());
-    let mut fresh = new.split_inclusive('\n').peekable();
-    let mut at = 0;
-    for address in doomed {
-        let start = at + seek(&old[at..], address);
-        out.push_str(&old[at..start]);
-        at = start;
-        for line in old[start..].split_inclusive('\n') {
-            if line_address(line) != address {
-                break;
-            }
-            gone(address, line);
-            at += line.len();
-        }
-        while let Some(n) = fresh.next_if(|n| line_address(n) == address) {
-            out.push_str(n);
-        }
-    }
-    out.push_str(&old[at..]);
-    fresh.next().is_none().then_some(out)
-}
-
-/// [`merge`] over the pieces of `old`: the doomed addresses and new lines are handed to the
-/// piece whose addresses they fall among, and only those pieces are merged (and cut again when
-/// they grew past twice `piece` bytes); every other piece is shared with `old`.
-fn merge_pieces(
-    old: &Text,
-    new: &str,
-    doomed: &[String],
-    piece: usize,
-    mut gone: impl FnMut(&str, &str),
-) -> Option<Text> {
-    // Piece `k` holds the addresses from its first one up to the next piece's first one.
-    let firsts: Vec<&str> = old.pieces.iter().map(|p| line_address(p)).collect();
-    let fresh: Vec<&str> = new.split_inclusive('\n').collect();
-    let mut out = Vec::with_capacity(old.pieces.len() + 1);
-    let (mut d, mut f, mut copied) = (0, 0, 0);
-    loop {
-        let next = match (doomed.get(d), fresh.get(f)) {
-            (None, None) => break,
-            (Some(a), None) => a.as_str(),
-            (None, Some(l)) => line_address(l),
-            (Some(a), Some(l)) => a.as_str().min(line_address(l)),
-        };
-        let k = firsts.partition_point(|x| *x <= next).saturating_sub(1);
-        out.extend(old.pieces[copied.min(k)..k].iter().cloned());
-        let below_next_piece = |a: &str| firsts.get(k + 1).is_none_or(|e| a < *e);
-        let d_end = d + doomed[d..].partition_point(|a| below_next_piece(a));
-        let f_end = f + fresh[f..].partition_point(|l| below_next_piece(line_address(l)));
-        let text = old.pieces.get(k).map_or("", |p| p.as_str());
-        let merged = merge(
-            text,
-            &fresh[f..f_end].concat(),
-            &doomed[d..d_end],
-            &mut gone,
-        )?;
-        match old.pieces.get(k) {
-            // Its addresses planned again to the same lines: the piece is kept, so that a file
-            // whose pieces are all kept is known to be unchanged (`Rendered::same_file`).
-            Some(p) if **p == merged => out.push(Arc::clone(p)),
-            _ => cut(merged, piece, &mut out),
-        }
-        (d, f, copied) = (d_end, f_end, k + 1);
-    }
-    out.extend(old.pieces[copied.min(old.pieces.len())..].iter().cloned());
-    Some(Text { pieces: out })
-}
-
-/// Appends `text` (lines sorted by address) to `out` as one piece, or as pieces of about
-/// `piece` bytes when it holds more than twice that; never between two lines of one address.
-fn cut(text: String, piece: usize, out: &mut Vec<Arc<String>>) {
-    if text.len() < 2 * piece {
-        if !text.is_empty() {
-            out.push(Arc::new(text));
-        }
-        return;
-    }
-    let (mut start, mut at, mut last) = (0, 0, None);
-    for line in text.split_inclusive('\n') {
-        let address = line_address(line);
-        if at - start >= piece && last != Some(address) {
-            out.push(Arc::new(text[start..at].to_string()));
-            start = at;
-        }
-        last = Some(address);
-        at += line.len();
-    }
-    out.push(Arc::new(text[start..].to_string()));
-}
-
-/// The offset of the first line of `text` (lines sorted by address) whose address is not below
-/// `address`: a binary search over bytes, each probe moved back to the start of its line.
-fn seek(text: &str, address: &str) -> usize {
-    let b = text.as_bytes();
-    // Lines before `lo` are below `address`; the line at `hi` (a line start, or the end) is not.
-    let (mut lo, mut hi) = (0, b.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let start = b[lo..mid]
-            .iter()
-            .rposition(|&c| c == b'\n')
-            .map_or(lo, |i| lo + i + 1);
-        let line = &text[start..];
-        if line_address(line) < address {
-            lo = line.find('\n').map_or(b.len(), |i| start + i + 1);
-        } else {
-            hi = start;
-        }
-    }
-    lo
-}
-
-/// Like [`render_agent`], after a delta: `old` is this agent's part for the content the delta
-/// was applied to, and `affected` (closed over `a.content`) names every address whose plan can
-/// have changed. Only those are planned; their old lines are replaced in a copy of `old`. The
-/// result equals what [`render_agent`] gives (property-tested); when `old` was rendered without
-/// a file that tells the classes apart, everything is planned.
-pub fn render_agent_affected(
-    a: &AgentMaps<'_>,
-    formats: &[String],
-    old: &AgentPart,
-    affected: &Affected,
-) -> Result<AgentPart, RenderError> {
-    render_agent_affected_in(a, formats, old, affected, PIECE)
-}
-
-/// [`render_agent_affected`] cutting grown pieces at `piece` bytes.
-fn render_agent_affected_in(
-    a: &AgentMaps<'_>,
-    formats: &[String],
-    old: &AgentPart,
-    affected: &Affected,
-    piece: usize,
-) -> Result<AgentPart, RenderError> {
-    // The counts of the old lines that go: every address has a line in a recipients file, and
-    // a forward or split one a line in a forward file, whose targets at served domains (units
-    // on the primary) tell a split from a forward.
-    let recipients = ["postfix/relay_recipients", "exim/recipients"]
-        .into_iter()
-        .find(|n| old.files.contains_key(n));
-    let forwards = ["postfix/virtual", "exim/forward"]
-        .into_iter()
-        .find(|n| old.files.contains_key(n));
-    let (Some(recipients), Some(forwards)) = (recipients, forwards) else {
-        return render_agent_in(a, formats, piece);
-    };
-    let mut lines = Lines::new(a.id, formats, usize::MAX);
-    (Planner::sparse(a.content).without_reasons()).plan_affected(affected, |p| lines.add(p));
-    if let Some(e) = lines.error.take() {
-        return Err(e);
-    }
-    let counts_new = lines.counts;
-    let new_lines = lines.finish().map(|t| t.map(|t| t.to_string()));
-    // Every line is for an address at a served domain.
-    let mut doomed: Vec<String> = affected
-        .names()
-        .iter()
-        .flat_map(|n| a.content.domains.iter().map(move |d| format!("{n}@{d}")))
-        .collect();
-    doomed.sort_unstable();
-    let served = |t: &str| {
-        addr::split(t).is_some_and(|(_, d)| {
-            a.content
-                .domains
-                .binary_search_by(|x| x.as_str().cmp(d))
-                .is_ok()
-        })
-    };
-    // What the lines that go counted: addresses, forwards, splits.
-    let mut gone = [0u64; 3];
-    let mut files: BTreeMap<&'static str, Text> = old
-        .files
-        .iter()
-        .filter(|(n, _)| !ADDRESS_FILES.contains(n))
-        .map(|(n, b)| (*n, b.clone()))
-        .collect();
-    for (name, new) in ADDRESS_FILES.into_iter().zip(&new_lines) {
-        let (Some(new), Some(old)) = (new, old.files.get(name)) else {
-            continue;
-        };
-        let merged = merge_pieces(old, new, &doomed, piece, |address, line| {
-            if name == recipients {
-                gone[0] += 1;
-            } else if name == forwards {
-                let targets = line[address.len()..].trim_start_matches(':');
-                let split = targets.split(',').any(|t| served(t.trim()));
-                gone[if split { 2 } else { 1 }] += 1;
-            }
-        });
-        let Some(merged) = merged else {
-            return render_agent_in(a, formats, piece);
-        };
-        files.insert(name, merged);
-    }
-    let (o, n) = (old.counts, counts_new);
-    let counts = (|| {
-        let punt_gone = gone[0].checked_sub(gone[1] + gone[2])?;
-        Some(Counts {
-            addresses: o.addresses.checked_sub(gone[0])? + n.addresses,
-            forward: o.forward.checked_sub(gone[1])? + n.forward,
-            split: o.split.checked_sub(gone[2])? + n.split,
-            punt: o.punt.checked_sub(punt_gone)? + n.punt,
-        })
-    })();
-    // Counts that do not add up mean `old` is not what this content's base rendered to.
-    let Some(counts) = counts else {
-        return render_agent_in(a, formats, piece);
-    };
-    Ok(AgentPart { files, counts })
-}
+mod splice;
+pub use splice::render_agent_affected;
+#[cfg(test)]
+use {
+    proto::plan::Affected,
+    splice::{cut, line_address, merge, merge_pieces, render_agent_affected_in, seek},
+};
 
 #[cfg(test)]
 mod tests;

@@ -116,7 +116,9 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (app, stop, tls) = (app.clone(), shutdown.clone(), tls.clone());
+        // Each request knows the peer (the log of refused agent requests names it).
+        let app = app.clone().layer(axum::Extension(crate::api::Peer(peer)));
+        let (stop, tls) = (shutdown.clone(), tls.clone());
         conns.spawn(async move {
             let _slot = permit;
             match tls {

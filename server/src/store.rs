@@ -13,6 +13,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// Schema migrations, in order; the index + 1 is the version they lead to.
+/// `agents.release_requested` for a forced release (1: a release, applied only while the
+/// agent reports the held snapshot).
+const RELEASE_FORCED: i64 = 2;
+
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE agents (
@@ -109,6 +113,9 @@ pub struct AgentRow {
     pub held_snapshot: Option<i64>,
     /// An operator asked to release the held snapshot.
     pub release_requested: bool,
+    /// The release was forced (`release --force VERSION`): the held snapshot is applied even
+    /// though the agent reports other content now.
+    pub release_forced: bool,
     /// What is wrong, for status (apply or hook failure).
     pub problem: Option<String>,
     /// Last freshness state written by the watcher.
@@ -381,6 +388,7 @@ impl Store {
                         applied_addresses: u(r.get(9)?),
                         held_snapshot: r.get(10)?,
                         release_requested: r.get::<_, i64>(11)? != 0,
+                        release_forced: r.get::<_, i64>(11)? == RELEASE_FORCED,
                         problem: r.get(12)?,
                         state: r.get(13)?,
                     })
@@ -524,13 +532,52 @@ impl Store {
         Ok(())
     }
 
-    /// Asks the running server to apply the held snapshot (`mxsync-server release`).
-    pub fn request_release(&self, agent: &str) -> Result<bool> {
+    /// Asks the running server to apply the held snapshot (`mxsync-server release`), `forced`
+    /// or only while the agent reports it.
+    pub fn request_release(&self, agent: &str, forced: bool) -> Result<bool> {
         let n = self.conn.execute(
-            "UPDATE agents SET release_requested = 1 WHERE id = ?1 AND held_snapshot IS NOT NULL",
-            [agent],
+            "UPDATE agents SET release_requested = ?2 WHERE id = ?1 AND held_snapshot IS NOT NULL",
+            params![agent, if forced { RELEASE_FORCED } else { 1 }],
         )?;
         Ok(n == 1)
+    }
+
+    /// The version and hash of the snapshot held for `agent`, if any.
+    pub fn held(&self, agent: &str) -> Result<Option<(u64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version, hash FROM snapshots
+                 WHERE id = (SELECT held_snapshot FROM agents WHERE id = ?1)",
+                [agent],
+                |r| Ok((u(r.get(0)?).unwrap_or(0), r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Ends `agent`'s hold without applying it: the agent's content came back to the applied
+    /// snapshot. The held row says so and its body goes.
+    pub fn end_hold(&mut self, agent: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let held = "SELECT held_snapshot FROM agents WHERE id = ?1";
+        tx.execute(
+            &format!("DELETE FROM bodies WHERE snapshot IN ({held})"),
+            [agent],
+        )?;
+        tx.execute(
+            &format!(
+                "UPDATE snapshots SET outcome = 'dropped',
+                   detail = 'the agent came back to the applied snapshot'
+                 WHERE id IN ({held})"
+            ),
+            [agent],
+        )?;
+        tx.execute(
+            "UPDATE agents SET held_snapshot = NULL, release_requested = 0 WHERE id = ?1",
+            [agent],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Sets or clears an agent's problem.

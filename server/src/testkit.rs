@@ -59,8 +59,11 @@ impl Harness {
     }
 
     /// Every live map file, by name (empty before the first apply).
+    /// The live text maps, by name. Each one's CDB table, when there is one, is checked
+    /// against the text on the way: the same entries, in the same order.
     pub(crate) fn maps(&self) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
+        let mut tables = BTreeMap::new();
         if let Some(cur) = maps::current(&self.maps_dir()) {
             for f in ["postfix", "exim"] {
                 for e in std::fs::read_dir(cur.join(f))
@@ -69,9 +72,33 @@ impl Harness {
                     .flatten()
                 {
                     let name = format!("{f}/{}", e.file_name().to_string_lossy());
-                    out.insert(name, std::fs::read(e.path()).unwrap());
+                    match name.strip_suffix(".cdb") {
+                        Some(map) => {
+                            tables.insert(map.to_string(), e.path());
+                        }
+                        None => {
+                            out.insert(name, std::fs::read(e.path()).unwrap());
+                        }
+                    }
                 }
             }
+        }
+        for (name, path) in tables {
+            let text = String::from_utf8(out[&name].clone()).unwrap();
+            let expected: Vec<(String, String)> = (text.lines())
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| {
+                    let (k, v) = crate::render::table_entry(&name, l);
+                    (k.into_owned(), v.to_string())
+                })
+                .collect();
+            let got: Vec<(String, String)> = (cdb2::CDB::open(&path).unwrap().iter())
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+                })
+                .collect();
+            assert_eq!(got, expected, "{name}.cdb against {name}");
         }
         out
     }

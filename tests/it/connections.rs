@@ -49,7 +49,7 @@ fn ten_thousand_idle_connections_neither_starve_status_nor_stay_forever() {
     )
     .unwrap();
     let port = tests::free_port();
-    let _server = Kill(tests::server_process(&config, port));
+    let _server = tests::Kill(tests::server_process(&config, port));
 
     // Half of them say nothing; the other half start a request and never finish its headers.
     let opened = Instant::now();
@@ -128,14 +128,4 @@ fn ten_thousand_idle_connections_neither_starve_status_nor_stay_forever() {
          {:.1} ms, worst {worst:.1} ms",
         times[times.len() / 2]
     );
-}
-
-/// Kills the server when the test ends, passed or not.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -38,7 +38,7 @@ fn expected(version: u64) -> BTreeMap<String, String> {
         primary: "[127.0.0.1]:2525",
         content: &c,
     }];
-    let r = server::render::render(&agents, &["postfix".into(), "exim".into()]).unwrap();
+    let r = server::render::render(&agents, &["postfix".into(), "exim".into()], &[]).unwrap();
     r.files()
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8(v).unwrap()))

@@ -56,7 +56,7 @@ fn the_demo_starts_serves_status_and_follows_an_edit() {
     let dir = aliases.trim_end_matches("/primary/aliases").to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap()
             .success()

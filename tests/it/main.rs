@@ -6,11 +6,13 @@
 //! - `connections`: 10,000 idle connections: status still answers, the time limit closes them.
 //! - `crash`: SIGKILL during applies never leaves a mixed or partial map set.
 //! - `demo`: the README's demo command starts, serves status, follows an edit, stops.
-//! - `exim`: the proof in a real Exim (`exim4 -bt` with the shipped routers).
+//! - `exim`: the proof in a real Exim: `exim4 -bt` with the shipped routers, and a real daemon
+//!   delivering every address to sinks, with unknown recipients deferred while stale.
 //! - `disk`: a really full disk (a tmpfs filled up): the apply fails cleanly, the next succeeds.
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
 //! - `partition`: a cut between agent and receiver: stale, then fresh again after the heal.
-//! - `postfix`: the proof in a real Postfix, driven by swaks.
+//! - `postfix`: the proof in a real Postfix (`cdb:` tables, no reload), driven by swaks, with
+//!   unknown recipients deferred while stale.
 //! - `truncate`: an aliases file cut in half on the primary is held; the whole one is applied.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
 //!

@@ -1,5 +1,5 @@
-//! House rules checked by reading the tree: module docs, whitespace, banned macros, and the
-//! dependency boundary of `proto` (no I/O, no runtime).
+//! House rules checked by reading the tree: module docs, whitespace, banned macros, the
+//! dependency boundary of `proto` (no I/O, no runtime), and the module import direction.
 
 use std::path::{Path, PathBuf};
 
@@ -79,5 +79,54 @@ fn proto_depends_on_nothing_that_does_io() {
     assert!(
         manifest.contains("testkit = [\"dep:proptest\"]"),
         "proptest is for the testkit feature only"
+    );
+}
+
+/// The module import direction: (file, what it may not name). Lower layers never reach up:
+/// the snapshot model knows nothing of deltas or plans, ingest nothing of HTTP.
+#[test]
+fn modules_import_downwards_only() {
+    let check = |file: &str, forbidden: &[&str]| {
+        let text = std::fs::read_to_string(tests::workspace().join(file)).unwrap();
+        let code: String = (text.lines())
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for f in forbidden {
+            assert!(!code.contains(f), "{file} names {f}");
+        }
+    };
+    for f in [
+        "snapshot.rs",
+        "snapshot/validate.rs",
+        "snapshot/canon.rs",
+        "snapshot/binary.rs",
+    ] {
+        check(&format!("proto/src/{f}"), &["crate::delta", "crate::plan"]);
+    }
+    for f in [
+        "ingest.rs",
+        "ingest/error.rs",
+        "ingest/body.rs",
+        "ingest/install.rs",
+        "ingest/apply.rs",
+    ] {
+        check(
+            &format!("server/src/{f}"),
+            &["crate::api", "axum", "StatusCode"],
+        );
+    }
+    for f in ["render.rs", "render/splice.rs"] {
+        check(
+            &format!("server/src/{f}"),
+            &["crate::ingest", "crate::api", "crate::maps"],
+        );
+    }
+    for f in ["maps.rs", "maps/cdb.rs"] {
+        check(&format!("server/src/{f}"), &["crate::ingest", "crate::api"]);
+    }
+    check(
+        "server/src/fresh.rs",
+        &["crate::api", "crate::ingest", "api::"],
     );
 }

@@ -64,6 +64,41 @@ impl Sink {
     }
 }
 
+/// The reply code a server on 127.0.0.1:`port` gives `RCPT TO:<to>` in a session of its own
+/// (EHLO, MAIL FROM, RCPT, QUIT): 250 when it accepts the recipient.
+pub fn rcpt_status(port: u16, to: &str) -> std::io::Result<u16> {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    // The code of the last line of a reply (`250-...` lines continue it).
+    let reply = |r: &mut BufReader<std::net::TcpStream>| -> std::io::Result<u16> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line
+                    .get(..3)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| std::io::Error::other(format!("bad reply {line:?}")));
+            }
+        }
+    };
+    reply(&mut r)?;
+    for cmd in ["EHLO probe.example", "MAIL FROM:<probe@outside.example>"] {
+        write!(w, "{cmd}\r\n")?;
+        reply(&mut r)?;
+    }
+    write!(w, "RCPT TO:<{to}>\r\n")?;
+    let code = reply(&mut r)?;
+    write!(w, "QUIT\r\n")?;
+    let _ = reply(&mut r);
+    Ok(code)
+}
+
 fn session(
     stream: std::net::TcpStream,
     name: &str,

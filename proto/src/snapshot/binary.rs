@@ -195,6 +195,14 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<String, BinaryError> {
         let start = self.at;
         let raw = self.raw()?;
+        if raw.len() > super::MAX_STRING {
+            self.at = start;
+            return Err(self.error(format!(
+                "a string of {} bytes (at most {})",
+                raw.len(),
+                super::MAX_STRING
+            )));
+        }
         match std::str::from_utf8(raw) {
             Ok(s) => Ok(s.to_owned()),
             Err(e) => {

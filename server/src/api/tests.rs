@@ -269,18 +269,17 @@ async fn invalid_snapshots_are_refused_and_recorded() {
         "bad_request",
         Some("malformed snapshot json"),
     );
+    // Each snapshot refused 422 as invalid, with what the message says, and nothing changed.
+    let base = || snapshot("a: other@remote.net\n", 2);
+    let rehashed = |mut s: proto::Snapshot| {
+        s.hash = s.content.hash();
+        s
+    };
+    let mut cases: Vec<(proto::Snapshot, &str)> = Vec::new();
     // The claimed hash does not match the content.
-    let mut s = snapshot("a: other@remote.net\n", 2);
+    let mut s = base();
     s.hash = "0".repeat(64);
-    let r = push(&mut h, &s).await;
-    check_refused(
-        &h,
-        &before,
-        &r,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_snapshot",
-        Some("content hash"),
-    );
+    cases.push((s, "content hash"));
     // Addresses made to break a map line.
     for bad in [
         "a@x.net\nroot@y.net OK",
@@ -289,23 +288,14 @@ async fn invalid_snapshots_are_refused_and_recorded() {
         "a:b@x.net",
         "\"a\"@x.net",
     ] {
-        let mut s = snapshot("a: other@remote.net\n", 2);
+        let mut s = base();
         s.content.recipients.push(proto::snapshot::Recipient {
             address: bad.into(),
             file: 0,
             line: 1,
         });
         s.content.aliases[0].targets[0].value = bad.into();
-        s.hash = s.content.hash();
-        let r = push(&mut h, &s).await;
-        check_refused(
-            &h,
-            &before,
-            &r,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_snapshot",
-            Some("not a valid"),
-        );
+        cases.push((rehashed(s), "not a valid"));
     }
     // A local name that would become a map-breaking punt unit (`a b@example.org`).
     let mut s = snapshot("a: r@remote.net, other@remote.net\n", 2);
@@ -314,28 +304,34 @@ async fn invalid_snapshots_are_refused_and_recorded() {
         value: "a b".into(),
         line: 1,
     };
-    s.hash = s.content.hash();
-    let r = push(&mut h, &s).await;
-    check_refused(
-        &h,
-        &before,
-        &r,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_snapshot",
-        Some("not a valid local name"),
-    );
+    cases.push((rehashed(s), "not a valid local name"));
+    // A format this server does not know, even with a good hash: refused, the format named.
+    let mut s = base();
+    s.format = proto::snapshot::FORMAT + 1;
+    cases.push((s, "snapshot format 2 is not 1"));
+    // Strings past the limit (a name of 64 KiB and a byte, a target), with good hashes.
+    let huge = "x".repeat(proto::snapshot::MAX_STRING + 1);
+    let mut s = base();
+    s.content.aliases[0].name = huge.clone();
+    cases.push((rehashed(s), "at most 65536"));
+    let mut s = base();
+    s.content.aliases[0].targets[0].value = huge;
+    cases.push((rehashed(s), "at most 65536"));
     // A snapshot signed by mx1 that claims to be from another agent.
-    let mut s = snapshot("a: other@remote.net\n", 2);
+    let mut s = base();
     s.agent = "mx9".into();
-    let r = push(&mut h, &s).await;
-    check_refused(
-        &h,
-        &before,
-        &r,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_snapshot",
-        Some("mx9"),
-    );
+    cases.push((s, "mx9"));
+    for (s, why) in cases {
+        let r = push(&mut h, &s).await;
+        check_refused(
+            &h,
+            &before,
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_snapshot",
+            Some(why),
+        );
+    }
 }
 
 #[tokio::test]
@@ -526,13 +522,17 @@ async fn bodies_over_the_limit_are_413_including_zstd_bombs() {
 
 use std::io::Read;
 
+/// Twenty aliases, each forwarded: a content the shrink guard holds when cut in half.
+fn twenty_aliases() -> String {
+    (0..20)
+        .map(|i| format!("u{i}: u{i}@remote.net\n"))
+        .collect()
+}
+
 #[tokio::test]
 async fn the_shrink_guard_holds_then_release_applies() {
     let mut h = Harness::new("");
-    let mut big = String::new();
-    for i in 0..20 {
-        big.push_str(&format!("u{i}: u{i}@remote.net\n"));
-    }
+    let big = twenty_aliases();
     assert_eq!(
         push(&mut h, &snapshot(&big, 1)).await.status,
         StatusCode::OK
@@ -562,7 +562,7 @@ async fn the_shrink_guard_holds_then_release_applies() {
     let r = send(&h, signed("/v1/heartbeat", hb, seq, KEY, None)).await;
     assert_eq!(r.json["need_snapshot"], false);
     // The operator releases it.
-    assert!(lock(&h.server.db).request_release("mx1").unwrap());
+    assert!(lock(&h.server.db).request_release("mx1", false).unwrap());
     h.server.apply_releases();
     assert!(
         h.map("postfix/relay_domains")
@@ -822,9 +822,7 @@ async fn maps_go_live_only_once_their_history_row_is_written() {
 #[tokio::test]
 async fn a_later_complete_snapshot_replaces_a_held_one_without_the_operator() {
     let mut h = Harness::new("");
-    let full: String = (0..20)
-        .map(|i| format!("u{i}: u{i}@remote.net\n"))
-        .collect();
+    let full = twenty_aliases();
     assert_eq!(
         push(&mut h, &snapshot(&full, 1)).await.status,
         StatusCode::OK
@@ -1134,6 +1132,7 @@ async fn another_agents_apply_keeps_this_agents_lines_as_a_fresh_render_gives_th
             },
         ],
         &["postfix".to_string(), "exim".to_string()],
+        &[],
     )
     .unwrap();
     assert_eq!(h.maps(), fresh.files());
@@ -1141,4 +1140,167 @@ async fn another_agents_apply_keeps_this_agents_lines_as_a_fresh_render_gives_th
         h.map("postfix/virtual")
             .contains("m@example.net y@remote.net\n")
     );
+}
+
+/// The domains the live `stale_domains` maps defer: (postfix, exim), each sorted.
+fn deferred_in_maps(h: &Harness) -> (Vec<String>, Vec<String>) {
+    let domains = |name: &str| -> Vec<String> {
+        (h.map(name).lines())
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
+    (
+        domains("postfix/stale_domains"),
+        domains("exim/stale_domains"),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_recipients_are_deferred_while_stale_or_held_and_refused_when_fresh() {
+    let both = vec!["example.com".to_string(), "example.org".to_string()];
+    for (policy, deferred) in [("defer", both.clone()), ("reject", vec![])] {
+        let mut h = Harness::new(&format!(
+            "[freshness]\nwarn_after_secs = 1\nstale_after_secs = 2\nunknown_when_stale = \"{policy}\"\n"
+        ));
+        // (what the maps defer, what status says, the metric) after a freshness pass.
+        let check = |h: &Harness, maps: &[String], said: &str| {
+            h.server.check_freshness();
+            crate::ingest::render_if_deferring_changed(&h.server);
+            assert_eq!(
+                deferred_in_maps(h),
+                (maps.to_vec(), maps.to_vec()),
+                "{policy}"
+            );
+            assert_eq!(
+                status(&h.server).agents[0].unknown_recipients,
+                said,
+                "{policy}"
+            );
+            let metric = format!(
+                "mxsync_unknown_recipients_deferred{{agent=\"mx1\"}} {}",
+                i32::from(said == "defer")
+            );
+            assert!(
+                h.server.metrics.encode().contains(&metric),
+                "{policy}: {metric}"
+            );
+        };
+        let big = twenty_aliases();
+        assert_eq!(
+            push(&mut h, &snapshot(&big, 1)).await.status,
+            StatusCode::OK
+        );
+        check(&h, &[], "reject");
+        // No contact past stale_after: stale.
+        tokio::time::advance(std::time::Duration::from_secs(3)).await;
+        let said = if policy == "defer" { "defer" } else { "reject" };
+        check(&h, &deferred, said);
+        // The agent is back: fresh, unknown recipients refused again.
+        assert_eq!(
+            push(&mut h, &snapshot(&format!("{big}v: v@remote.net\n"), 2))
+                .await
+                .status,
+            StatusCode::OK
+        );
+        check(&h, &[], "reject");
+        // A snapshot held by the shrink guard: stale at once.
+        let half: String = big.lines().take(5).map(|l| format!("{l}\n")).collect();
+        assert_eq!(
+            push(&mut h, &snapshot(&half, 3)).await.status,
+            StatusCode::LOCKED
+        );
+        check(&h, &deferred, said);
+        // The address maps are those of the applied snapshot throughout.
+        assert!(
+            h.map("postfix/virtual")
+                .contains("v@example.org v@remote.net")
+        );
+    }
+}
+
+/// Sends a signed heartbeat for `version` of `aliases`.
+async fn heartbeat_of(h: &mut Harness, aliases: &str, version: u64) {
+    let hb = serde_json::to_vec(&Heartbeat {
+        version,
+        hash: snapshot(aliases, version).hash,
+    })
+    .unwrap();
+    let seq = h.next_seq();
+    let r = send(h, signed("/v1/heartbeat", hb, seq, KEY, None)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
+#[tokio::test]
+async fn a_hold_ends_when_the_agent_comes_back_and_release_applies_only_what_it_reports() {
+    let mut h = Harness::new("");
+    let big = twenty_aliases();
+    let half: String = big.lines().take(10).map(|l| format!("{l}\n")).collect();
+    let other = format!("{big}v: v@remote.net\n");
+    assert_eq!(
+        push(&mut h, &snapshot(&big, 1)).await.status,
+        StatusCode::OK
+    );
+    let full = h.maps();
+    let held = |h: &Harness| lock(&h.server.db).held("mx1").unwrap();
+    let fresh_again = |h: &Harness| {
+        h.server.check_freshness();
+        let s = status(&h.server);
+        (s.state == "fresh" && s.agents[0].problem.is_none() && held(h).is_none())
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    };
+    // Cut, then restored byte for byte: the push is the applied snapshot again, and the hold
+    // ends; there is nothing left to release (before, `release` installed the cut file).
+    assert_eq!(
+        push(&mut h, &snapshot(&half, 2)).await.status,
+        StatusCode::LOCKED
+    );
+    assert_eq!(held(&h).map(|(v, _)| v), Some(2));
+    assert_eq!(
+        push(&mut h, &snapshot(&big, 3)).await.status,
+        StatusCode::OK
+    );
+    fresh_again(&h).unwrap();
+    assert!(!lock(&h.server.db).request_release("mx1", false).unwrap());
+    h.server.apply_releases();
+    assert_eq!(h.maps(), full);
+    assert!(
+        history(&h)
+            .iter()
+            .any(|r| r.version == 2 && r.outcome == "dropped")
+    );
+    // The same by a heartbeat of the applied content.
+    assert_eq!(
+        push(&mut h, &snapshot(&half, 4)).await.status,
+        StatusCode::LOCKED
+    );
+    heartbeat_of(&mut h, &big, 5).await;
+    fresh_again(&h).unwrap();
+    assert_eq!(h.maps(), full);
+    // Held while the agent reports other content: a release is refused, a forced one applies.
+    assert_eq!(
+        push(&mut h, &snapshot(&half, 6)).await.status,
+        StatusCode::LOCKED
+    );
+    heartbeat_of(&mut h, &other, 7).await;
+    assert!(lock(&h.server.db).request_release("mx1", false).unwrap());
+    h.server.apply_releases();
+    assert_eq!(
+        h.maps(),
+        full,
+        "a release of content the agent no longer reports"
+    );
+    assert_eq!(held(&h).map(|(v, _)| v), Some(6));
+    assert!(
+        !lock(&h.server.db)
+            .agent("mx1")
+            .unwrap()
+            .unwrap()
+            .release_requested
+    );
+    assert!(lock(&h.server.db).request_release("mx1", true).unwrap());
+    h.server.apply_releases();
+    assert!(!h.map("postfix/virtual").contains("u15@example.org"));
+    assert!(held(&h).is_none());
 }

@@ -21,9 +21,16 @@ fn set(tag: &str) -> Rendered {
         names,
         header: format!("# {tag}\n"),
         parts: vec![std::sync::Arc::new(part)],
+        deferred: Vec::new(),
         counts: BTreeMap::new(),
     }
 }
+
+/// The defaults: a CDB table beside each map, no group.
+const OPTS: Options = Options {
+    cdb: true,
+    group: None,
+};
 
 fn read_live(dir: &Path, name: &str) -> String {
     fs::read_to_string(dir.join(name)).unwrap_or_default()
@@ -33,9 +40,9 @@ fn read_live(dir: &Path, name: &str) -> String {
 fn generations_switch_whole_and_old_ones_are_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    assert!(!is_current(dir, &set("one")));
-    install(dir, &set("one"), |_| Ok(()), &mut Last::default()).unwrap();
-    assert!(is_current(dir, &set("one")));
+    assert!(!is_current(dir, &set("one"), &OPTS));
+    install(dir, &set("one"), &OPTS, |_| Ok(()), &mut Last::default()).unwrap();
+    assert!(is_current(dir, &set("one"), &OPTS));
     // The address files start with the banner alone; the small ones name the versions.
     assert_eq!(
         read_live(dir, "postfix/virtual"),
@@ -50,12 +57,11 @@ fn generations_switch_whole_and_old_ones_are_removed() {
         "# one\npostfix/relay_domains one\n"
     );
     for tag in ["two", "three", "four"] {
-        install(dir, &set(tag), |_| Ok(()), &mut Last::default()).unwrap();
-        assert!(is_current(dir, &set(tag)));
+        install(dir, &set(tag), &OPTS, |_| Ok(()), &mut Last::default()).unwrap();
+        assert!(is_current(dir, &set(tag), &OPTS));
     }
-    // The live generation and the one before it are kept; the others go to the trash, which
-    // another thread empties.
-    assert_eq!(fs::read_dir(dir.join(".gen")).unwrap().count(), 2);
+    // The live generation is kept; the others go to the trash, which another thread empties.
+    assert_eq!(fs::read_dir(dir.join(".gen")).unwrap().count(), 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let left = || fs::read_dir(dir.join(".trash")).unwrap().count();
     while left() > 0 && std::time::Instant::now() < deadline {
@@ -74,11 +80,12 @@ fn generations_switch_whole_and_old_ones_are_removed() {
 fn a_failed_prepare_leaves_the_old_set_live() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    install(dir, &set("old"), |_| Ok(()), &mut Last::default()).unwrap();
+    install(dir, &set("old"), &OPTS, |_| Ok(()), &mut Last::default()).unwrap();
     let seen = std::cell::RefCell::new(None);
     let e = install(
         dir,
         &set("new"),
+        &OPTS,
         |gen_dir| {
             *seen.borrow_mut() = Some(fs::read_to_string(gen_dir.join("postfix/virtual")).unwrap());
             Err("postmap: fatal".into())
@@ -92,7 +99,7 @@ fn a_failed_prepare_leaves_the_old_set_live() {
         Some(format!("{BANNER}postfix/virtual new\n").as_str()),
         "prepare runs in the new generation"
     );
-    assert!(is_current(dir, &set("old")));
+    assert!(is_current(dir, &set("old"), &OPTS));
     assert_eq!(
         fs::read_dir(dir.join(".gen")).unwrap().count(),
         1,
@@ -105,7 +112,7 @@ fn an_unwritable_output_directory_is_an_error_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("not-a-dir");
     fs::write(&file, "").unwrap();
-    let e = install(&file, &set("x"), |_| Ok(()), &mut Last::default()).unwrap_err();
+    let e = install(&file, &set("x"), &OPTS, |_| Ok(()), &mut Last::default()).unwrap_err();
     assert!(e.to_string().contains("not-a-dir"), "{e}");
 }
 
@@ -134,34 +141,211 @@ fn unchanged_address_files_are_linked_from_the_live_generation() {
     let ino = |gen_dir: &Path, name: &str| fs::metadata(gen_dir.join(name)).unwrap().ino();
     let mut last = Last::default();
     let one = set("one");
-    let g1 = install(dir, &one, |_| Ok(()), &mut last).unwrap();
+    let g1 = install(dir, &one, &OPTS, |_| Ok(()), &mut last).unwrap();
+    // The replaced generation goes at once: its inodes are taken before.
+    let files = |set: &Rendered| -> Vec<String> {
+        (set.names.iter())
+            .flat_map(|n| [n.to_string(), cdb_name(n)])
+            .collect()
+    };
+    let first: Vec<u64> = files(&one).iter().map(|f| ino(&g1, f)).collect();
     let two = changed(&one, "two", "postfix/virtual");
-    let g2 = install(dir, &two, |_| Ok(()), &mut last).unwrap();
-    for name in &two.names {
-        assert_eq!(fs::read(dir.join(name)).unwrap(), two.file(name), "{name}");
-        // Linked: an address file whose pieces are the same. Written: the changed one, and the
-        // small files, whose header names the versions.
+    let g2 = install(dir, &two, &OPTS, |_| Ok(()), &mut last).unwrap();
+    assert!(!g1.exists(), "the replaced generation is gone");
+    for (file, old) in files(&two).iter().zip(first) {
+        let name = file.trim_end_matches(".cdb");
+        if !file.ends_with(".cdb") {
+            assert_eq!(fs::read(dir.join(name)).unwrap(), two.file(name), "{name}");
+        }
+        // Linked, with its table: an address file whose pieces are the same. Written: the
+        // changed one, and the small files, whose header names the versions.
         let linked = !name.ends_with("virtual") && !crate::render::carries_versions(name);
-        assert_eq!(ino(&g1, name) == ino(&g2, name), linked, "{name}");
+        assert_eq!(old == ino(&g2, file), linked, "{file}");
     }
-    assert!(is_current(dir, &two));
+    assert!(is_current(dir, &two, &OPTS));
     // An install the record does not know of (another process, a restart) makes the recorded
     // generation no longer live: nothing is linked from it.
-    let before: Vec<u64> = two.names.iter().map(|n| ino(&g2, n)).collect();
-    install(dir, &set("three"), |_| Ok(()), &mut Last::default()).unwrap();
+    // (Its files are held open, so that their inodes are not reused while they are compared.)
+    let held: Vec<(u64, File)> = (two.names.iter())
+        .map(|n| (ino(&g2, n), File::open(g2.join(n)).unwrap()))
+        .collect();
+    install(dir, &set("three"), &OPTS, |_| Ok(()), &mut Last::default()).unwrap();
     let four = changed(&two, "four", "exim/forward");
-    let g4 = install(dir, &four, |_| Ok(()), &mut last).unwrap();
-    for (name, old) in four.names.iter().zip(before) {
+    let g4 = install(dir, &four, &OPTS, |_| Ok(()), &mut last).unwrap();
+    for (name, (old, _)) in four.names.iter().zip(&held) {
         assert_eq!(fs::read(dir.join(name)).unwrap(), four.file(name), "{name}");
-        assert_ne!(old, ino(&g4, name), "{name}");
+        assert_ne!(*old, ino(&g4, name), "{name}");
     }
+    drop(held);
     // A failed install leaves the record as it was: the next one links from the live set.
     let five = changed(&four, "five", "postfix/virtual");
-    assert!(install(dir, &five, |_| Err("no".into()), &mut last).is_err());
-    let g5 = install(dir, &five, |_| Ok(()), &mut last).unwrap();
-    assert_eq!(
-        ino(&g4, "postfix/relay_recipients"),
-        ino(&g5, "postfix/relay_recipients")
+    assert!(install(dir, &five, &OPTS, |_| Err("no".into()), &mut last).is_err());
+    let kept = ino(&g4, "postfix/relay_recipients");
+    let g5 = install(dir, &five, &OPTS, |_| Ok(()), &mut last).unwrap();
+    assert_eq!(kept, ino(&g5, "postfix/relay_recipients"));
+    assert!(is_current(dir, &five, &OPTS));
+}
+
+/// What the CDB table at `path` holds, in file order.
+fn table(path: &Path) -> Vec<(String, String)> {
+    let db = cdb2::CDB::open(path).unwrap();
+    db.iter()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn each_map_has_its_table_with_the_keys_its_mta_looks_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut part = crate::render::AgentPart::default();
+    let lines = [
+        (
+            "postfix/virtual",
+            "Fwd@example.org a@remote.net, b@remote.net\nz@example.org c@remote.net\n",
+        ),
+        (
+            "postfix/relay_recipients",
+            "Fwd@example.org OK\nz@example.org OK\n",
+        ),
+        ("postfix/relay_domains", "example.org\n"),
+        (
+            "postfix/transport",
+            "example.org relay:[mx1.example.org]:25\n",
+        ),
+        (
+            "exim/forward",
+            "Fwd@example.org: a@remote.net, b@remote.net\n",
+        ),
+        ("exim/recipients", "Fwd@example.org\nz@example.org\n"),
+        ("exim/domains", "example.org\n"),
+        ("exim/routes", "example.org: mx1.example.org::25\n"),
+    ];
+    for (name, text) in lines {
+        part.files.insert(name, text.to_string().into());
+    }
+    let mut names: Vec<&'static str> = lines.iter().map(|(n, _)| *n).collect();
+    names.sort_unstable();
+    let set = Rendered {
+        names,
+        header: "# h\n".into(),
+        parts: vec![std::sync::Arc::new(part)],
+        deferred: Vec::new(),
+        counts: BTreeMap::new(),
+    };
+    install(dir, &set, &OPTS, |_| Ok(()), &mut Last::default()).unwrap();
+    let check = |name: &str, expected: &[(&str, &str)]| {
+        let got = table(&dir.join(cdb_name(name)));
+        let expected: Vec<(String, String)> = (expected.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, expected, "{name}");
+    };
+    check(
+        "postfix/virtual",
+        &[
+            ("fwd@example.org", "a@remote.net, b@remote.net"),
+            ("z@example.org", "c@remote.net"),
+        ],
     );
-    assert!(is_current(dir, &five));
+    check(
+        "postfix/relay_recipients",
+        &[("fwd@example.org", "OK"), ("z@example.org", "OK")],
+    );
+    check("postfix/relay_domains", &[("example.org", "OK")]);
+    check(
+        "postfix/transport",
+        &[("example.org", "relay:[mx1.example.org]:25")],
+    );
+    check(
+        "exim/forward",
+        &[("fwd@example.org", "a@remote.net, b@remote.net")],
+    );
+    check(
+        "exim/recipients",
+        &[("fwd@example.org", ""), ("z@example.org", "")],
+    );
+    check("exim/domains", &[("example.org", "")]);
+    check("exim/routes", &[("example.org", "mx1.example.org::25")]);
+    // Without tables, none is written, and a set with tables is not current for it.
+    assert!(!is_current(
+        dir,
+        &set,
+        &Options {
+            cdb: false,
+            group: None
+        }
+    ));
+    install(
+        dir,
+        &set,
+        &Options {
+            cdb: false,
+            group: None,
+        },
+        |_| Ok(()),
+        &mut Last::default(),
+    )
+    .unwrap();
+    assert!(!dir.join("postfix/virtual.cdb").exists());
+    assert!(is_current(
+        dir,
+        &set,
+        &Options {
+            cdb: false,
+            group: None
+        }
+    ));
+}
+
+#[test]
+fn modes_are_set_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The umask of the shipped unit (process-wide while this test runs: it only makes what
+    // other tests create more private).
+    let old = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    let gid = rustix::process::getgid().as_raw();
+    let result = std::panic::catch_unwind(|| {
+        // (options, directory mode, file mode, group)
+        let check = |opts: Options, dir_mode: u32, file_mode: u32| {
+            let dir = tmp.path().join(format!("{dir_mode:o}"));
+            install(&dir, &set("one"), &opts, |_| Ok(()), &mut Last::default()).unwrap();
+            let cur = current(&dir).unwrap();
+            let mut dirs = vec![dir.clone(), dir.join(".gen"), cur.clone()];
+            dirs.extend(["postfix", "exim"].map(|d| cur.join(d)));
+            for d in dirs {
+                let m = fs::metadata(&d).unwrap();
+                assert_eq!(m.mode() & 0o777, dir_mode, "{}", d.display());
+                if let Some(g) = opts.group {
+                    assert_eq!(m.gid(), g, "{}", d.display());
+                }
+            }
+            for name in set("one").names {
+                for f in [name.to_string(), cdb_name(name)] {
+                    let m = fs::metadata(cur.join(&f)).unwrap();
+                    assert_eq!(m.mode() & 0o777, file_mode, "{f}");
+                    if let Some(g) = opts.group {
+                        assert_eq!(m.gid(), g, "{f}");
+                    }
+                }
+            }
+            assert!(is_current(&dir, &set("one"), &opts));
+        };
+        check(OPTS, 0o755, 0o644);
+        check(
+            Options {
+                cdb: true,
+                group: Some(gid),
+            },
+            0o750,
+            0o640,
+        );
+    });
+    rustix::process::umask(old);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

@@ -59,21 +59,28 @@ fn every_format_is_pinned() {
             content: &c2,
         },
     ];
-    let r = render(&agents, &["postfix".into(), "exim".into()]).unwrap();
-    assert_eq!(r.files().len(), 8);
+    // A deferred domain pins the stale_domains format too.
+    let r = render(
+        &agents,
+        &["postfix".into(), "exim".into()],
+        &["example.org".into()],
+    )
+    .unwrap();
+    assert_eq!(r.files().len(), 10);
     for (name, bytes) in &r.files() {
         golden(name, bytes);
     }
     let c1 = r.counts["mx1"];
     assert_eq!((c1.addresses, c1.forward, c1.split, c1.punt), (8, 2, 2, 4));
-    let only = render(&agents[..1], &["exim".into()]).unwrap();
+    let only = render(&agents[..1], &["exim".into()], &[]).unwrap();
     assert_eq!(
         only.files().keys().collect::<Vec<_>>(),
         [
             "exim/domains",
             "exim/forward",
             "exim/recipients",
-            "exim/routes"
+            "exim/routes",
+            "exim/stale_domains"
         ]
     );
 }
@@ -90,7 +97,7 @@ fn an_invalid_address_fails_the_render() {
         primary: "[h]",
         content: &c,
     }];
-    let e = render(&agents, &["postfix".into()]).unwrap_err();
+    let e = render(&agents, &["postfix".into()], &[]).unwrap_err();
     assert!(e.to_string().contains("cannot be written to a map"), "{e}");
 }
 
@@ -111,9 +118,12 @@ fn line_ok(file: &str, line: &str) -> bool {
                 && proto::addr::valid_domain(tokens[0])
                 && tokens[1].starts_with("relay:[")
         }
-        "postfix/relay_domains" | "exim/domains" => {
+        "postfix/relay_domains" | "exim/domains" | "exim/stale_domains" => {
             tokens.len() == 1 && proto::addr::valid_domain(tokens[0])
         }
+        "postfix/stale_domains" => line
+            .split_once(' ')
+            .is_some_and(|(d, reply)| proto::addr::valid_domain(d) && reply == DEFER_REPLY),
         "exim/recipients" => tokens.len() == 1 && addr_or(tokens[0]),
         "exim/forward" => {
             tokens.len() >= 2 && tokens[0].ends_with(':') && tokens.iter().all(|t| addr_or(t))
@@ -153,7 +163,13 @@ proptest! {
         prop_assert_eq!(c.validate(), Ok(()));
         let hash = c.hash();
         let agents = [AgentMaps { id: "mx1", version: 1, hash: &hash, primary: "[mx1.example.org]:25", content: &c }];
-        let r = render(&agents, &["postfix".into(), "exim".into()]).unwrap();
+        // A deferred domain pins the stale_domains format too.
+    let r = render(
+        &agents,
+        &["postfix".into(), "exim".into()],
+        &["example.org".into()],
+    )
+    .unwrap();
         for (name, bytes) in &r.files() {
             let text = std::str::from_utf8(bytes).unwrap();
             for line in text.lines() {
@@ -478,5 +494,95 @@ mod after_a_delta {
                 Ok(())
             })?;
         }
+    }
+}
+
+#[test]
+fn table_entries_are_what_postmap_and_lsearch_read() {
+    // (file, line, key, value): `postmap -q KEY` on the text file, and Exim's
+    // `${lookup{KEY}lsearch{FILE}}`, give VALUE (both checked against the real programs).
+    let check = |name: &str, line: &str, key: &str, value: &str| {
+        let (k, v) = table_entry(name, line);
+        assert_eq!((k.as_ref(), v), (key, value), "{name}: {line:?}");
+    };
+    check(
+        "postfix/relay_recipients",
+        "a@example.org OK\n",
+        "a@example.org",
+        "OK",
+    );
+    check(
+        "postfix/virtual",
+        "Trolls@Example.org adb@elsewhere.net, nemo@other.org\n",
+        "trolls@example.org",
+        "adb@elsewhere.net, nemo@other.org",
+    );
+    check(
+        "postfix/transport",
+        "example.org relay:[mx1.example.org]:25\n",
+        "example.org",
+        "relay:[mx1.example.org]:25",
+    );
+    // A list file: a table needs a value.
+    check(
+        "postfix/relay_domains",
+        "example.org\n",
+        "example.org",
+        "OK",
+    );
+    check(
+        "exim/forward",
+        "a@example.org: x@remote.net, y@remote.net\n",
+        "a@example.org",
+        "x@remote.net, y@remote.net",
+    );
+    check("exim/recipients", "A@example.org\n", "a@example.org", "");
+    check("exim/domains", "example.org\n", "example.org", "");
+    check(
+        "exim/routes",
+        "example.org: 127.0.0.1::2525\n",
+        "example.org",
+        "127.0.0.1::2525",
+    );
+}
+
+#[test]
+fn each_entry_walks_every_agents_lines_in_order_and_stops_at_an_error() {
+    let c = content(ALIASES, "");
+    let formats = ["postfix".to_string(), "exim".to_string()];
+    let maps = AgentMaps {
+        id: "mx1",
+        version: 1,
+        hash: "h",
+        primary: "[127.0.0.1]:2525",
+        content: &c,
+    };
+    let r = render(&[maps], &formats, &["example.org".into()]).unwrap();
+    for name in &r.names {
+        let text = String::from_utf8(r.file(name)).unwrap();
+        let expected: Vec<(String, String)> = (text.lines())
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (k, v) = table_entry(name, l);
+                (k.into_owned(), v.to_string())
+            })
+            .collect();
+        assert!(!expected.is_empty(), "{name}");
+        let mut got = Vec::new();
+        each_entry(&r, name, |k, v| {
+            got.push((k.to_string(), v.to_string()));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(got, expected, "{name}");
+        let mut calls = 0;
+        assert_eq!(
+            each_entry(&r, name, |_, _| {
+                calls += 1;
+                Err("stop")
+            }),
+            Err("stop")
+        );
+        assert_eq!(calls, 1);
     }
 }

@@ -144,7 +144,7 @@ fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
     assert_eq!(ids.len(), 7);
     assert!(ids.contains(&a1) && ids.contains(&held));
     assert_eq!(s.body(a1).unwrap().as_deref(), Some(&b"one"[..]));
-    assert!(s.request_release("mx1").unwrap());
+    assert!(s.request_release("mx1", false).unwrap());
     assert!(s.agent("mx1").unwrap().unwrap().release_requested);
     // Applying a newer one drops the old bodies and the hold.
     let a2 = s
@@ -158,7 +158,7 @@ fn applied_and_held_rows_keep_their_bodies_and_survive_pruning() {
     );
     assert_eq!(s.body(a1).unwrap(), None);
     assert_eq!(s.body(held).unwrap(), None);
-    assert!(!s.request_release("mx1").unwrap());
+    assert!(!s.request_release("mx1", false).unwrap());
     // Only the applied row's body is left, and no body outlives its row.
     assert_eq!(count(&s, "SELECT COUNT(*) FROM bodies"), 1);
     s.insert_snapshot(&row("mx1", 22, "received", Some(b"x")))

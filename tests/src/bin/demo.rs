@@ -85,7 +85,13 @@ fn demo() -> Result<(), String> {
         let agent_task = tokio::spawn(agent::run::run(agent_cfg, token.clone()));
 
         print_banner(dir, &addr.to_string(), &read);
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        // Ctrl-C, or SIGTERM (`timeout`, a closed terminal's shell): the directory goes either way.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
+            _ = term.recv() => {}
+        }
         println!("\nstopping; removing {}", dir.display());
         token.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), async {

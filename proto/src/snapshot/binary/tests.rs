@@ -255,3 +255,29 @@ fn every_kind_reads_back_from_its_tag_and_no_other_tag_is_a_kind() {
         assert_eq!(Kind::from_tag(tag), None, "{tag}");
     }
 }
+
+#[test]
+fn a_string_past_the_limit_is_refused_before_it_is_copied() {
+    let mut b = crate::Builder::new(&["example.org".to_string()]);
+    b.aliases("/etc/aliases", b"a: r@remote.net\n");
+    let mut content = b.finish();
+    use crate::snapshot::MAX_STRING;
+    for (len, ok) in [(MAX_STRING, true), (MAX_STRING + 1, false)] {
+        content.aliases[0].name = "x".repeat(len);
+        let snap = Snapshot {
+            format: FORMAT,
+            agent: "mx1".into(),
+            version: 1,
+            hash: content.hash(),
+            created_at: 0,
+            content: content.clone(),
+        };
+        let got = Snapshot::from_binary(&snap.to_binary());
+        match (got, ok) {
+            (Ok(s), true) => assert_eq!(s, snap),
+            (Err(e), false) => assert!(e.to_string().contains("at most 65536"), "{e}"),
+            (got, _) => panic!("{len}: {:?}", got.map(|_| ())),
+        }
+        assert_eq!(content.overlong().is_none(), ok, "{len}");
+    }
+}

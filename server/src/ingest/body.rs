@@ -1,0 +1,225 @@
+//! A request's body: how it is written (`Coding`), inflating it within the size limit (two
+//! zstd frames side by side when the agent sent two), and how it is kept for history.
+
+use std::io::Read;
+
+use proto::Snapshot;
+
+use super::IngestError;
+
+/// How a request body is written: its `Content-Encoding` and `Content-Type` headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Coding<'a> {
+    /// `Content-Encoding`: none, `zstd` or `gzip`.
+    pub encoding: Option<&'a str>,
+    /// `Content-Type`: JSON (or none), or for a full snapshot [`proto::snapshot::MEDIA_TYPE`].
+    pub media: Option<&'a str>,
+}
+
+impl Coding<'_> {
+    /// Whether the body is a binary snapshot rather than JSON (`binary_ok`: whether the
+    /// endpoint takes one).
+    pub(super) fn binary(&self, binary_ok: bool) -> Result<bool, IngestError> {
+        let media = self.media.map(|m| {
+            let essence = m.split(';').next().unwrap_or_default();
+            essence.trim().to_ascii_lowercase()
+        });
+        match media.as_deref() {
+            None | Some("") | Some("application/json") => Ok(false),
+            Some(proto::snapshot::MEDIA_TYPE) if binary_ok => Ok(true),
+            Some(other) => Err(IngestError::UnsupportedMedia(format!(
+                "unsupported content-type {other:?}: use application/json{}",
+                if binary_ok {
+                    format!(" or {}", proto::snapshot::MEDIA_TYPE)
+                } else {
+                    String::new()
+                }
+            ))),
+        }
+    }
+}
+
+/// Decompresses `body` per `Content-Encoding`, refusing output larger than `limit`.
+pub fn inflate(body: &[u8], encoding: Option<&str>, limit: u64) -> Result<Vec<u8>, IngestError> {
+    let mut out = Vec::new();
+    let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), IngestError> {
+        r.take(limit.saturating_add(1))
+            .read_to_end(out)
+            .map_err(|e| IngestError::BadRequest(format!("cannot decompress the body: {e}")))?;
+        Ok(())
+    };
+    match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => out.extend_from_slice(body),
+        Some("zstd") if let Some(two) = two_frames(body) => return inflate_two(two, limit),
+        Some("zstd") => {
+            let mut d = zstd::stream::read::Decoder::new(body)
+                .map_err(|e| IngestError::BadRequest(format!("cannot decompress the body: {e}")))?;
+            read(&mut d, &mut out)?;
+        }
+        Some("gzip") => read(&mut flate2::read::GzDecoder::new(body), &mut out)?,
+        Some(other) => {
+            return Err(IngestError::BadRequest(format!(
+                "unsupported content-encoding {other:?}: use zstd, gzip or none"
+            )));
+        }
+    }
+    if out.len() as u64 > limit {
+        return Err(IngestError::TooLarge(format!(
+            "the decompressed snapshot exceeds {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// A zstd frame and the size it inflates to.
+type Frame<'a> = (&'a [u8], u64);
+
+/// `body` as exactly two zstd frames that each say their size (how the agent sends a full
+/// snapshot); `None` for anything else, which is read as a stream.
+pub(super) fn two_frames(body: &[u8]) -> Option<[Frame<'_>; 2]> {
+    fn frame(at: &[u8]) -> Option<Frame<'_>> {
+        use zstd::zstd_safe::{find_frame_compressed_size, get_frame_content_size};
+        let n = find_frame_compressed_size(at).ok()?;
+        let f = at.get(..n)?;
+        Some((f, get_frame_content_size(f).ok()??))
+    }
+    let first = frame(body)?;
+    let rest = &body[first.0.len()..];
+    let second = frame(rest)?;
+    (second.0.len() == rest.len()).then_some([first, second])
+}
+
+/// Inflates two frames side by side, into one buffer, refusing more than `limit` bytes.
+fn inflate_two([(a, an), (b, bn)]: [Frame<'_>; 2], limit: u64) -> Result<Vec<u8>, IngestError> {
+    let total = an.checked_add(bn).filter(|&t| t <= limit).ok_or_else(|| {
+        IngestError::TooLarge(format!("the decompressed snapshot exceeds {limit} bytes"))
+    })?;
+    let (an, total) = (an as usize, total as usize);
+    let mut out = vec![0; total];
+    let (head, tail) = out.split_at_mut(an);
+    let inflate = |frame: &[u8], into: &mut [u8]| {
+        let want = into.len();
+        match zstd::bulk::decompress_to_buffer(frame, into) {
+            Ok(n) if n == want => Ok(()),
+            Ok(n) => Err(format!(
+                "a frame gave {n} bytes, not the {want} it declares"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let (x, y) = proto::par::join(|| inflate(a, head), || inflate(b, tail));
+    x.and(y)
+        .map_err(|e| IngestError::BadRequest(format!("cannot decompress the body: {e}")))?;
+    Ok(out)
+}
+
+/// How to keep a request's body (snapshot or delta) for a later restart or release.
+pub(super) enum Body<'a> {
+    /// The zstd body as the agent sent it.
+    Zstd(&'a [u8]),
+    /// The body uncompressed (JSON or binary), to be compressed.
+    Plain(Vec<u8>),
+}
+
+impl Body<'_> {
+    /// The inflated body can be as large as the content itself: keep it only if it is what
+    /// will be stored (compressed).
+    pub(super) fn of<'a>(body: &'a [u8], encoding: Option<&str>, plain: Vec<u8>) -> Body<'a> {
+        match encoding.map(str::trim) {
+            Some("zstd") => {
+                drop(plain);
+                Body::Zstd(body)
+            }
+            _ => Body::Plain(plain),
+        }
+    }
+
+    /// The compressed bytes to store.
+    pub(super) fn stored(self) -> Result<Vec<u8>, IngestError> {
+        match self {
+            Body::Zstd(body) => Ok(body.to_vec()),
+            Body::Plain(plain) => zstd::stream::encode_all(&plain[..], proto::wire::ZSTD_LEVEL)
+                .map_err(|e| IngestError::Internal(e.into())),
+        }
+    }
+}
+
+/// The whole snapshot, compressed for history: its binary body, streamed into the encoder
+/// (no second copy of the content in memory).
+pub(super) fn encode_full(snap: &Snapshot) -> Result<Vec<u8>, IngestError> {
+    let internal = |e: std::io::Error| IngestError::Internal(e.into());
+    let mut enc =
+        zstd::stream::Encoder::new(Vec::new(), proto::wire::ZSTD_LEVEL).map_err(internal)?;
+    // Compressed by a zstd worker while this thread encodes, as the agent does.
+    enc.multithread(1).map_err(internal)?;
+    let head = proto::snapshot::Head {
+        agent: &snap.agent,
+        version: snap.version,
+        hash: &snap.hash,
+        created_at: snap.created_at,
+    };
+    proto::snapshot::write_binary(&mut enc, head, &snap.content).map_err(internal)?;
+    enc.finish().map_err(internal)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Inflating bodies: one stream, or two frames side by side, each within the limit.
+
+    use super::*;
+
+    fn frame(plain: &[u8]) -> Vec<u8> {
+        zstd::bulk::compress(plain, 1).unwrap()
+    }
+
+    #[test]
+    fn two_frames_inflate_to_what_one_stream_gives_and_lies_are_refused() {
+        let plain: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let (a, b) = plain.split_at(300_001);
+        let two = [frame(a), frame(b)].concat();
+        let check = |body: &[u8], limit: u64, expected: Result<&[u8], &str>| {
+            let got = inflate(body, Some("zstd"), limit);
+            match (got, expected) {
+                (Ok(got), Ok(want)) => assert!(got == want, "{} bytes", got.len()),
+                (Err(e), Err(code)) => assert_eq!(e.code(), code, "{e}"),
+                (got, want) => panic!("{:?} against {want:?}", got.map(|g| g.len())),
+            }
+        };
+        assert!(two_frames(&two).is_some());
+        check(&two, 1 << 30, Ok(&plain));
+        // One frame, and a stream without sizes, are read as a stream.
+        let one = frame(&plain);
+        assert!(two_frames(&one).is_none());
+        check(&one, 1 << 30, Ok(&plain));
+        let stream = zstd::stream::encode_all(&plain[..], 1).unwrap();
+        check(&stream, 1 << 30, Ok(&plain));
+        // Three frames: a stream too.
+        let (b1, b2) = b.split_at(10);
+        let three = [frame(a), frame(b1), frame(b2)].concat();
+        assert!(two_frames(&three).is_none());
+        check(&three, 1 << 30, Ok(&plain));
+        // Over the limit, by their declared sizes or by what they hold.
+        check(&two, plain.len() as u64 - 1, Err("too_large"));
+        check(&one, plain.len() as u64 - 1, Err("too_large"));
+        // A frame that declares less than it holds.
+        let mut small = frame(&plain[..1000]);
+        let mut liar = frame(&plain[..2000]);
+        let header = |f: &[u8]| zstd::zstd_safe::get_frame_content_size(f).unwrap();
+        assert_eq!(header(&liar), Some(2000));
+        // The size sits in the frame header; swap in a smaller frame's header to make it lie.
+        let n = (1..20)
+            .find(|&n| zstd::zstd_safe::get_frame_content_size(&small[..n]).is_ok())
+            .unwrap();
+        assert!(zstd::zstd_safe::get_frame_content_size(&liar[..n]).is_ok());
+        liar[..n].copy_from_slice(&small[..n]);
+        assert_eq!(header(&liar), Some(1000));
+        small.extend_from_slice(&liar);
+        assert!(two_frames(&small).is_some());
+        check(&small, 1 << 30, Err("bad_request"));
+        // A truncated second frame: not two frames, and the stream fails.
+        let cut = &two[..two.len() - 5];
+        check(cut, 1 << 30, Err("bad_request"));
+    }
+}
