@@ -96,7 +96,12 @@ async fn partition_goes_stale_then_heals_without_restarts() {
         v.contains("a@example.org during@remote.net")
     })
     .await;
-    assert!(live, "the change made during the partition never arrived");
+    assert!(
+        live,
+        "the change made during the partition never arrived: alerts {:?}, virtual {:?}",
+        states(&got),
+        std::fs::read_to_string(maps.join("postfix/virtual")).unwrap_or_default()
+    );
     // One heartbeat (1 s, the cap of the retry backoff, plus jitter) and the apply.
     assert!(
         healed.elapsed() <= Duration::from_secs(3),

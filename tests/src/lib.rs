@@ -483,6 +483,9 @@ impl Proxy {
         let (c, o) = (cut.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                // The check and the registration are one step under the lock that `cut` takes,
+                // so no connection opened as the cut comes slips through it.
+                let mut open = o.lock().expect("proxy lock");
                 if c.load(Ordering::SeqCst) {
                     let _ = client.shutdown(std::net::Shutdown::Both);
                     continue;
@@ -492,9 +495,10 @@ impl Proxy {
                 };
                 for s in [&client, &server] {
                     if let Ok(s) = s.try_clone() {
-                        o.lock().expect("proxy lock").push(s);
+                        open.push(s);
                     }
                 }
+                drop(open);
                 let pump = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
@@ -512,8 +516,9 @@ impl Proxy {
 
     /// Cuts every connection and refuses new ones.
     pub fn cut(&self) {
+        let mut open = self.open.lock().expect("proxy lock");
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for s in self.open.lock().expect("proxy lock").drain(..) {
+        for s in open.drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
