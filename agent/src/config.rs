@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// The whole agent configuration.
-#[derive(Debug, Clone, Deserialize)]
+/// The configuration of mxsync-agent, as written: `/etc/mxsync/agent.toml` unless `--config` or
+/// `MXSYNC_CONFIG` names another file.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The name receivers know this agent by (their `[[agents]] id`).
@@ -32,7 +33,7 @@ pub struct Config {
 }
 
 /// The alias sources.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sources {
     /// aliases(5) files, in the order of `alias_maps` (the first definition of a name wins);
@@ -65,7 +66,7 @@ fn yes() -> bool {
 }
 
 /// Timing knobs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
     /// Quiet time after a file event before the sources are read again, in milliseconds: each
@@ -106,7 +107,7 @@ impl Default for Timing {
 }
 
 /// One secondary.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Receiver {
     /// Base URL of the receiver's `mxsync-server`, `http://` or `https://`.

@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+#[path = "../../server/src/generate.rs"]
+mod generate;
 #[path = "../../server/src/logs.rs"]
 mod logs;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use agent::config::Config;
 
@@ -23,8 +25,14 @@ use agent::config::Config;
 #[command(name = "mxsync-agent", version = concat!(env!("CARGO_PKG_VERSION"), env!("MXSYNC_COMMIT")))]
 struct Cli {
     /// The configuration file (before or after the command).
-    #[arg(long, short, env = "MXSYNC_CONFIG", global = true)]
-    config: Option<PathBuf>,
+    #[arg(
+        long,
+        short,
+        env = "MXSYNC_CONFIG",
+        global = true,
+        default_value = "/etc/mxsync/agent.toml"
+    )]
+    config: PathBuf,
     /// How log lines are written: text (no colours unless standard error is a terminal, no
     /// timestamp under systemd) or json.
     #[arg(long, value_enum, default_value_t, global = true)]
@@ -46,18 +54,34 @@ enum Command {
     Lint,
     /// Validate the configuration and exit 0, or list every problem and exit 2.
     CheckConfig,
+    /// Write the man page and the shell completions into DIR (the package build runs this).
+    #[command(hide = true)]
+    Generate {
+        /// The directory to write into.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(config) = cli.config.clone() else {
-        eprintln!("mxsync-agent: no configuration file: give --config FILE (or set MXSYNC_CONFIG)");
-        return ExitCode::from(2);
-    };
+    if let Command::Generate { dir } = &cli.command {
+        return match generate::generate(
+            Cli::command(),
+            &schemars::schema_for!(agent::config::Config),
+            dir,
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mxsync-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = cli.config.clone();
     logs::init(cli.log_format);
     let loaded = match cli.command {
         Command::CheckConfig | Command::Run | Command::Once => Config::load_for_push(&config),
-        Command::Plan | Command::Lint => Config::load(&config),
+        Command::Plan | Command::Lint | Command::Generate { .. } => Config::load(&config),
     };
     let cfg = match loaded {
         Ok(c) => c,
@@ -160,6 +184,7 @@ fn run(command: Command, cfg: &Config) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Generate { .. } => unreachable!("handled before the configuration is read"),
         Command::Plan => {
             let collected = agent::collect::collect(&cfg.domains(), &cfg.sources);
             let stdout = std::io::stdout();

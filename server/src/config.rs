@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// The whole server configuration, as written.
-#[derive(Debug, Clone, Deserialize)]
+/// The configuration of mxsync-server, as written: `/etc/mxsync/server.toml` unless `--config` or
+/// `MXSYNC_CONFIG` names another file.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address and port to listen on, e.g. `0.0.0.0:8025`.
@@ -73,7 +74,7 @@ fn default_header_timeout() -> u64 {
 }
 
 /// TLS certificate and key (PEM).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// Certificate chain, PEM.
@@ -83,7 +84,7 @@ pub struct Tls {
 }
 
 /// One agent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// The agent's `agent_id`.
@@ -103,7 +104,9 @@ pub struct AgentConfig {
 
 /// What the MTA answers a recipient that is not in the maps, at a domain whose agent's copy is
 /// `stale` or `never` (or held by the shrink guard).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownWhenStale {
     /// 450 4.1.1: the sender retries, and the mail reaches the primary or a refreshed
@@ -125,7 +128,7 @@ impl UnknownWhenStale {
 }
 
 /// Freshness thresholds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Freshness {
     /// No contact (or hashes disagreeing) for longer than this: `late`.
@@ -158,7 +161,7 @@ impl Default for Freshness {
 }
 
 /// The shrink guard.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
     /// A snapshot removing more than this share of an agent's addresses is held.
@@ -179,7 +182,7 @@ impl Default for Guard {
 }
 
 /// History retention.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct History {
     /// Snapshots kept per agent (the applied and the held one are always kept).
@@ -200,7 +203,7 @@ impl Default for History {
 }
 
 /// Map output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     /// Maps are written below it: `postfix/` and `exim/` (see README).
@@ -242,7 +245,7 @@ fn default_hook_timeout() -> u64 {
 }
 
 /// Alert sinks; each is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Alerts {
     /// POST a JSON body to this URL on every state change.

@@ -11,9 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+mod generate;
 mod logs;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use server::config::Loaded;
 use server::fresh::State;
 use server::{Server, lock};
@@ -23,8 +24,14 @@ use server::{Server, lock};
 #[command(name = "mxsync-server", version = concat!(env!("CARGO_PKG_VERSION"), env!("MXSYNC_COMMIT")))]
 struct Cli {
     /// The configuration file (before or after the command).
-    #[arg(long, short, env = "MXSYNC_CONFIG", global = true)]
-    config: Option<PathBuf>,
+    #[arg(
+        long,
+        short,
+        env = "MXSYNC_CONFIG",
+        global = true,
+        default_value = "/etc/mxsync/server.toml"
+    )]
+    config: PathBuf,
     /// How log lines are written: text (no colours unless standard error is a terminal, no
     /// timestamp under systemd) or json.
     #[arg(long, value_enum, default_value_t, global = true)]
@@ -64,16 +71,30 @@ enum Command {
         #[arg(long, value_name = "VERSION")]
         force: Option<u64>,
     },
+    /// Write the man page and the shell completions into DIR (the package build runs this).
+    #[command(hide = true)]
+    Generate {
+        /// The directory to write into.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(config) = cli.config.clone() else {
-        eprintln!(
-            "mxsync-server: no configuration file: give --config FILE (or set MXSYNC_CONFIG)"
-        );
-        return ExitCode::from(2);
-    };
+    if let Command::Generate { dir } = &cli.command {
+        return match generate::generate(
+            Cli::command(),
+            &schemars::schema_for!(server::config::Config),
+            dir,
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mxsync-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = cli.config.clone();
     logs::init(cli.log_format);
     let cfg = match Loaded::load(&config) {
         Ok(c) => c,
@@ -121,6 +142,7 @@ fn dispatch(command: Command, cfg: Loaded) -> anyhow::Result<ExitCode> {
         Command::Explain { address } => explain(cfg, &address),
         Command::History { agent, limit } => history(cfg, agent.as_deref(), limit),
         Command::Release { agent, force } => release(cfg, &agent, force),
+        Command::Generate { .. } => unreachable!("handled before the configuration is read"),
     }
 }
 

@@ -10,6 +10,7 @@
 //!   delivering every address to sinks, with unknown recipients deferred while stale.
 //! - `disk`: a really full disk (a tmpfs filled up): the apply fails cleanly, the next succeeds.
 //! - `examples`: `deploy/examples` are accepted by `check-config` and plan as documented.
+//! - `generate`: man pages, completions and the configuration reference the packages ship.
 //! - `partition`: a cut between agent and receiver: stale, then fresh again after the heal.
 //! - `postfix`: the proof in a real Postfix (`cdb:` tables, no reload), driven by swaks, with
 //!   unknown recipients deferred while stale.
@@ -28,6 +29,7 @@ mod demo;
 mod disk;
 mod examples;
 mod exim;
+mod generate;
 mod partition;
 mod postfix;
 mod server;
