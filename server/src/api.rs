@@ -154,7 +154,7 @@ impl IntoResponse for ApiError {
 
 /// The router: every endpoint of DESIGN section 6.
 pub fn router(state: AppState) -> Router {
-    let limit = usize::try_from(state.server.cfg.config.max_body_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(state.server.cfg().config.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/v1/snapshots", post(post_snapshot).get(get_history))
         .route("/v1/deltas", post(post_delta))
@@ -190,7 +190,8 @@ async fn authenticate(
         server.metrics.reject(&auth.agent, code);
         ApiError::Unauthorized(code, msg)
     };
-    let Some(key) = server.cfg.keys.get(&auth.agent) else {
+    let cfg = server.cfg();
+    let Some(key) = cfg.keys.get(&auth.agent) else {
         return Err(reject("bad_signature", "bad signature".into()));
     };
     if proto::sign::verify(key, method, path, body, &auth).is_err() {
@@ -351,7 +352,7 @@ fn need_token(expected: Option<&str>, headers: &HeaderMap, what: &str) -> Result
 }
 
 fn need_read_token(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match &app.server.cfg.read_token {
+    match &app.server.cfg().read_token {
         None => Err(ApiError::Forbidden(
             "plans and history are not served: read_token_file is not set".into(),
         )),
@@ -408,7 +409,7 @@ fn unknown_recipients(
 
 /// The status now (no addresses in it).
 pub fn status(server: &Server) -> Status {
-    let f = &server.cfg.config.freshness;
+    let f = &server.cfg().config.freshness;
     let (warn, stale) = (
         std::time::Duration::from_secs(f.warn_after_secs),
         std::time::Duration::from_secs(f.stale_after_secs),
@@ -417,7 +418,7 @@ pub fn status(server: &Server) -> Status {
     let live = lock(&server.live);
     let mut agents = Vec::new();
     let mut states = Vec::new();
-    for a in &server.cfg.config.agents {
+    for a in &server.cfg().config.agents {
         let Some(l) = live.get(&a.id) else { continue };
         let state = crate::fresh::evaluate(now, &l.inputs(), warn, stale);
         states.push(state);
@@ -438,7 +439,7 @@ pub fn status(server: &Server) -> Status {
                 .as_ref()
                 .map(|h| h.why.clone())
                 .or_else(|| l.problem.clone()),
-            unknown_recipients: unknown_recipients(&server.cfg, a, state),
+            unknown_recipients: unknown_recipients(&server.cfg(), a, state),
         });
     }
     Status {
@@ -449,7 +450,7 @@ pub fn status(server: &Server) -> Status {
 
 async fn get_status(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     need_token(
-        app.server.cfg.status_token.as_deref(),
+        app.server.cfg().status_token.as_deref(),
         &headers,
         "/v1/status",
     )?;
@@ -466,7 +467,11 @@ async fn get_metrics(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    need_token(app.server.cfg.status_token.as_deref(), &headers, "/metrics")?;
+    need_token(
+        app.server.cfg().status_token.as_deref(),
+        &headers,
+        "/metrics",
+    )?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -480,8 +485,8 @@ async fn get_metrics(
 /// The plan of `address` from the applied snapshot of the agent serving its domain.
 pub fn plan_of(server: &Server, address: &str) -> Option<proto::Plan> {
     let domain = address.rsplit_once('@')?.1.to_ascii_lowercase();
-    let agent = server.cfg.domain_agent.get(&domain)?;
-    let applied = lock(&server.live).get(agent)?.applied.clone()?;
+    let agent = server.cfg().domain_agent.get(&domain)?.clone();
+    let applied = lock(&server.live).get(&agent)?.applied.clone()?;
     proto::Planner::sparse(&applied.content).plan(address)
 }
 

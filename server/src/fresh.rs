@@ -212,7 +212,7 @@ impl Sinks {
 impl Server {
     /// The (warn, stale) thresholds.
     pub(crate) fn thresholds(&self) -> (Duration, Duration) {
-        let f = &self.cfg.config.freshness;
+        let f = &self.cfg().config.freshness;
         (
             Duration::from_secs(f.warn_after_secs),
             Duration::from_secs(f.stale_after_secs),
@@ -222,8 +222,8 @@ impl Server {
     /// What the MTA answers unknown recipients at agent `id`'s domains in `state`: `defer`
     /// or `reject` ([`fresh::unknown_recipients`]).
     pub fn unknown_recipients(&self, id: &str, state: State) -> &'static str {
-        (self.cfg.config.agent(id)).map_or("reject", |a| {
-            unknown_recipients(state, self.cfg.config.unknown_when_stale(a))
+        (self.cfg().config.agent(id)).map_or("reject", |a| {
+            unknown_recipients(state, self.cfg().config.unknown_when_stale(a))
         })
     }
 
@@ -234,7 +234,7 @@ impl Server {
         let (warn, stale) = self.thresholds();
         let now = Instant::now();
         let live = lock(&self.live);
-        let mut out: Vec<String> = (self.cfg.config.agents.iter())
+        let mut out: Vec<String> = (self.cfg().config.agents.iter())
             .filter(|a| Some(a.id.as_str()) != applying)
             .filter(|a| {
                 let state = live
@@ -306,7 +306,7 @@ impl Server {
             }
             let me = Arc::clone(self);
             self.tracker
-                .spawn(async move { me.sinks.send(&alert).await });
+                .spawn(async move { me.sinks().send(&alert).await });
         }
     }
 }

@@ -105,7 +105,7 @@ fn inflated(
 ) -> Result<(Vec<u8>, bool), IngestError> {
     let refused = |e| refuse(server, agent, None, e);
     let binary = coding.binary(binary_ok).map_err(refused)?;
-    let limit = server.cfg.config.max_body_bytes;
+    let limit = server.cfg().config.max_body_bytes;
     let plain = inflate(body, coding.encoding, limit).map_err(refused)?;
     Ok((plain, binary))
 }
@@ -131,7 +131,8 @@ pub fn snapshot(
     coding: Coding<'_>,
 ) -> Result<SnapshotReply, IngestError> {
     let mut steps = Steps::start();
-    let _one = server.ingesting.get(agent).map(lock);
+    let one = server.ingest_lock(agent);
+    let _one = lock(&one);
     let (plain, binary) = inflated(server, agent, body, coding, true)?;
     let snap = if binary {
         Snapshot::from_binary(&plain).map_err(|e| {
@@ -156,7 +157,8 @@ pub fn delta(
     coding: Coding<'_>,
 ) -> Result<SnapshotReply, IngestError> {
     let mut steps = Steps::start();
-    let _one = server.ingesting.get(agent).map(lock);
+    let one = server.ingest_lock(agent);
+    let _one = lock(&one);
     let (json, _) = inflated(server, agent, body, coding, false)?;
     let d: proto::delta::Delta = parse_json(server, agent, &json, "delta")?;
     steps.mark("decode");
@@ -310,7 +312,7 @@ fn ingest(
         return Err(refuse(server, agent, Some(&snap), e));
     }
     let allowed = &server
-        .cfg
+        .cfg()
         .config
         .agent(agent)
         .map(|a| a.domains.clone())
@@ -440,7 +442,7 @@ fn ingest(
         Err(_) => proto::plan::address_count(&snap.content) as u64,
     };
     if let Some(a) = &applied {
-        let pct = u64::from(server.cfg.config.guard.max_shrink_percent);
+        let pct = u64::from(server.cfg().config.guard.max_shrink_percent);
         let before = a.counts.addresses;
         if before > 0 && addresses * 100 < before * (100 - pct) {
             let why = format!(
@@ -544,12 +546,14 @@ fn plan(
     snap: &Snapshot,
     since: Option<(Arc<AgentPart>, Affected)>,
 ) -> Result<AgentPart, crate::render::RenderError> {
-    let formats = &server.cfg.config.output.formats;
+    let cfg = server.cfg();
+    let formats = &cfg.config.output.formats;
+    let primary = primary_of(server, agent);
     let maps = AgentMaps {
         id: agent,
         version: snap.version,
         hash: &snap.hash,
-        primary: primary_of(server, agent),
+        primary: &primary,
         content: &snap.content,
     };
     match since {
@@ -576,5 +580,6 @@ use apply::{Kept, apply, hold};
 use body::{Body, encode_full};
 pub use body::{Coding, inflate};
 pub use error::IngestError;
+pub(crate) use install::install_current;
 use install::{install, primary_of, render_all};
 pub use install::{render_at_start, render_if_deferring_changed};

@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod ingest;
 pub mod maps;
 pub mod metrics;
+mod reload;
 pub mod render;
 pub mod serve;
 pub mod store;
@@ -114,8 +115,9 @@ impl Live {
 /// Shared as `Arc<Server>` by every task; every field takes part in shutdown only through
 /// `tracker`, which `run` waits on.
 pub struct Server {
-    /// Configuration and secrets, fixed for the life of the process.
-    pub cfg: Loaded,
+    /// Configuration and secrets; SIGHUP swaps them (`Server::reload`). Read through
+    /// [`Server::cfg`], which hands out the current one.
+    cfg: std::sync::RwLock<Arc<Loaded>>,
     /// The database. A std mutex: it is locked only in blocking sections, never across `.await`.
     pub db: Mutex<Store>,
     /// Per-agent state, by agent id.
@@ -124,13 +126,12 @@ pub struct Server {
     pub apply_lock: Mutex<()>,
     /// The set installed last, whose unchanged files the next install links.
     pub installed: Mutex<maps::Last>,
-    /// Per agent: serializes its pushes and releases, so that the row a stored delta is based
-    /// on stays applied, with its body, until the delta is stored and applied.
-    pub ingesting: BTreeMap<String, Mutex<()>>,
+    /// Per agent: see [`Server::ingest_lock`].
+    ingesting: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Where alerts go.
-    pub sinks: Sinks,
+    /// Where alerts go (a reload swaps them).
+    sinks: std::sync::RwLock<Arc<Sinks>>,
     /// Hook and alert tasks; `run` waits for them (bounded) on shutdown.
     pub tracker: TaskTracker,
     /// Serializes `after_apply` runs, so a reload never overlaps another.
@@ -140,6 +141,34 @@ pub struct Server {
     pub deferring: Mutex<Option<Vec<String>>>,
     /// When each refused agent request was last logged, by peer and reason (rate limit).
     pub refusals_logged: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Server {
+    /// The configuration in force (a reload swaps it; a caller keeps the one it got).
+    pub fn cfg(&self) -> Arc<Loaded> {
+        Arc::clone(
+            &self
+                .cfg
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The alert sinks in force.
+    pub fn sinks(&self) -> Arc<Sinks> {
+        Arc::clone(
+            &self
+                .sinks
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Serializes `agent`'s pushes and releases, so that the row a stored delta is based on
+    /// stays applied, with its body, until the delta is stored and applied.
+    pub fn ingest_lock(&self, agent: &str) -> Arc<Mutex<()>> {
+        Arc::clone(lock(&self.ingesting).entry(agent.to_string()).or_default())
+    }
 }
 
 /// Unix seconds now.
@@ -272,6 +301,65 @@ pub fn rebuild(id: i64, chain: &[store::Link]) -> anyhow::Result<Option<(proto::
     Ok(Some((snap, deltas.len())))
 }
 
+/// An agent's in-memory state from its database row: contact, state, and its applied and held
+/// snapshots (at start, and for an agent a reload adds).
+pub(crate) fn load_live(store: &Store, agent: &str) -> anyhow::Result<Live> {
+    let now = Instant::now();
+    let wall = now_secs();
+    let row = store.agent(agent)?.unwrap_or_default();
+    let mut l = Live {
+        last_contact_at: row.last_contact_at,
+        last_contact: row.last_contact_at.map(|t| {
+            now.checked_sub(Duration::from_secs(wall.saturating_sub(t)))
+                .unwrap_or(now)
+        }),
+        reported_hash: row.reported_hash.clone(),
+        problem: row.problem.clone(),
+        // The last announced state survives restarts, so a restart announces nothing new.
+        state: Some(State::parse(&row.state)),
+        ..Live::default()
+    };
+    if let Some(id) = row.applied_snapshot
+        && let Some((snap, links)) =
+            load_stored(store, id).with_context(|| format!("agent {agent}: applied snapshot"))?
+    {
+        let counts = Counts {
+            addresses: row.applied_addresses.unwrap_or(0),
+            ..Counts::default()
+        };
+        l.applied = Some(Arc::new(Applied {
+            snapshot: id,
+            links,
+            version: snap.version,
+            hash: snap.hash,
+            applied_at: row.applied_at.unwrap_or(0),
+            content: snap.content,
+            part: std::sync::OnceLock::new(),
+            counts,
+        }));
+    }
+    if let Some(id) = row.held_snapshot {
+        let held = store
+            .history(Some(agent), u32::MAX)?
+            .into_iter()
+            .find(|h| h.id == id);
+        if let Some(h) = held {
+            l.held = Some(Held {
+                snapshot: id,
+                version: h.version,
+                hash: h.hash,
+                why: h.detail.unwrap_or_default(),
+            });
+        }
+    }
+    if let (Some(app), Some(rep)) = (&l.applied, &l.reported_hash)
+        && app.hash != *rep
+    {
+        l.disagree_since = l.last_contact;
+    }
+    Ok(l)
+}
+
 impl Server {
     /// Opens the database under `state_dir` and loads every agent's applied and held snapshot.
     pub fn open(cfg: Loaded) -> anyhow::Result<Arc<Server>> {
@@ -287,61 +375,8 @@ impl Server {
         store.ensure_agents(cfg.config.agents.iter().map(|a| a.id.as_str()))?;
         adopt_live_maps(&cfg, &mut store)?;
         let mut live = BTreeMap::new();
-        let now = Instant::now();
-        let wall = now_secs();
         for a in &cfg.config.agents {
-            let row = store.agent(&a.id)?.unwrap_or_default();
-            let mut l = Live {
-                last_contact_at: row.last_contact_at,
-                last_contact: row.last_contact_at.map(|t| {
-                    now.checked_sub(Duration::from_secs(wall.saturating_sub(t)))
-                        .unwrap_or(now)
-                }),
-                reported_hash: row.reported_hash.clone(),
-                problem: row.problem.clone(),
-                // The last announced state survives restarts, so a restart announces nothing new.
-                state: Some(State::parse(&row.state)),
-                ..Live::default()
-            };
-            if let Some(id) = row.applied_snapshot
-                && let Some((snap, links)) = load_stored(&store, id)
-                    .with_context(|| format!("agent {}: applied snapshot", a.id))?
-            {
-                let counts = Counts {
-                    addresses: row.applied_addresses.unwrap_or(0),
-                    ..Counts::default()
-                };
-                l.applied = Some(Arc::new(Applied {
-                    snapshot: id,
-                    links,
-                    version: snap.version,
-                    hash: snap.hash,
-                    applied_at: row.applied_at.unwrap_or(0),
-                    content: snap.content,
-                    part: std::sync::OnceLock::new(),
-                    counts,
-                }));
-            }
-            if let Some(id) = row.held_snapshot {
-                let held = store
-                    .history(Some(&a.id), u32::MAX)?
-                    .into_iter()
-                    .find(|h| h.id == id);
-                if let Some(h) = held {
-                    l.held = Some(Held {
-                        snapshot: id,
-                        version: h.version,
-                        hash: h.hash,
-                        why: h.detail.unwrap_or_default(),
-                    });
-                }
-            }
-            if let (Some(app), Some(rep)) = (&l.applied, &l.reported_hash)
-                && app.hash != *rep
-            {
-                l.disagree_since = l.last_contact;
-            }
-            live.insert(a.id.clone(), l);
+            live.insert(a.id.clone(), load_live(&store, &a.id)?);
         }
         // reqwest is built without a default TLS provider; ring is ours (installing twice is a no-op).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -357,25 +392,19 @@ impl Server {
             ping_url: alerts.ping_url.clone(),
             client,
         };
-        let ingesting = cfg
-            .config
-            .agents
-            .iter()
-            .map(|a| (a.id.clone(), Mutex::new(())))
-            .collect();
         let server = Server {
             db: Mutex::new(store),
             live: Mutex::new(live),
             apply_lock: Mutex::new(()),
-            ingesting,
+            ingesting: Mutex::default(),
             metrics: Metrics::default(),
-            sinks,
+            sinks: std::sync::RwLock::new(Arc::new(sinks)),
             tracker: TaskTracker::new(),
             hook_lock: tokio::sync::Mutex::new(()),
             installed: Mutex::new(maps::Last::default()),
             deferring: Mutex::new(None),
             refusals_logged: Mutex::default(),
-            cfg,
+            cfg: std::sync::RwLock::new(Arc::new(cfg)),
         };
         server.refresh_metrics();
         Ok(Arc::new(server))
@@ -504,20 +533,20 @@ impl Server {
             );
             let me = Arc::clone(self);
             self.tracker
-                .spawn(async move { me.sinks.send(&alert).await });
+                .spawn(async move { me.sinks().send(&alert).await });
         }
     }
 
     /// Runs `after_apply` in the background (one at a time); a failure becomes a problem.
     pub fn spawn_after_apply(self: &Arc<Self>, agent: String) {
-        let argv = self.cfg.config.output.after_apply.clone();
+        let argv = self.cfg().config.output.after_apply.clone();
         if argv.is_empty() {
             return;
         }
         let me = Arc::clone(self);
         self.tracker.spawn(async move {
             let _guard = me.hook_lock.lock().await;
-            let limit = Duration::from_secs(me.cfg.config.output.after_apply_timeout_secs);
+            let limit = Duration::from_secs(me.cfg().config.output.after_apply_timeout_secs);
             match hooks::run(&argv, None, None, limit).await {
                 Ok(()) => {
                     let had = lock(&me.live)
@@ -558,7 +587,7 @@ impl Server {
     /// Applies held snapshots that an operator released (`mxsync-server release`).
     pub fn apply_releases(self: &Arc<Self>) {
         let ids: Vec<String> = self
-            .cfg
+            .cfg()
             .config
             .agents
             .iter()
@@ -588,10 +617,10 @@ pub async fn run(
     let changed = tokio::task::spawn_blocking(move || ingest::render_at_start(&s))
         .await
         .context("start-up render task")??;
-    if changed && let Some(first) = server.cfg.config.agents.first() {
+    if changed && let Some(first) = server.cfg().config.agents.first() {
         server.spawn_after_apply(first.id.clone());
     }
-    tracing::info!(%addr, agents = server.cfg.config.agents.len(), "mxsync-server started");
+    tracing::info!(%addr, agents = server.cfg().config.agents.len(), "mxsync-server started");
     // Under a Type=notify unit: started once the listener is bound and the maps are in place.
     server.notify_systemd(sd_notify::NotifyState::Ready);
     let watcher = {
@@ -619,13 +648,13 @@ pub async fn run(
     let app = api::router(api::AppState {
         server: Arc::clone(&server),
     });
-    let tls = match &server.cfg.config.tls {
+    let tls = match &server.cfg().config.tls {
         Some(tls) => Some(tls::acceptor(&tls.cert_file, &tls.key_file)?),
         None => None,
     };
     let limits = serve::Limits {
-        max_connections: serve::fit_connections(server.cfg.config.max_connections),
-        header_timeout: Duration::from_secs(server.cfg.config.header_timeout_secs),
+        max_connections: serve::fit_connections(server.cfg().config.max_connections),
+        header_timeout: Duration::from_secs(server.cfg().config.header_timeout_secs),
     };
     serve::serve(
         listener,

@@ -162,6 +162,10 @@ fn serve(cfg: Loaded) -> anyhow::Result<ExitCode> {
         let listener = server::serve::bind(listen).with_context(|| format!("binding {listen}"))?;
         let token = tokio_util::sync::CancellationToken::new();
         tokio::spawn(signals(token.clone()));
+        // Installed before READY: a SIGHUP from then on reloads, never kills.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(reloads(Arc::clone(&server), hup));
         server::run(server, listener, token).await
     })?;
     Ok(ExitCode::SUCCESS)
@@ -182,6 +186,33 @@ async fn signals(token: tokio_util::sync::CancellationToken) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::warn!("second signal: exiting without draining");
     std::process::exit(130);
+}
+
+/// Each SIGHUP (`systemctl reload`): the configuration file is read again and put in force, or
+/// refused with every problem while the running one stays (`Server::reload`).
+async fn reloads(server: Arc<Server>, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        let s = Arc::clone(&server);
+        match tokio::task::spawn_blocking(move || s.reload_from_disk()).await {
+            Ok(Ok(done)) => {
+                tracing::info!(
+                    added = ?done.added,
+                    removed = ?done.removed,
+                    "configuration reloaded"
+                );
+                if !done.need_restart.is_empty() {
+                    tracing::warn!(
+                        settings = ?done.need_restart,
+                        "these changed settings keep their running value until a restart"
+                    );
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "configuration not reloaded; the running one stays")
+            }
+            Err(e) => tracing::error!(error = %e, "the reload task failed"),
+        }
+    }
 }
 
 /// Opens the server's state without serving (for the offline commands).

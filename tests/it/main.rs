@@ -16,6 +16,7 @@
 //!   unknown recipients deferred while stale.
 //! - `truncate`: an aliases file cut in half on the primary is held; the whole one is applied.
 //! - `server`: `mxsync-server` over a real socket and SQLite file, across restarts.
+//! - `reload`: SIGHUP adds and removes agents without a restart and refuses a bad file.
 //!
 //! Helpers (binaries, temporary directories, waiting with deadlines) are in the crate's `src/lib.rs`.
 
@@ -32,6 +33,7 @@ mod exim;
 mod generate;
 mod partition;
 mod postfix;
+mod reload;
 mod server;
 mod tidy;
 mod tls;

@@ -718,7 +718,7 @@ async fn plans_and_history_need_the_read_token() {
         StatusCode::UNAUTHORIZED
     );
     // A server without a read token serves neither.
-    let mut cfg = h.server.cfg.clone();
+    let mut cfg = (*h.server.cfg()).clone();
     cfg.read_token = None;
     let server = Server::with_store(cfg, crate::store::Store::open_in_memory().unwrap()).unwrap();
     let h2 = Harness {
@@ -742,7 +742,7 @@ async fn plans_and_history_need_the_read_token() {
 async fn a_failed_apply_keeps_the_old_maps_and_shows_a_problem() {
     let mut h = Harness::new("");
     let fail = h.dir.path().join("fail-prepare");
-    let mut cfg = h.server.cfg.clone();
+    let mut cfg = (*h.server.cfg()).clone();
     cfg.config.output.prepare = vec![
         "/bin/sh".into(),
         "-c".into(),

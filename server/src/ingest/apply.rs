@@ -120,7 +120,7 @@ pub(super) fn apply(
     let applied_at = now_secs();
     {
         let mut db = lock(&server.db);
-        let keep = server.cfg.config.history.keep;
+        let keep = server.cfg().config.history.keep;
         let record = ApplyRecord {
             agent,
             snapshot: id,
@@ -193,7 +193,8 @@ pub(super) fn apply(
 /// VERSION`, the held version checked by the command). A release refused clears the request
 /// and says why in the log.
 pub fn release(server: &Arc<Server>, agent: &str, forced: bool) -> anyhow::Result<()> {
-    let _one = server.ingesting.get(agent).map(lock);
+    let one = server.ingest_lock(agent);
+    let _one = lock(&one);
     let (held, reported) = {
         let live = lock(&server.live);
         let l = live.get(agent);

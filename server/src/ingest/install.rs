@@ -11,12 +11,8 @@ use crate::render::{AgentMaps, AgentPart, Rendered, assemble, render_agent};
 use crate::{Applied, Server, lock, maps};
 
 /// Where agent `agent`'s punted mail goes, from the configuration.
-pub(super) fn primary_of<'a>(server: &'a Server, agent: &str) -> &'a str {
-    server
-        .cfg
-        .config
-        .agent(agent)
-        .map_or("", |a| a.primary.as_str())
+pub(super) fn primary_of(server: &Server, agent: &str) -> String {
+    (server.cfg().config.agent(agent)).map_or_else(String::new, |a| a.primary.clone())
 }
 
 /// Renders all agents' maps, with `replace` (snapshot and its rendered part) standing for its
@@ -25,17 +21,20 @@ pub(super) fn render_all(
     server: &Server,
     replace: Option<(&str, &Snapshot, &Arc<AgentPart>)>,
 ) -> anyhow::Result<Rendered> {
-    let applied: Vec<(String, Option<Arc<Applied>>)> = {
+    let cfg = server.cfg();
+    let applied: Vec<(String, Option<Arc<Applied>>, &str)> = {
         let live = lock(&server.live);
         live.iter()
-            .map(|(id, l)| (id.clone(), l.applied.clone()))
+            .map(|(id, l)| {
+                let primary = cfg.config.agent(id).map_or("", |a| a.primary.as_str());
+                (id.clone(), l.applied.clone(), primary)
+            })
             .collect()
     };
-    let formats = &server.cfg.config.output.formats;
+    let formats = &cfg.config.output.formats;
     let mut agents = Vec::new();
     let mut kept: Vec<Arc<AgentPart>> = Vec::new();
-    for (id, applied) in &applied {
-        let primary = primary_of(server, id);
+    for (id, applied, primary) in &applied {
         match (replace, applied) {
             (Some((agent, snap, _)), _) if agent == id => agents.push(AgentMaps {
                 id,
@@ -87,7 +86,7 @@ pub(super) fn install(
     rendered: &Rendered,
     ready: impl FnOnce() -> Result<(), String>,
 ) -> anyhow::Result<()> {
-    let cfg = &server.cfg.config;
+    let cfg = &server.cfg().config;
     let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
     let prepare = |dir: &std::path::Path| {
         ready()?;
@@ -97,12 +96,19 @@ pub(super) fn install(
     maps::install(
         &cfg.output.dir,
         rendered,
-        &server.cfg.maps,
+        &server.cfg().maps,
         prepare,
         &mut last,
     )?;
     *lock(&server.deferring) = Some(rendered.deferred.clone());
     Ok(())
+}
+
+/// Renders and installs every configured agent's applied snapshot, after a reload added or
+/// removed agents. The caller holds the apply lock.
+pub(crate) fn install_current(server: &Server) -> anyhow::Result<()> {
+    let rendered = render_all(server, None)?;
+    install(server, &rendered, || Ok(()))
 }
 
 /// Installs the maps again when the domains whose unknown recipients they should defer are
@@ -160,8 +166,8 @@ pub fn render_at_start(server: &Arc<Server>) -> anyhow::Result<bool> {
         }
     }
     server.refresh_metrics();
-    let cfg = &server.cfg.config;
-    if maps::is_current(&cfg.output.dir, &rendered, &server.cfg.maps) {
+    let cfg = &server.cfg().config;
+    if maps::is_current(&cfg.output.dir, &rendered, &server.cfg().maps) {
         *lock(&server.deferring) = Some(rendered.deferred.clone());
         return Ok(false);
     }
