@@ -90,7 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(cli.command, &cfg) {
+    match run(cli.command, &cfg, &config) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mxsync-agent: {e:#}");
@@ -124,13 +124,41 @@ async fn signals(token: tokio_util::sync::CancellationToken) {
     std::process::exit(130);
 }
 
-fn run(command: Command, cfg: &Config) -> anyhow::Result<ExitCode> {
+/// Each SIGHUP: the configuration file at `path` is read and checked again and handed to the
+/// running agent, or refused with every problem while the running one stays.
+async fn reloads(
+    path: PathBuf,
+    mut hup: tokio::signal::unix::Signal,
+    tx: tokio::sync::mpsc::UnboundedSender<Config>,
+) {
+    while hup.recv().await.is_some() {
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || Config::load_for_push(&p)).await {
+            Ok(Ok(cfg)) => {
+                if tx.send(cfg).is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "configuration not reloaded; the running one stays")
+            }
+            Err(e) => tracing::error!(error = %e, "the reload task failed"),
+        }
+    }
+}
+
+fn run(command: Command, cfg: &Config, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run => {
             let token = tokio_util::sync::CancellationToken::new();
             runtime()?.block_on(async {
                 tokio::spawn(signals(token.clone()));
-                agent::run::run(cfg.clone(), token).await
+                // Installed before READY: a SIGHUP from then on reloads, never kills.
+                let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .context("installing the SIGHUP handler")?;
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(reloads(path.to_path_buf(), hup, tx));
+                agent::run::run_reloading(cfg.clone(), token, rx).await
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -295,23 +295,62 @@ impl Watches {
 
 /// Runs the agent until `shutdown`: watch, collect, push to every receiver, heartbeat.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let cfg = Arc::new(cfg);
+    run_reloading(cfg, shutdown, mpsc::unbounded_channel().1).await
+}
+
+/// What the receiver loops share with the owning loop.
+struct Pushing {
+    current: watch::Receiver<Option<Arc<Current>>>,
+    control: mpsc::UnboundedSender<Control>,
+    counters: Arc<Mutex<Counters>>,
+    tracker: TaskTracker,
+}
+
+impl Pushing {
+    /// One loop per target of `cfg`, until `stop`.
+    fn spawn(&self, targets: Vec<Target>, cfg: &Config, stop: &CancellationToken) {
+        for t in targets {
+            self.tracker.spawn(receiver_loop(
+                t,
+                self.current.clone(),
+                self.control.clone(),
+                Arc::clone(&self.counters),
+                Duration::from_secs(cfg.timing.heartbeat_secs),
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+/// Whether two parts of a configuration differ (compared as they would be written).
+fn differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+}
+
+/// Like [`run`], and each configuration that comes on `reloads` (SIGHUP) is put in force
+/// without a restart: new receivers, keys or heartbeat restart the receiver loops (each pushes
+/// the current snapshot once); new sources or domains are read at once. `agent_id` and
+/// `state_dir` keep their running values until a restart. A configuration whose keys or
+/// certificates cannot be read is refused whole, and the running one stays.
+pub async fn run_reloading(
+    cfg: Config,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::UnboundedReceiver<Config>,
+) -> anyhow::Result<()> {
+    let mut cfg = Arc::new(cfg);
     let counters = Arc::new(Mutex::new(Counters::load(&cfg.state_dir)?));
-    let targets = targets(&cfg)?;
+    let first = targets(&cfg)?;
     let (cur_tx, cur_rx) = watch::channel::<Option<Arc<Current>>>(None);
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let tracker = TaskTracker::new();
-    let heartbeat = Duration::from_secs(cfg.timing.heartbeat_secs);
-    for t in targets {
-        tracker.spawn(receiver_loop(
-            t,
-            cur_rx.clone(),
-            ctl_tx.clone(),
-            Arc::clone(&counters),
-            heartbeat,
-            shutdown.clone(),
-        ));
-    }
+    let pushing = Pushing {
+        current: cur_rx,
+        control: ctl_tx,
+        counters: Arc::clone(&counters),
+        tracker: tracker.clone(),
+    };
+    let mut receivers = shutdown.child_token();
+    pushing.spawn(first, &cfg, &receivers);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Event>();
     let watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
         if let Ok(e) = r {
@@ -325,8 +364,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         of: HashMap::new(),
         failed: 0,
     };
-    let debounce = Duration::from_millis(cfg.timing.debounce_ms);
-    let rescan = Duration::from_secs(cfg.timing.rescan_secs);
+    let mut debounce = Duration::from_millis(cfg.timing.debounce_ms);
+    let mut rescan = Duration::from_secs(cfg.timing.rescan_secs);
     tracing::info!(
         agent = cfg.agent_id,
         receivers = cfg.receivers.len(),
@@ -425,6 +464,44 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 // The safety net for lost events: everything is read again.
                 changed = None;
                 dirty = true;
+            }
+            Some(mut new) = reloads.recv() => {
+                let mut kept = Vec::new();
+                if new.agent_id != cfg.agent_id {
+                    kept.push("agent_id");
+                    new.agent_id.clone_from(&cfg.agent_id);
+                }
+                if new.state_dir != cfg.state_dir {
+                    kept.push("state_dir");
+                    new.state_dir.clone_from(&cfg.state_dir);
+                }
+                if differs(&new.receivers, &cfg.receivers)
+                    || new.timing.heartbeat_secs != cfg.timing.heartbeat_secs
+                {
+                    let fresh = match targets(&new) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "configuration not reloaded; the running one stays");
+                            continue;
+                        }
+                    };
+                    receivers.cancel();
+                    receivers = shutdown.child_token();
+                    pushing.spawn(fresh, &new, &receivers);
+                }
+                if differs(&new.sources, &cfg.sources) || new.domains != cfg.domains {
+                    cache = Cache::default();
+                    changed = None;
+                    dirty = true;
+                }
+                debounce = Duration::from_millis(new.timing.debounce_ms);
+                rescan = Duration::from_secs(new.timing.rescan_secs);
+                next_rescan = tokio::time::Instant::now() + rescan;
+                cfg = Arc::new(new);
+                tracing::info!(receivers = cfg.receivers.len(), "configuration reloaded");
+                if !kept.is_empty() {
+                    tracing::warn!(settings = ?kept, "these changed settings keep their running value until a restart");
+                }
             }
             Some(Control::RaiseAbove(v)) = ctl_rx.recv() => {
                 let content = cur_tx.borrow().as_ref().map(|c| (Arc::clone(&c.content), c.hash.clone(), c.since.clone()));

@@ -1,6 +1,7 @@
-//! SIGHUP (`systemctl reload`) on the `mxsync-server` binary: an added agent is accepted without
+//! SIGHUP (`systemctl reload`) on the binaries. The server: an added agent is accepted without
 //! a restart while the applied state stays; an invalid file is refused and the running
-//! configuration stays in force; a removed agent is refused and its rows leave the maps.
+//! configuration stays in force; a removed agent is refused and its rows leave the maps. The
+//! agent: new receivers and sources are taken up; an invalid file is refused.
 
 use std::time::{Duration, Instant};
 
@@ -151,4 +152,92 @@ async fn sighup_adds_and_removes_agents_and_refuses_a_bad_file() {
     assert_eq!(push(&url, "mx2", KEY2, body, seq).await, 401);
     let st = tests::status(&url).await;
     assert_eq!(st["agents"].as_array().unwrap().len(), 1, "{st}");
+}
+
+/// SIGHUP on the `mxsync-agent` binary: a new receiver and a new aliases file are taken up
+/// without a restart; an invalid file is refused and the agent goes on with the running one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_gives_the_agent_new_receivers_and_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = tests::RunningServer::start(&tests::server_config(&a_dir, "")).await;
+    let b = tests::RunningServer::start(&tests::server_config(&b_dir, "")).await;
+    let primary = tests::Primary::new(&dir.path().join("primary"));
+    let key = dir.path().join("agent.key");
+    tests::write_key(&key, tests::KEY);
+    let state = dir.path().join("agent-state");
+    primary.agent_config(&state, &[(&a.url, &key)]);
+    let config = state.with_extension("toml");
+    let log = dir.path().join("agent.log");
+    let agent = tests::Kill(
+        std::process::Command::new(tests::bin("mxsync-agent"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let limit = Duration::from_secs(20);
+    let row = |v: &str, r: &str| v.contains(&format!("a@example.org {r}\n"));
+    assert!(
+        tests::wait_virtual(&a_dir.join("maps"), limit, |v| row(v, "r1@remote.net")).await,
+        "first push never reached A: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // Receiver B added, and the aliases read from another file.
+    // The same names (the shrink guard would hold fewer), one target changed.
+    let aliases = std::fs::read_to_string(primary.path("aliases")).unwrap();
+    primary.write(
+        "aliases2",
+        &aliases.replace("r1@remote.net", "moved@remote.net"),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        &primary.path("aliases").display().to_string(),
+        &primary.path("aliases2").display().to_string(),
+    );
+    let both = format!(
+        "{text}[[receivers]]\nurl = \"{}\"\nkey_file = \"{}\"\n",
+        b.url,
+        key.display()
+    );
+    std::fs::write(&config, &both).unwrap();
+    hangup(&agent.0);
+    for (name, d) in [("A", &a_dir), ("B", &b_dir)] {
+        assert!(
+            tests::wait_virtual(&d.join("maps"), limit, |v| row(v, "moved@remote.net")).await,
+            "the new source never reached {name}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    // An invalid file is refused; the running configuration goes on, B included.
+    std::fs::write(&config, format!("{both}[timing]\nheartbeat = 1\n")).unwrap();
+    hangup(&agent.0);
+    let refused = tests::wait_for(limit, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("configuration not reloaded"))
+    });
+    assert!(
+        refused,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    primary.write(
+        "aliases2",
+        &aliases.replace("r1@remote.net", "after@remote.net"),
+    );
+    for (name, d) in [("A", &a_dir), ("B", &b_dir)] {
+        assert!(
+            tests::wait_virtual(&d.join("maps"), limit, |v| row(v, "after@remote.net")).await,
+            "an edit after the refused reload never reached {name}"
+        );
+    }
+    drop(agent);
+    a.stop().await;
+    b.stop().await;
 }
