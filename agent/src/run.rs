@@ -379,6 +379,9 @@ pub async fn run_reloading(
     let mut cache = Cache::default();
     let mut changed: Changed = None;
     let mut ready = false;
+    // WATCHDOG=1 from this loop (under a unit with WatchdogSec=): a loop stuck in a collection
+    // or a select stops it.
+    let mut watchdog = tokio::time::interval(Duration::from_secs(5));
     loop {
         if dirty {
             dirty = false;
@@ -457,6 +460,11 @@ pub async fn run_reloading(
                     note(&mut changed, &ev);
                     settle(&mut ev_rx, &mut changed, &paths, debounce, &ev).await;
                     dirty = true;
+                }
+            }
+            _ = watchdog.tick() => {
+                if ready {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
             _ = tokio::time::sleep_until(next_rescan) => {
