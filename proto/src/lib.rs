@@ -12,7 +12,6 @@
 pub mod addr;
 pub mod build;
 pub mod delta;
-pub mod fxhash;
 mod order;
 pub mod par;
 pub mod parse;

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::fxhash::{FxHashMap, FxHashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -670,6 +670,15 @@ impl Plan {
 /// Plans every valid address of `content`, sorted by address.
 pub fn plan_all(content: &Content) -> Vec<Plan> {
     Planner::new(content).plan_all()
+}
+
+/// The Fx hash of a name's bytes (no length mixed in, unlike `Hash for str`), for the
+/// planner's own tables: its name table and the sieve of what a change reaches.
+fn hash_name(name: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(name.as_bytes());
+    h.finish()
 }
 
 #[cfg(test)]

@@ -120,16 +120,6 @@ pub fn parse_header(value: &str) -> Result<Auth, AuthError> {
     })
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Checks `auth.sig` against the request, in constant time.
 pub fn verify(
     key: &[u8],
@@ -138,7 +128,7 @@ pub fn verify(
     body: &[u8],
     auth: &Auth,
 ) -> Result<(), AuthError> {
-    let sig = unhex(&auth.sig).ok_or(AuthError::BadSignature)?;
+    let sig = ::hex::decode(&auth.sig).map_err(|_| AuthError::BadSignature)?;
     mac(key, method, path, auth.seq, body)
         .verify_slice(&sig)
         .map_err(|_| AuthError::BadSignature)

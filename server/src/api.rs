@@ -331,13 +331,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Constant-time comparison of tokens.
+/// Constant-time comparison of tokens (of equal length; the length is not secret).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
 }
 
 fn need_token(expected: Option<&str>, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {

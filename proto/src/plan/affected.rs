@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 
 use crate::addr;
-use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::snapshot::{Content, Kind, Target};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Served, lower};
 
@@ -82,7 +82,7 @@ impl Sieve {
     }
 
     pub(super) fn slot(name: &str) -> usize {
-        (crate::fxhash::hash_str(name) & 0xffff) as usize
+        (super::hash_name(name) & 0xffff) as usize
     }
 
     pub(super) fn may_hold(&self, slot: usize) -> bool {

@@ -4,7 +4,7 @@
 //! lookups were the largest part of planning's time; the table is built in two halves side by
 //! side.
 
-use crate::fxhash::hash_str as hash;
+use super::hash_name as hash;
 use crate::snapshot::Content;
 
 /// No entry of that kind.
