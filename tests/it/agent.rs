@@ -371,32 +371,14 @@ async fn edits_travel_as_deltas_and_a_receiver_that_lost_its_state_gets_the_full
 /// made (a receiver that is down does not delay it), then WATCHDOG=1 from the main loop.
 #[test]
 fn systemd_hears_ready_after_the_first_snapshot_then_watchdog() {
-    use std::os::unix::net::UnixDatagram;
     let s = setup();
     // A receiver nobody listens on: readiness does not wait for a push.
     let port = tests::free_port();
     s.primary
         .agent_config(&s.state, &[(&format!("http://127.0.0.1:{port}"), &s.key)]);
-    let socket_path = s.state.with_extension("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let _agent = tests::Kill(
-        std::process::Command::new(tests::bin("mxsync-agent"))
-            .arg("--config")
-            .arg(s.state.with_extension("toml"))
-            .arg("run")
-            .env("NOTIFY_SOCKET", &socket_path)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut buf = [0u8; 4096];
-    let mut next = || {
-        let n = socket.recv(&mut buf).expect("a notification within 30 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let config = s.state.with_extension("toml");
+    let agent = tests::Notified::start("mxsync-agent", &config, s.state.parent().unwrap());
+    let next = || agent.next();
     let first = next();
     assert!(
         first.contains("READY=1") && first.contains("STATUS=snapshot version 1 hash "),

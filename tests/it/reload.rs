@@ -25,17 +25,10 @@ fn snapshot_of(agent: &str, aliases: &str, version: u64) -> Vec<u8> {
 
 /// A signed snapshot POST as `agent` with `key`: the status.
 async fn push(base: &str, agent: &str, key: &str, body: Vec<u8>, seq: u64) -> u16 {
-    let auth = proto::sign::header(key.as_bytes(), agent, "POST", "/v1/snapshots", seq, &body);
-    tests::client()
-        .post(format!("{base}/v1/snapshots"))
-        .header("authorization", auth)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let client = tests::client();
+    let (status, _) =
+        tests::signed_post_as(&client, base, "/v1/snapshots", body, seq, (agent, key)).await;
+    status
 }
 
 fn hangup(child: &std::process::Child) {

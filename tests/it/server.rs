@@ -168,31 +168,14 @@ async fn check_prints_one_line_with_monitoring_exit_codes() {
 
 #[test]
 fn systemd_hears_ready_only_once_the_server_listens_then_watchdog_and_status() {
-    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
     let config = tests::server_config(dir.path(), "");
     let port = tests::free_port();
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&config, text).unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let _server = tests::Kill(
-        std::process::Command::new(tests::bin("mxsync-server"))
-            .args(["--config", &config.display().to_string(), "run"])
-            .env("NOTIFY_SOCKET", &socket_path)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut buf = [0u8; 4096];
-    let mut next = || {
-        let n = socket.recv(&mut buf).expect("a notification within 30 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let server = tests::Notified::start("mxsync-server", &config, dir.path());
+    let next = || server.next();
     let first = next();
     assert!(first.contains("READY=1"), "{first}");
     // READY comes after the bind: the port answers at once.

@@ -305,7 +305,19 @@ pub async fn signed_post(
     body: Vec<u8>,
     seq: u64,
 ) -> (u16, String) {
-    let auth = proto::sign::header(KEY.as_bytes(), "mx1", "POST", path, seq, &body);
+    signed_post_as(client, base, path, body, seq, ("mx1", KEY)).await
+}
+
+/// A signed POST as `agent` with its `key`.
+pub async fn signed_post_as(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+    seq: u64,
+    (agent, key): (&str, &str),
+) -> (u16, String) {
+    let auth = proto::sign::header(key.as_bytes(), agent, "POST", path, seq, &body);
     let r = client
         .post(format!("{base}{path}"))
         .header("authorization", auth)
@@ -564,4 +576,44 @@ pub fn webhook_receiver() -> (String, Received) {
         }
     });
     (url, got)
+}
+
+/// A systemd notification socket bound in `dir`, as a `Type=notify` unit gives one, and the
+/// process `bin --config CONFIG run` started with it.
+pub struct Notified {
+    socket: std::os::unix::net::UnixDatagram,
+    _child: Kill,
+}
+
+impl Notified {
+    /// Binds `dir/notify.sock` and starts `bin` with `NOTIFY_SOCKET` pointing at it.
+    pub fn start(bin: &str, config: &Path, dir: &Path) -> Notified {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("socket timeout");
+        let child = Command::new(self::bin(bin))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("NOTIFY_SOCKET", &path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn with NOTIFY_SOCKET");
+        Notified {
+            socket,
+            _child: Kill(child),
+        }
+    }
+
+    /// The next notification, within 30 s.
+    pub fn next(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
 }
