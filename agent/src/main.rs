@@ -15,6 +15,8 @@ use anyhow::Context;
 mod generate;
 #[path = "../../server/src/logs.rs"]
 mod logs;
+#[path = "../../server/src/signals.rs"]
+mod signals;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -107,23 +109,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the tokio runtime")
 }
 
-/// First SIGTERM or SIGINT: stop (in-flight pushes get a bounded time). Second: exit at once.
-async fn signals(token: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    token.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting without waiting");
-    std::process::exit(130);
-}
-
 /// Each SIGHUP: the configuration file at `path` is read and checked again and handed to the
 /// running agent, or refused with every problem while the running one stays.
 async fn reloads(
@@ -152,7 +137,7 @@ fn run(command: Command, cfg: &Config, path: &std::path::Path) -> anyhow::Result
         Command::Run => {
             let token = tokio_util::sync::CancellationToken::new();
             runtime()?.block_on(async {
-                tokio::spawn(signals(token.clone()));
+                tokio::spawn(signals::stop_on_signals(token.clone(), "waiting"));
                 // Installed before READY: a SIGHUP from then on reloads, never kills.
                 let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                     .context("installing the SIGHUP handler")?;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 mod generate;
 mod logs;
+mod signals;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use server::config::Loaded;
@@ -161,7 +162,7 @@ fn serve(cfg: Loaded) -> anyhow::Result<ExitCode> {
         let server = Server::open(cfg)?;
         let listener = server::serve::bind(listen).with_context(|| format!("binding {listen}"))?;
         let token = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(signals(token.clone()));
+        tokio::spawn(signals::stop_on_signals(token.clone(), "draining"));
         // Installed before READY: a SIGHUP from then on reloads, never kills.
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
@@ -169,23 +170,6 @@ fn serve(cfg: Loaded) -> anyhow::Result<ExitCode> {
         server::run(server, listener, token).await
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// First SIGTERM or SIGINT: drain. Second: exit at once.
-async fn signals(token: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    token.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting without draining");
-    std::process::exit(130);
 }
 
 /// Each SIGHUP (`systemctl reload`): the configuration file is read again and put in force, or
