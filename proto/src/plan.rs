@@ -206,39 +206,40 @@ impl<'a> Unit<'a> {
 
 /// Where a reason points: a file index and line, or nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct At {
+struct FileLine {
     file: u32,
     line: u32,
 }
 
+/// A reason while planning: borrowed from the content, made a [`Reason`] only for owned plans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct R<'a> {
+struct ReasonRef<'a> {
     code: Code,
     target: &'a str,
-    at: At,
+    at: FileLine,
     via: Option<Unit<'a>>,
 }
 
 /// A memoised expansion. `forward` empty means the node is wholly punt.
 #[derive(Clone, Debug, Default)]
-struct Exp<'a> {
+struct Expansion<'a> {
     forward: Vec<&'a str>,
     units: Vec<Unit<'a>>,
-    reasons: Vec<R<'a>>,
+    reasons: Vec<ReasonRef<'a>>,
     height: u32,
 }
 
-impl<'a> Exp<'a> {
-    fn punt(reasons: Vec<R<'a>>) -> Self {
-        Exp {
+impl<'a> Expansion<'a> {
+    fn punt(reasons: Vec<ReasonRef<'a>>) -> Self {
+        Expansion {
             reasons,
-            ..Exp::default()
+            ..Expansion::default()
         }
     }
     fn is_punt(&self) -> bool {
         self.forward.is_empty()
     }
-    fn add_reasons(&mut self, rs: impl Iterator<Item = R<'a>>) {
+    fn add_reasons(&mut self, rs: impl Iterator<Item = ReasonRef<'a>>) {
         for r in rs {
             if self.reasons.len() >= MAX_REASONS * 4 {
                 break;
@@ -258,11 +259,11 @@ impl<'a> Exp<'a> {
 }
 
 /// What one item resolves to.
-enum Ref<'a> {
+enum Resolved<'a> {
     /// A remote address.
     Forward(&'a str),
     /// A punt unit that needs no expansion, with its reason.
-    Leaf(Unit<'a>, R<'a>),
+    Leaf(Unit<'a>, ReasonRef<'a>),
     /// A local user whose `.forward` lists only remote addresses.
     UserForward(&'a [Target]),
     /// An alias or virtual entry, reached as `unit`, whose local names bind to `domain`.
@@ -283,7 +284,7 @@ struct Frame<'a> {
     node: usize,
     items: Vec<(&'a Target, u32)>,
     pos: usize,
-    acc: Exp<'a>,
+    acc: Expansion<'a>,
 }
 
 /// Plans addresses of one content. Build once, then call [`Planner::plan_all`] or
@@ -310,14 +311,14 @@ pub struct Planner<'a> {
     /// Each node's expansion in `exps`, or [`NONE`]: a planner on another thread expands only
     /// what its addresses reach, so an index per node costs less than a slot per node.
     memo: Vec<u32>,
-    exps: Vec<Exp<'a>>,
+    exps: Vec<Expansion<'a>>,
     /// Accumulators of finished frames, cleared, for the next ones.
-    pool: Vec<Exp<'a>>,
+    pool: Vec<Expansion<'a>>,
     /// Item lists of finished frames, cleared, and the walk's stack between walks: planning a
     /// million aliases otherwise allocated each of them once per alias.
     item_pool: Vec<Vec<(&'a Target, u32)>>,
     frames: Vec<Frame<'a>>,
-    unknown: BTreeSet<(&'a str, At)>,
+    unknown: BTreeSet<(&'a str, FileLine)>,
     /// Whether the secondary would expand a split plan's unit again ([`Planner::again`]), by
     /// unit: the same few local users are units of many lists.
     again: FxHashMap<(&'a str, &'a str), bool>,
@@ -328,7 +329,7 @@ pub struct Planner<'a> {
     /// The expansion of the last walk's root, which is not kept in the memo: most aliases are
     /// named by no other, and an address's plan is made right after its walk. A root that
     /// another node names later is expanded again then, and kept.
-    root: Exp<'a>,
+    root: Expansion<'a>,
     /// Whether plans carry their reasons ([`Planner::without_reasons`]).
     reasons: bool,
     /// The punt units of the last plan settled ([`Planner::settle`]), bound and sorted.
@@ -510,7 +511,7 @@ impl<'a> Planner<'a> {
             unknown: BTreeSet::new(),
             again: FxHashMap::default(),
             spare: Vec::new(),
-            root: Exp::default(),
+            root: Expansion::default(),
             reasons: true,
             units: Vec::new(),
         }
@@ -525,7 +526,7 @@ impl<'a> Planner<'a> {
 
     fn plan_keys(&mut self, keys: &[Key<'a>], mut f: impl FnMut(&Plan)) {
         let mut plan = Plan::empty();
-        let mut scratch = Exp::default();
+        let mut scratch = Expansion::default();
         for &key in keys {
             self.fill(key, &mut plan, &mut scratch);
             f(&plan);
@@ -534,7 +535,7 @@ impl<'a> Planner<'a> {
 
     /// Calls `f` with the borrowed plan of each key, in order.
     fn view_keys(&mut self, keys: &[Key<'a>], mut f: impl FnMut(&PlanRef<'_>)) {
-        let mut scratch = Exp::default();
+        let mut scratch = Expansion::default();
         for &key in keys {
             let s = self.settle(key, &mut scratch);
             f(&self.view(key, &s, &scratch));
@@ -605,7 +606,7 @@ impl<'a> Planner<'a> {
         let (local, domain) = addr::split(address)?;
         let key = self.key_of(local, &domain.to_ascii_lowercase())?;
         let mut plan = Plan::empty();
-        let mut scratch = Exp::default();
+        let mut scratch = Expansion::default();
         self.fill(key, &mut plan, &mut scratch);
         Some(plan)
     }
@@ -645,7 +646,7 @@ fn cmp_addr(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
 }
 
 /// The class of an expansion.
-fn class(exp: &Exp<'_>) -> Class {
+fn class(exp: &Expansion<'_>) -> Class {
     if exp.forward.is_empty() {
         Class::Punt
     } else if exp.units.is_empty() {

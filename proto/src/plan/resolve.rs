@@ -45,7 +45,7 @@ impl<'a> Planner<'a> {
         find(hashed, &self.c.includes, |i| i.path.as_str().cmp(path))
     }
 
-    pub(super) fn origin(&self, at: At) -> String {
+    pub(super) fn origin(&self, at: FileLine) -> String {
         match self.c.files.get(at.file as usize) {
             Some(f) if at.line > 0 => format!("{f}:{}", at.line),
             Some(f) => f.clone(),
@@ -53,16 +53,16 @@ impl<'a> Planner<'a> {
         }
     }
 
-    pub(super) fn user_ref(&self, u: &'a User, unit: Unit<'a>) -> Ref<'a> {
-        let at = At {
+    pub(super) fn user_ref(&self, u: &'a User, unit: Unit<'a>) -> Resolved<'a> {
+        let at = FileLine {
             file: u.file,
             line: u.line,
         };
         if let Some(p) = u.procmail {
             let target = self.c.files.get(p as usize).map_or("", String::as_str);
-            return Ref::Leaf(
+            return Resolved::Leaf(
                 unit,
-                R {
+                ReasonRef {
                     code: Code::Procmail,
                     target,
                     at,
@@ -71,9 +71,9 @@ impl<'a> Planner<'a> {
             );
         }
         let Some(fw) = &u.forward else {
-            return Ref::Leaf(
+            return Resolved::Leaf(
                 unit,
-                R {
+                ReasonRef {
                     code: Code::Mailbox,
                     target: &u.name,
                     at,
@@ -81,7 +81,7 @@ impl<'a> Planner<'a> {
                 },
             );
         };
-        let fat = |line| At {
+        let fat = |line| FileLine {
             file: fw.file,
             line,
         };
@@ -91,9 +91,9 @@ impl<'a> Planner<'a> {
             .get(fw.file as usize)
             .map_or("", String::as_str);
         if fw.error.is_some() || fw.filter {
-            return Ref::Leaf(
+            return Resolved::Leaf(
                 unit,
-                R {
+                ReasonRef {
                     code: Code::DotForward,
                     target: path,
                     at: fat(0),
@@ -102,9 +102,9 @@ impl<'a> Planner<'a> {
             );
         }
         if fw.targets.is_empty() {
-            return Ref::Leaf(
+            return Resolved::Leaf(
                 unit,
-                R {
+                ReasonRef {
                     code: Code::Mailbox,
                     target: &u.name,
                     at,
@@ -116,9 +116,9 @@ impl<'a> Planner<'a> {
             let remote = t.kind == Kind::Address
                 && addr::split(&t.value).is_some_and(|(_, d)| !self.domains.contains(d));
             if !remote {
-                return Ref::Leaf(
+                return Resolved::Leaf(
                     unit,
-                    R {
+                    ReasonRef {
                         code: Code::DotForward,
                         target: &t.value,
                         at: fat(t.line),
@@ -127,7 +127,7 @@ impl<'a> Planner<'a> {
                 );
             }
         }
-        Ref::UserForward(&fw.targets)
+        Resolved::UserForward(&fw.targets)
     }
 
     /// The user of `named` when it has a `~/.procmailrc` (which comes before any alias).
@@ -139,7 +139,7 @@ impl<'a> Planner<'a> {
     }
 
     /// A local name inside an alias list: alias first, then user; the primary bounces the rest.
-    pub(super) fn resolve_local(&mut self, name: &'a str, at: At) -> Ref<'a> {
+    pub(super) fn resolve_local(&mut self, name: &'a str, at: FileLine) -> Resolved<'a> {
         let folded = lower(name);
         let named = self.named(&folded);
         if let Some(u) = self.procmail_user(named) {
@@ -152,7 +152,7 @@ impl<'a> Planner<'a> {
                 Cow::Borrowed(n) => n,
                 Cow::Owned(_) => self.c.aliases[i].name.as_str(),
             };
-            return Ref::Node {
+            return Resolved::Node {
                 id: i,
                 unit: Unit::Local(own),
                 domain: None,
@@ -163,9 +163,9 @@ impl<'a> Planner<'a> {
             return self.user_ref(u, Unit::Local(&u.name));
         }
         self.unknown.insert((name, at));
-        Ref::Leaf(
+        Resolved::Leaf(
             Unit::Local(name),
-            R {
+            ReasonRef {
                 code: Code::Unknown,
                 target: name,
                 at,
@@ -181,8 +181,8 @@ impl<'a> Planner<'a> {
         local: &'a str,
         domain: &'a str,
         full: &'a str,
-        at: At,
-    ) -> Ref<'a> {
+        at: FileLine,
+    ) -> Resolved<'a> {
         let lkey = lower(local);
         let named = self.named(&lkey);
         self.resolve_named(local, &lkey, named, domain, full, at)
@@ -196,15 +196,15 @@ impl<'a> Planner<'a> {
         named: Named,
         domain: &'a str,
         full: &'a str,
-        at: At,
-    ) -> Ref<'a> {
+        at: FileLine,
+    ) -> Resolved<'a> {
         if let Some(u) = self.procmail_user(named) {
             return self.user_ref(u, Unit::Addr(&u.name, domain));
         }
         if let Some(i) = self.virtual_at(lkey, domain) {
             let key = self.c.virtuals[i].key.as_str();
             let (l, d) = addr::split(key).unwrap_or((key, domain));
-            return Ref::Node {
+            return Resolved::Node {
                 id: self.c.aliases.len() + i,
                 unit: Unit::Addr(l, d),
                 domain: Some(domain),
@@ -212,13 +212,13 @@ impl<'a> Planner<'a> {
         }
         if let Some(i) = named.bare() {
             let v = &self.c.virtuals[i];
-            let at = At {
+            let at = FileLine {
                 file: v.file,
                 line: v.line,
             };
-            return Ref::Leaf(
+            return Resolved::Leaf(
                 Unit::Addr(&v.key, domain),
-                R {
+                ReasonRef {
                     code: Code::Unknown,
                     target: &v.key,
                     at,
@@ -228,7 +228,7 @@ impl<'a> Planner<'a> {
         }
         if let Some(i) = named.alias() {
             let name = self.c.aliases[i].name.as_str();
-            return Ref::Node {
+            return Resolved::Node {
                 id: i,
                 unit: Unit::Addr(name, domain),
                 domain: Some(domain),
@@ -241,13 +241,13 @@ impl<'a> Planner<'a> {
         if let Some(i) = self.recipient(lkey, domain) {
             let r = &self.c.recipients[i];
             let (l, d) = addr::split(&r.address).unwrap_or((&r.address, domain));
-            let at = At {
+            let at = FileLine {
                 file: r.file,
                 line: r.line,
             };
-            return Ref::Leaf(
+            return Resolved::Leaf(
                 Unit::Addr(l, d),
-                R {
+                ReasonRef {
                     code: Code::Mailbox,
                     target: &r.address,
                     at,
@@ -256,9 +256,9 @@ impl<'a> Planner<'a> {
             );
         }
         self.unknown.insert((full, at));
-        Ref::Leaf(
+        Resolved::Leaf(
             Unit::Addr(local, domain),
-            R {
+            ReasonRef {
                 code: Code::Unknown,
                 target: full,
                 at,
@@ -273,7 +273,7 @@ impl<'a> Planner<'a> {
         &self,
         node: usize,
         items: &mut Vec<(&'a Target, u32)>,
-    ) -> Result<(), Vec<R<'a>>> {
+    ) -> Result<(), Vec<ReasonRef<'a>>> {
         let c = self.c;
         let (targets, file, key): (&'a [Target], u32, Option<&'a str>) = if node < c.aliases.len() {
             let a = &c.aliases[node];
@@ -290,8 +290,8 @@ impl<'a> Planner<'a> {
         let mut seen_includes: FxHashSet<&'a str> = FxHashSet::default();
         while let Some((ts, file, nesting)) = next.take().or_else(|| work.pop()) {
             for t in ts {
-                let at = At { file, line: t.line };
-                let r = |code| R {
+                let at = FileLine { file, line: t.line };
+                let r = |code| ReasonRef {
                     code,
                     target: t.value.as_str(),
                     at,
@@ -341,29 +341,33 @@ impl<'a> Planner<'a> {
     }
 
     /// The expansion kept for `node`.
-    pub(super) fn memo(&self, node: usize) -> Option<&Exp<'a>> {
+    pub(super) fn memo(&self, node: usize) -> Option<&Expansion<'a>> {
         self.exps.get(self.memo[node] as usize)
     }
 
     /// A plan's expansion: kept for node `id`, or, when `id` is `None`, the one [`Planner::top`]
     /// left in `scratch`.
-    pub(super) fn expansion<'s>(&'s self, id: Option<usize>, scratch: &'s Exp<'a>) -> &'s Exp<'a> {
+    pub(super) fn expansion<'s>(
+        &'s self,
+        id: Option<usize>,
+        scratch: &'s Expansion<'a>,
+    ) -> &'s Expansion<'a> {
         id.and_then(|i| self.memo(i)).unwrap_or(scratch)
     }
 
     /// Keeps `exp` as the expansion of `node`.
-    pub(super) fn keep(&mut self, node: usize, exp: Exp<'a>) {
+    pub(super) fn keep(&mut self, node: usize, exp: Expansion<'a>) {
         self.memo[node] = u32::try_from(self.exps.len()).expect("fewer than 2^32 nodes");
         self.exps.push(exp);
     }
 
-    pub(super) fn node_at(&self, node: usize) -> (&'a str, At) {
+    pub(super) fn node_at(&self, node: usize) -> (&'a str, FileLine) {
         let c = self.c;
         if node < c.aliases.len() {
             let a = &c.aliases[node];
             (
                 &a.name,
-                At {
+                FileLine {
                     file: a.file,
                     line: a.line,
                 },
@@ -372,7 +376,7 @@ impl<'a> Planner<'a> {
             let v = &c.virtuals[node - c.aliases.len()];
             (
                 &v.key,
-                At {
+                FileLine {
                     file: v.file,
                     line: v.line,
                 },
@@ -380,13 +384,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    pub(super) fn resolve_item(&mut self, t: &'a Target, file: u32) -> Ref<'a> {
-        let at = At { file, line: t.line };
+    pub(super) fn resolve_item(&mut self, t: &'a Target, file: u32) -> Resolved<'a> {
+        let at = FileLine { file, line: t.line };
         match t.kind {
             Kind::Local => self.resolve_local(&t.value, at),
             _ => match addr::split(&t.value).and_then(|(l, d)| Some((l, self.domains.get(d)?))) {
                 Some((l, d)) => self.resolve_addr(l, d, &t.value, at),
-                None => Ref::Forward(&t.value),
+                None => Resolved::Forward(&t.value),
             },
         }
     }

@@ -32,10 +32,10 @@ impl<'a> Planner<'a> {
     pub(super) fn top(
         &mut self,
         key: Key<'a>,
-        scratch: &mut Exp<'a>,
+        scratch: &mut Expansion<'a>,
     ) -> (Option<usize>, Option<&'a str>) {
         let (local, domain) = key.addr;
-        let at = At {
+        let at = FileLine {
             file: u32::MAX,
             line: 0,
         };
@@ -44,7 +44,7 @@ impl<'a> Planner<'a> {
         scratch.reasons.clear();
         // The key's local part is folded already.
         match self.resolve_named(local, local, key.named, domain, local, at) {
-            Ref::Node { id, domain: d, .. } => {
+            Resolved::Node { id, domain: d, .. } => {
                 self.eval(id);
                 if self.state[id] == DONE {
                     return (Some(id), d);
@@ -52,12 +52,12 @@ impl<'a> Planner<'a> {
                 std::mem::swap(scratch, &mut self.root);
                 return (None, d);
             }
-            Ref::Leaf(_, reason) => scratch.reasons.push(reason),
-            Ref::UserForward(ts) => {
+            Resolved::Leaf(_, reason) => scratch.reasons.push(reason),
+            Resolved::UserForward(ts) => {
                 scratch.forward.extend(ts.iter().map(|t| t.value.as_str()));
                 scratch.seal();
             }
-            Ref::Forward(a) => scratch.forward.push(a),
+            Resolved::Forward(a) => scratch.forward.push(a),
         }
         (None, Some(domain))
     }
@@ -65,7 +65,7 @@ impl<'a> Planner<'a> {
     /// The class of an address before the unit check, or `None` if it is not valid.
     pub(super) fn class_of(&mut self, (local, domain): (&'a str, &'a str)) -> Option<Class> {
         let key = self.key_of(local, domain)?;
-        let mut scratch = Exp::default();
+        let mut scratch = Expansion::default();
         let (id, _) = self.top(key, &mut scratch);
         Some(class(self.expansion(id, &scratch)))
     }
@@ -84,7 +84,7 @@ impl<'a> Planner<'a> {
     /// Plans `key`: expands what it needs and decides its class. A split plan with a unit that
     /// the secondary would expand again is demoted to punt. The punt units are left in
     /// `self.units` for [`Planner::view`].
-    pub(super) fn settle(&mut self, key: Key<'a>, scratch: &mut Exp<'a>) -> Settled<'a> {
+    pub(super) fn settle(&mut self, key: Key<'a>, scratch: &mut Expansion<'a>) -> Settled<'a> {
         let (id, bound) = self.top(key, scratch);
         let (local, domain) = key.addr;
         let mut units = std::mem::take(&mut self.units);
@@ -121,7 +121,7 @@ impl<'a> Planner<'a> {
         &'s self,
         key: Key<'a>,
         s: &Settled<'a>,
-        scratch: &'s Exp<'a>,
+        scratch: &'s Expansion<'a>,
     ) -> PlanRef<'s> {
         let exp = self.expansion(s.id, scratch);
         PlanRef {
@@ -142,7 +142,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Fills `plan` for `key`, reusing its allocations.
-    pub(super) fn fill(&mut self, key: Key<'a>, plan: &mut Plan, scratch: &mut Exp<'a>) {
+    pub(super) fn fill(&mut self, key: Key<'a>, plan: &mut Plan, scratch: &mut Expansion<'a>) {
         let s = self.settle(key, scratch);
         // Taken out while the view borrows the planner, put back at the end.
         let mut spare = std::mem::take(&mut self.spare);
@@ -161,7 +161,7 @@ impl<'a> Planner<'a> {
         );
         let exp = self.expansion(s.id, scratch);
         // A demoted plan's one reason is written below.
-        let reasons: &[R<'a>] = match (self.reasons, s.demoted) {
+        let reasons: &[ReasonRef<'a>] = match (self.reasons, s.demoted) {
             (true, None) => &exp.reasons,
             _ => &[],
         };

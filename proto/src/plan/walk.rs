@@ -6,30 +6,35 @@ use super::*;
 
 impl<'a> Planner<'a> {
     /// Merges what `r` resolved to into `acc`. Returns a node that must be expanded first.
-    pub(super) fn merge(&mut self, cur: usize, acc: &mut Exp<'a>, r: Ref<'a>) -> Option<usize> {
+    pub(super) fn merge(
+        &mut self,
+        cur: usize,
+        acc: &mut Expansion<'a>,
+        r: Resolved<'a>,
+    ) -> Option<usize> {
         match r {
-            Ref::Forward(a) => acc.forward.push(a),
-            Ref::Leaf(unit, reason) => {
+            Resolved::Forward(a) => acc.forward.push(a),
+            Resolved::Leaf(unit, reason) => {
                 acc.units.push(unit);
                 if self.reasons {
-                    acc.add_reasons(std::iter::once(R {
+                    acc.add_reasons(std::iter::once(ReasonRef {
                         via: Some(unit),
                         ..reason
                     }));
                 }
             }
-            Ref::UserForward(ts) => {
+            Resolved::UserForward(ts) => {
                 acc.forward.extend(ts.iter().map(|t| t.value.as_str()));
                 acc.height = acc.height.max(1);
             }
-            Ref::Node { id, unit, domain } => match self.state[id] {
+            Resolved::Node { id, unit, domain } => match self.state[id] {
                 DONE => {
                     let reasons = self.reasons;
                     let child = self.memo(id)?;
                     if child.is_punt() {
                         acc.units.push(unit);
                         if reasons {
-                            acc.add_reasons(child.reasons.iter().map(|r| R {
+                            acc.add_reasons(child.reasons.iter().map(|r| ReasonRef {
                                 via: Some(unit),
                                 ..*r
                             }));
@@ -38,7 +43,7 @@ impl<'a> Planner<'a> {
                         acc.forward.extend_from_slice(&child.forward);
                         acc.units.extend(child.units.iter().map(|u| u.bind(domain)));
                         if reasons {
-                            acc.add_reasons(child.reasons.iter().map(|r| R {
+                            acc.add_reasons(child.reasons.iter().map(|r| ReasonRef {
                                 via: r.via.map(|u| u.bind(domain)),
                                 ..*r
                             }));
@@ -117,7 +122,7 @@ impl<'a> Planner<'a> {
                 direct.truncate(MAX_REASONS);
                 direct.shrink_to_fit();
                 self.state[node] = DONE;
-                self.keep(node, Exp::punt(direct));
+                self.keep(node, Expansion::punt(direct));
             }
         }
     }
@@ -144,7 +149,7 @@ impl<'a> Planner<'a> {
     /// Keeps the expansion of `node` from what its items gave (`acc`) once its strongly
     /// connected component is complete; a walk's `root` not on a loop goes to `self.root` in
     /// `acc`'s place instead.
-    pub(super) fn complete(&mut self, node: usize, acc: &mut Exp<'a>, root: bool) {
+    pub(super) fn complete(&mut self, node: usize, acc: &mut Expansion<'a>, root: bool) {
         if self.low[node] < self.index[node] {
             // Part of a larger component whose root is still being expanded: it will punt as a
             // loop when the root completes.
@@ -157,7 +162,7 @@ impl<'a> Planner<'a> {
                 self.state[n] = DONE;
                 self.keep(
                     n,
-                    Exp::punt(vec![R {
+                    Expansion::punt(vec![ReasonRef {
                         code: Code::Loop,
                         target: name,
                         at,
@@ -172,7 +177,7 @@ impl<'a> Planner<'a> {
         acc.height += 1;
         if acc.height > MAX_DEPTH && !acc.forward.is_empty() {
             let (name, at) = self.node_at(node);
-            *acc = Exp::punt(vec![R {
+            *acc = Expansion::punt(vec![ReasonRef {
                 code: Code::Depth,
                 target: name,
                 at,
