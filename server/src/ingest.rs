@@ -281,6 +281,17 @@ struct Since<'a> {
 
 /// The checks, storage and apply shared by full snapshots and deltas (`keep` is the request's
 /// body; for a delta, `delta` says what it was applied to).
+/// Takes `agent`'s decoded snapshot (or a delta's result) to live maps, in stages:
+/// 1. [`admit`]: format, string lengths, signer and domains, before anything costly;
+/// 2. normalize, then validate and hash on one thread while another plans (a repeat is only
+///    checked), and the contact recorded;
+/// 3. [`repeat`]: the applied or held snapshot again, or a version not above the applied one;
+/// 4. the body kept for history: a delta on its base's chain while short, else whole;
+/// 5. the shrink guard ([`hold`]);
+/// 6. the history row written on another thread while [`apply`] renders and installs the maps;
+/// 7. the metrics, and [`keep_spare`] for the next delta.
+///
+/// Every refusal leaves the previous maps in force.
 fn ingest(
     server: &Arc<Server>,
     agent: &str,
@@ -289,41 +300,7 @@ fn ingest(
     mut delta: Option<Since<'_>>,
     mut steps: Steps,
 ) -> Result<SnapshotReply, IngestError> {
-    // A format this server does not know is never read as its own (a newer agent's content
-    // may mean something else).
-    if snap.format != proto::snapshot::FORMAT {
-        let e = IngestError::Invalid(format!(
-            "snapshot format {} is not {}, the one this server reads: upgrade mxsync-server",
-            snap.format,
-            proto::snapshot::FORMAT
-        ));
-        return Err(refuse(server, agent, Some(&snap), e));
-    }
-    // Checked before anything costly is done with the content.
-    if let Some(what) = snap.content.overlong() {
-        let e = IngestError::Invalid(format!("content holds {what}"));
-        return Err(refuse(server, agent, Some(&snap), e));
-    }
-    if snap.agent != agent {
-        let e = IngestError::Invalid(format!(
-            "snapshot is from agent {:?} but signed by {agent:?}",
-            snap.agent
-        ));
-        return Err(refuse(server, agent, Some(&snap), e));
-    }
-    let allowed = &server
-        .cfg()
-        .config
-        .agent(agent)
-        .map(|a| a.domains.clone())
-        .unwrap_or_default();
-    if let Some(d) = snap
-        .content
-        .domains
-        .iter()
-        .find(|d| !allowed.contains(&d.to_ascii_lowercase()))
-    {
-        let e = IngestError::Forbidden(format!("agent {agent} may not speak for domain {d:?}"));
+    if let Err(e) = admit(server, agent, &snap) {
         return Err(refuse(server, agent, Some(&snap), e));
     }
     // A delta's result has its keyed lists sorted by the patch.
@@ -387,29 +364,11 @@ fn ingest(
     server
         .contact(agent, snap.version, &hash)
         .map_err(|e| server.storage_failed(agent, "the contact", e))?;
-    if let Some(a) = &applied {
-        if a.hash == hash {
-            return Ok(SnapshotReply {
-                version: a.version,
-                hash,
-                applied_at: a.applied_at,
-            });
-        }
-        if snap.version <= a.version {
-            let e = IngestError::Conflict {
-                message: format!(
-                    "version {} is not above the applied version {}",
-                    snap.version, a.version
-                ),
-                applied_version: a.version,
-            };
-            return Err(refuse(server, agent, Some(&snap), e));
-        }
-    }
-    if let Some(h) = &held
-        && h.hash == hash
-    {
-        return Err(IngestError::Held(h.why.clone()));
+    match repeat(applied.as_deref(), held.as_ref(), snap.version, &hash) {
+        Ok(Some(reply)) => return Ok(reply),
+        Ok(None) => {}
+        Err(e @ IngestError::Held(_)) => return Err(e),
+        Err(e) => return Err(refuse(server, agent, Some(&snap), e)),
     }
     // Kept compressed for a later restart or release: a zstd body as it came, else compressed here.
     let kind = if delta.is_some() { "delta" } else { "full" };
@@ -512,30 +471,113 @@ fn ingest(
         .metrics
         .apply_duration
         .observe(steps.started.elapsed().as_secs_f64());
-    // After a delta, the snapshot this one replaced becomes the spare the next delta is applied
-    // to, unless a reader still holds it; otherwise it is freed on another thread.
     if let Some(old) = applied {
-        let spare = match delta {
-            Some(d) => Arc::try_unwrap(old).map(|old| (old, d.changes.clone())),
-            None => Err(old),
-        };
-        match spare {
-            Ok((old, changes)) => {
-                let Applied { content, part, .. } = old;
-                free_later(part);
-                let spare = Spare {
-                    content,
-                    changes,
-                    to: reply.hash.clone(),
-                };
-                if let Some(l) = lock(&server.live).get_mut(agent) {
-                    l.spare = Some(Box::new(spare));
-                }
-            }
-            Err(old) => free_later(old),
-        }
+        keep_spare(server, agent, old, delta.map(|d| d.changes), &reply.hash);
     }
     Ok(reply)
+}
+
+/// Stage 1, before anything costly: the format is this server's, no string is overlong, the
+/// signer is the snapshot's agent, and it speaks only for its own domains.
+fn admit(server: &Server, agent: &str, snap: &Snapshot) -> Result<(), IngestError> {
+    // A format this server does not know is never read as its own (a newer agent's content
+    // may mean something else).
+    if snap.format != proto::snapshot::FORMAT {
+        return Err(IngestError::Invalid(format!(
+            "snapshot format {} is not {}, the one this server reads: upgrade mxsync-server",
+            snap.format,
+            proto::snapshot::FORMAT
+        )));
+    }
+    // Checked before anything costly is done with the content.
+    if let Some(what) = snap.content.overlong() {
+        return Err(IngestError::Invalid(format!("content holds {what}")));
+    }
+    if snap.agent != agent {
+        return Err(IngestError::Invalid(format!(
+            "snapshot is from agent {:?} but signed by {agent:?}",
+            snap.agent
+        )));
+    }
+    let allowed = &server
+        .cfg()
+        .config
+        .agent(agent)
+        .map(|a| a.domains.clone())
+        .unwrap_or_default();
+    if let Some(d) = snap
+        .content
+        .domains
+        .iter()
+        .find(|d| !allowed.contains(&d.to_ascii_lowercase()))
+    {
+        return Err(IngestError::Forbidden(format!(
+            "agent {agent} may not speak for domain {d:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Stage 3, once the hash is checked: the applied snapshot again (its reply, nothing done), a
+/// version not above the applied one (a conflict), or the held one again (still held).
+fn repeat(
+    applied: Option<&Applied>,
+    held: Option<&Held>,
+    version: u64,
+    hash: &str,
+) -> Result<Option<SnapshotReply>, IngestError> {
+    if let Some(a) = applied {
+        if a.hash == hash {
+            return Ok(Some(SnapshotReply {
+                version: a.version,
+                hash: hash.to_string(),
+                applied_at: a.applied_at,
+            }));
+        }
+        if version <= a.version {
+            return Err(IngestError::Conflict {
+                message: format!(
+                    "version {version} is not above the applied version {}",
+                    a.version
+                ),
+                applied_version: a.version,
+            });
+        }
+    }
+    match held {
+        Some(h) if h.hash == hash => Err(IngestError::Held(h.why.clone())),
+        _ => Ok(None),
+    }
+}
+
+/// Last stage: after a delta, the snapshot this one replaced becomes the spare the next delta
+/// is applied to, unless a reader still holds it; otherwise it is freed on another thread.
+fn keep_spare(
+    server: &Server,
+    agent: &str,
+    old: Arc<Applied>,
+    changes: Option<&Changes>,
+    to: &str,
+) {
+    let spare = match changes {
+        Some(c) => Arc::try_unwrap(old).map(|old| (old, c.clone())),
+        None => Err(old),
+    };
+    match spare {
+        Ok((old, changes)) => {
+            let Applied { content, part, .. } = old;
+            free_later(part);
+            let spare = Spare {
+                content,
+                changes,
+                to: to.to_string(),
+            };
+            if let Some(l) = lock(&server.live).get_mut(agent) {
+                l.spare = Some(Box::new(spare));
+            }
+        }
+        Err(old) => free_later(old),
+    }
 }
 
 /// Plans `snap` and renders its part: after a delta, only what the change reaches, into the
