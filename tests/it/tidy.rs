@@ -161,4 +161,14 @@ fn modules_import_downwards_only() {
         "server/src/fresh.rs",
         &["crate::api", "crate::ingest", "api::"],
     );
+    // What start and reload read back sits below ingest; a reload re-renders through ingest,
+    // never through HTTP.
+    check(
+        "server/src/restore.rs",
+        &["crate::api", "crate::ingest", "crate::render", "axum"],
+    );
+    check(
+        "server/src/reload.rs",
+        &["crate::api", "axum", "StatusCode"],
+    );
 }
