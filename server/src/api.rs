@@ -405,16 +405,13 @@ fn unknown_recipients(
 
 /// The status now (no addresses in it).
 pub fn status(server: &Server) -> Status {
-    let f = &server.cfg().config.freshness;
-    let (warn, stale) = (
-        std::time::Duration::from_secs(f.warn_after_secs),
-        std::time::Duration::from_secs(f.stale_after_secs),
-    );
+    let cfg = server.cfg();
+    let (warn, stale) = cfg.config.freshness.thresholds();
     let now = tokio::time::Instant::now();
     let live = lock(&server.live);
     let mut agents = Vec::new();
     let mut states = Vec::new();
-    for a in &server.cfg().config.agents {
+    for a in &cfg.config.agents {
         let Some(l) = live.get(&a.id) else { continue };
         let state = crate::fresh::evaluate(now, &l.inputs(), warn, stale);
         states.push(state);
@@ -435,7 +432,7 @@ pub fn status(server: &Server) -> Status {
                 .as_ref()
                 .map(|h| h.why.clone())
                 .or_else(|| l.problem.clone()),
-            unknown_recipients: unknown_recipients(&server.cfg(), a, state),
+            unknown_recipients: unknown_recipients(&cfg, a, state),
         });
     }
     Status {
@@ -534,11 +531,7 @@ pub fn offline_status(
     cfg: &crate::config::Loaded,
     store: &crate::store::Store,
 ) -> anyhow::Result<Status> {
-    let f = &cfg.config.freshness;
-    let (warn, stale) = (
-        std::time::Duration::from_secs(f.warn_after_secs),
-        std::time::Duration::from_secs(f.stale_after_secs),
-    );
+    let (warn, stale) = cfg.config.freshness.thresholds();
     let now = tokio::time::Instant::now();
     let wall = crate::now_secs();
     let mut agents = Vec::new();

@@ -143,6 +143,16 @@ pub struct Freshness {
     pub unknown_when_stale: UnknownWhenStale,
 }
 
+impl Freshness {
+    /// The (late, stale) thresholds.
+    pub fn thresholds(&self) -> (std::time::Duration, std::time::Duration) {
+        (
+            std::time::Duration::from_secs(self.warn_after_secs),
+            std::time::Duration::from_secs(self.stale_after_secs),
+        )
+    }
+}
+
 fn default_warn() -> u64 {
     90
 }
@@ -558,6 +568,11 @@ impl Config {
     /// The agent named `id`.
     pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
         self.agents.iter().find(|a| a.id == id)
+    }
+
+    /// Where agent `id`'s punted mail is relayed (empty for an agent not configured).
+    pub fn primary(&self, id: &str) -> &str {
+        self.agent(id).map_or("", |a| a.primary.as_str())
     }
 
     /// Agent `a`'s policy for unknown recipients while its copy is not fresh.

@@ -210,20 +210,12 @@ impl Sinks {
 /// The server's side of freshness: each agent's state now, the alerts on a change, the domains
 /// whose unknown recipients are deferred, and what systemd is told.
 impl Server {
-    /// The (warn, stale) thresholds.
-    pub(crate) fn thresholds(&self) -> (Duration, Duration) {
-        let f = &self.cfg().config.freshness;
-        (
-            Duration::from_secs(f.warn_after_secs),
-            Duration::from_secs(f.stale_after_secs),
-        )
-    }
-
     /// What the MTA answers unknown recipients at agent `id`'s domains in `state`: `defer`
     /// or `reject` ([`fresh::unknown_recipients`]).
     pub fn unknown_recipients(&self, id: &str, state: State) -> &'static str {
-        (self.cfg().config.agent(id)).map_or("reject", |a| {
-            unknown_recipients(state, self.cfg().config.unknown_when_stale(a))
+        let cfg = self.cfg();
+        (cfg.config.agent(id)).map_or("reject", |a| {
+            unknown_recipients(state, cfg.config.unknown_when_stale(a))
         })
     }
 
@@ -231,16 +223,17 @@ impl Server {
     /// whose copy is stale, held or never arrived, under the defer policy. `applying`, whose
     /// snapshot is being installed, counts as fresh.
     pub fn deferred_domains(&self, applying: Option<&str>) -> Vec<String> {
-        let (warn, stale) = self.thresholds();
+        let cfg = self.cfg();
+        let (warn, stale) = cfg.config.freshness.thresholds();
         let now = Instant::now();
         let live = lock(&self.live);
-        let mut out: Vec<String> = (self.cfg().config.agents.iter())
+        let mut out: Vec<String> = (cfg.config.agents.iter())
             .filter(|a| Some(a.id.as_str()) != applying)
             .filter(|a| {
                 let state = live
                     .get(&a.id)
                     .map_or(State::Never, |l| evaluate(now, &l.inputs(), warn, stale));
-                self.unknown_recipients(&a.id, state) == "defer"
+                unknown_recipients(state, cfg.config.unknown_when_stale(a)) == "defer"
             })
             .flat_map(|a| a.domains.iter().cloned())
             .collect();
@@ -250,7 +243,7 @@ impl Server {
 
     /// One freshness pass: recomputes every agent's state; announces changes.
     pub fn check_freshness(self: &Arc<Self>) {
-        let (warn, stale) = self.thresholds();
+        let (warn, stale) = self.cfg().config.freshness.thresholds();
         let now = Instant::now();
         let mut changes = Vec::new();
         {

@@ -590,12 +590,11 @@ fn plan(
 ) -> Result<AgentPart, crate::render::RenderError> {
     let cfg = server.cfg();
     let formats = &cfg.config.output.formats;
-    let primary = primary_of(server, agent);
     let maps = AgentMaps {
         id: agent,
         version: snap.version,
         hash: &snap.hash,
-        primary: &primary,
+        primary: cfg.config.primary(agent),
         content: &snap.content,
     };
     match since {
@@ -623,5 +622,5 @@ use body::{Body, encode_full};
 pub use body::{Coding, inflate};
 pub use error::IngestError;
 pub(crate) use install::install_current;
-use install::{install, primary_of, render_all};
+use install::{install, render_all};
 pub use install::{render_at_start, render_if_deferring_changed};

@@ -445,10 +445,11 @@ pub async fn run(
     let changed = tokio::task::spawn_blocking(move || ingest::render_at_start(&s))
         .await
         .context("start-up render task")??;
-    if changed && let Some(first) = server.cfg().config.agents.first() {
+    let cfg = server.cfg();
+    if changed && let Some(first) = cfg.config.agents.first() {
         server.spawn_after_apply(first.id.clone());
     }
-    tracing::info!(%addr, agents = server.cfg().config.agents.len(), "mxsync-server started");
+    tracing::info!(%addr, agents = cfg.config.agents.len(), "mxsync-server started");
     // Under a Type=notify unit: started once the listener is bound and the maps are in place.
     server.notify_systemd(sd_notify::NotifyState::Ready);
     let watcher = {
@@ -476,13 +477,13 @@ pub async fn run(
     let app = api::router(api::AppState {
         server: Arc::clone(&server),
     });
-    let tls = match &server.cfg().config.tls {
+    let tls = match &cfg.config.tls {
         Some(tls) => Some(tls::acceptor(&tls.cert_file, &tls.key_file)?),
         None => None,
     };
     let limits = serve::Limits {
-        max_connections: serve::fit_connections(server.cfg().config.max_connections),
-        header_timeout: Duration::from_secs(server.cfg().config.header_timeout_secs),
+        max_connections: serve::fit_connections(cfg.config.max_connections),
+        header_timeout: Duration::from_secs(cfg.config.header_timeout_secs),
     };
     serve::serve(
         listener,

@@ -10,11 +10,6 @@ use proto::Snapshot;
 use crate::render::{AgentMaps, AgentPart, Rendered, assemble, render_agent};
 use crate::{Applied, Server, lock, maps};
 
-/// Where agent `agent`'s punted mail goes, from the configuration.
-pub(super) fn primary_of(server: &Server, agent: &str) -> String {
-    (server.cfg().config.agent(agent)).map_or_else(String::new, |a| a.primary.clone())
-}
-
 /// Renders all agents' maps, with `replace` (snapshot and its rendered part) standing for its
 /// agent's applied snapshot. Other agents' parts are planned once and kept.
 pub(super) fn render_all(
@@ -25,10 +20,7 @@ pub(super) fn render_all(
     let applied: Vec<(String, Option<Arc<Applied>>, &str)> = {
         let live = lock(&server.live);
         live.iter()
-            .map(|(id, l)| {
-                let primary = cfg.config.agent(id).map_or("", |a| a.primary.as_str());
-                (id.clone(), l.applied.clone(), primary)
-            })
+            .map(|(id, l)| (id.clone(), l.applied.clone(), cfg.config.primary(id)))
             .collect()
     };
     let formats = &cfg.config.output.formats;
@@ -86,20 +78,15 @@ pub(super) fn install(
     rendered: &Rendered,
     ready: impl FnOnce() -> Result<(), String>,
 ) -> anyhow::Result<()> {
-    let cfg = &server.cfg().config;
+    let loaded = server.cfg();
+    let cfg = &loaded.config;
     let limit = std::time::Duration::from_secs(cfg.output.after_apply_timeout_secs);
     let prepare = |dir: &std::path::Path| {
         ready()?;
         crate::hooks::run_blocking(&cfg.output.prepare, Some(dir), limit)
     };
     let mut last = lock(&server.installed);
-    maps::install(
-        &cfg.output.dir,
-        rendered,
-        &server.cfg().maps,
-        prepare,
-        &mut last,
-    )?;
+    maps::install(&cfg.output.dir, rendered, &loaded.maps, prepare, &mut last)?;
     *lock(&server.deferring) = Some(rendered.deferred.clone());
     Ok(())
 }
@@ -166,8 +153,9 @@ pub fn render_at_start(server: &Arc<Server>) -> anyhow::Result<bool> {
         }
     }
     server.refresh_metrics();
-    let cfg = &server.cfg().config;
-    if maps::is_current(&cfg.output.dir, &rendered, &server.cfg().maps) {
+    let loaded = server.cfg();
+    let cfg = &loaded.config;
+    if maps::is_current(&cfg.output.dir, &rendered, &loaded.maps) {
         *lock(&server.deferring) = Some(rendered.deferred.clone());
         return Ok(false);
     }
