@@ -167,6 +167,16 @@ pub struct Sinks {
 }
 
 impl Sinks {
+    /// The sinks `alerts` names, sending through `client`.
+    pub fn new(alerts: &crate::config::Alerts, client: reqwest::Client) -> Sinks {
+        Sinks {
+            webhook_url: alerts.webhook_url.clone(),
+            command: alerts.command.clone(),
+            ping_url: alerts.ping_url.clone(),
+            client,
+        }
+    }
+
     /// Sends `alert` to every sink; failures are logged, never fatal.
     pub async fn send(&self, alert: &Alert) {
         let body = serde_json::to_vec(alert).unwrap_or_default();

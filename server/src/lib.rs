@@ -213,13 +213,7 @@ impl Server {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the alert http client")?;
-        let alerts = &cfg.config.alerts;
-        let sinks = Sinks {
-            webhook_url: alerts.webhook_url.clone(),
-            command: alerts.command.clone(),
-            ping_url: alerts.ping_url.clone(),
-            client,
-        };
+        let sinks = Sinks::new(&cfg.config.alerts, client);
         let server = Server {
             db: Mutex::new(store),
             live: Mutex::new(live),

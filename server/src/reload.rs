@@ -61,15 +61,8 @@ impl Server {
                 added.push((id.clone(), crate::load_live(&store, id)?));
             }
         }
-        let sinks = {
-            let a = &new.config.alerts;
-            Arc::new(crate::fresh::Sinks {
-                webhook_url: a.webhook_url.clone(),
-                command: a.command.clone(),
-                ping_url: a.ping_url.clone(),
-                client: self.sinks().client.clone(),
-            })
-        };
+        let sinks = crate::fresh::Sinks::new(&new.config.alerts, self.sinks().client.clone());
+        let sinks = Arc::new(sinks);
         {
             let mut live = lock(&self.live);
             live.extend(added);
