@@ -67,17 +67,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Generate { dir } = &cli.command {
-        return match generate::generate(
-            Cli::command(),
-            &schemars::schema_for!(agent::config::Config),
-            dir,
-        ) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mxsync-agent: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        let schema = schemars::schema_for!(agent::config::Config);
+        return generate::generate(Cli::command(), &schema, dir);
     }
     let config = cli.config.clone();
     logs::init(cli.log_format);

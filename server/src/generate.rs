@@ -10,12 +10,24 @@ use std::path::Path;
 use anyhow::Context;
 
 /// Writes `NAME.1`, `NAME-SUBCOMMAND.1`, `NAME.bash`, `_NAME` (zsh) and `NAME.fish` for `cmd`
-/// into `dir`, and `NAME.toml.5` from `config`, the JSON schema of the configuration.
+/// into `dir`, and `NAME.toml.5` from `config`, the JSON schema of the configuration; an error
+/// is printed with the command's name.
 pub(crate) fn generate(
-    mut cmd: clap::Command,
+    cmd: clap::Command,
     config: &schemars::Schema,
     dir: &Path,
-) -> anyhow::Result<()> {
+) -> std::process::ExitCode {
+    let name = cmd.get_name().to_string();
+    match write_all(cmd, config, dir) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_all(mut cmd: clap::Command, config: &schemars::Schema, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = cmd.get_name().to_string();
     // clap_complete completes hidden subcommands too: complete a copy without them.

@@ -83,17 +83,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Generate { dir } = &cli.command {
-        return match generate::generate(
-            Cli::command(),
-            &schemars::schema_for!(server::config::Config),
-            dir,
-        ) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mxsync-server: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        let schema = schemars::schema_for!(server::config::Config);
+        return generate::generate(Cli::command(), &schema, dir);
     }
     let config = cli.config.clone();
     logs::init(cli.log_format);
