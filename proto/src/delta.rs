@@ -36,6 +36,21 @@ pub struct Delta {
     pub changes: Changes,
 }
 
+impl Delta {
+    /// The snapshot this delta gives once its changes are applied: `content`, with the
+    /// delta's format, agent, version, hash and time.
+    pub fn result(&self, content: crate::Content) -> crate::Snapshot {
+        crate::Snapshot {
+            format: self.format,
+            agent: self.agent.clone(),
+            version: self.version,
+            hash: self.hash.clone(),
+            created_at: self.created_at,
+            content,
+        }
+    }
+}
+
 /// Changes to one keyed list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "T: Deserialize<'de>"))]

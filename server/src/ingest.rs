@@ -211,14 +211,7 @@ pub fn delta(
         links: base.links,
     };
     drop(base);
-    let snap = Snapshot {
-        format: d.format,
-        agent: d.agent,
-        version: d.version,
-        hash: d.hash,
-        created_at: d.created_at,
-        content,
-    };
+    let snap = d.result(content);
     let keep = Body::of(body, coding.encoding, json);
     let on = Since {
         stored: stored_on,

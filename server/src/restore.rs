@@ -109,14 +109,7 @@ pub fn rebuild(id: i64, chain: &[store::Link]) -> anyhow::Result<Option<(proto::
         );
         let content = proto::delta::apply_owned(std::mem::take(&mut snap.content), &d.changes)
             .with_context(|| format!("replaying stored delta {}", link.id))?;
-        snap = proto::Snapshot {
-            format: d.format,
-            agent: d.agent,
-            version: d.version,
-            hash: d.hash,
-            created_at: d.created_at,
-            content,
-        };
+        snap = d.result(content);
     }
     if !deltas.is_empty() {
         snap.content.normalize();
