@@ -187,6 +187,16 @@ fn diag(file: &str, line: u32, severity: Severity, message: String) -> Diagnosti
     }
 }
 
+/// The error for an entry that cannot be read at all (`why`), left out of the content.
+fn left_out(file: &str, line: u32, why: impl std::fmt::Display) -> Diagnostic {
+    diag(
+        file,
+        line,
+        Severity::Error,
+        format!("{why}: entry left out"),
+    )
+}
+
 /// An aliases(5) entry as read, before duplicates are resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedAlias {
@@ -324,12 +334,7 @@ pub(super) fn parse_aliases_serial(
     let mut starts = Vec::new();
     for l in logical(bytes, file, diags) {
         if let Some((line, why)) = l.bad {
-            diags.push(diag(
-                file,
-                line,
-                Severity::Error,
-                format!("{why}: entry left out"),
-            ));
+            diags.push(left_out(file, line, why));
             continue;
         }
         let Some(colon) = name_colon(&l.text) else {

@@ -20,12 +20,7 @@ pub fn parse_virtual(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> V
     let mut starts = Vec::new();
     for l in logical(bytes, file, diags) {
         if let Some((line, why)) = l.bad {
-            diags.push(diag(
-                file,
-                line,
-                Severity::Error,
-                format!("{why}: entry left out"),
-            ));
+            diags.push(left_out(file, line, why));
             continue;
         }
         let split = l
@@ -130,12 +125,7 @@ pub fn parse_recipients(
         let t = match p.text {
             Ok(t) => t,
             Err(why) => {
-                diags.push(diag(
-                    file,
-                    p.line,
-                    Severity::Error,
-                    format!("{why}: entry left out"),
-                ));
+                diags.push(left_out(file, p.line, why));
                 continue;
             }
         };
@@ -191,12 +181,7 @@ pub fn parse_passwd(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Ve
         let t = match p.text {
             Ok(t) => t,
             Err(why) => {
-                diags.push(diag(
-                    file,
-                    p.line,
-                    Severity::Error,
-                    format!("{why}: entry left out"),
-                ));
+                diags.push(left_out(file, p.line, why));
                 continue;
             }
         };
