@@ -319,7 +319,7 @@ fn collect_inner(
             if pending.is_empty() {
                 break;
             }
-            // Read them all, then parse them (a large batch in two halves side by side).
+            // Read them all, then parse them (a large batch on every thread of the pool).
             let mut read = Vec::with_capacity(pending.len());
             for path in pending {
                 paths.push(PathBuf::from(&path));
@@ -352,7 +352,7 @@ fn collect_inner(
             .collect()
     };
     let found = if beside {
-        let ((), found) = proto::par::join(lists, || homes(&mut side));
+        let ((), found) = proto::par::beside(lists, || homes(&mut side));
         small.seen.extend(side.seen);
         found
     } else {

@@ -47,7 +47,7 @@ impl Current {
         }
         let mut plain = Vec::new();
         proto::snapshot::write_binary(&mut plain, self.head(), &self.content)?;
-        let body = compress_halves(&plain)?;
+        let body = compress_pieces(&plain)?;
         Ok(self.body.get_or_init(|| body).clone())
     }
 
@@ -94,17 +94,25 @@ impl Current {
     }
 }
 
-/// `plain` compressed as two zstd frames, one per half, each on its own thread and with its
-/// size written, so that a receiver can inflate them side by side too (a zstd body may hold
-/// any number of frames; one that reads it as a stream gets the same bytes). At a million
-/// aliases, 0.12 s of encoding, then 0.2-0.3 s.
-pub fn compress_halves(plain: &[u8]) -> std::io::Result<Vec<u8>> {
-    let (a, b) = plain.split_at(plain.len() / 2);
+/// `plain` compressed as zstd frames, one per [piece](proto::par::pieces), side by side and each
+/// with its size written, so that a receiver can inflate them side by side too (a zstd body may
+/// hold any number of frames; one that reads it as a stream gets the same bytes). At a million
+/// aliases, 0.12 s of encoding, then 0.2-0.3 s on two cores.
+pub fn compress_pieces(plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    use rayon::prelude::*;
+    let pieces = proto::par::pieces(plain.len(), proto::par::LEAST_BYTES);
     let level = proto::wire::ZSTD_LEVEL;
-    let compress = |half: &[u8]| zstd::bulk::compress(half, level);
-    let (first, second) = proto::par::join(|| compress(a), || compress(b));
-    let mut body = first?;
-    body.extend_from_slice(&second?);
+    if pieces == 1 {
+        return zstd::bulk::compress(plain, level);
+    }
+    let cuts: Vec<_> = proto::par::cuts(plain.len(), pieces).collect();
+    let frames: Vec<std::io::Result<Vec<u8>>> = (cuts.into_par_iter())
+        .map(|r| zstd::bulk::compress(&plain[r], level))
+        .collect();
+    let mut body = Vec::new();
+    for f in frames {
+        body.extend_from_slice(&f?);
+    }
     Ok(body)
 }
 

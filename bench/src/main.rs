@@ -71,7 +71,7 @@ fn proto_scenario(n: usize) {
     let hash_s = t.elapsed().as_secs_f64();
     // As the server plans a large content to render its maps: one run per core, side by side,
     // each plan borrowed from the planner and without its reasons (which the maps do not read).
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = proto::par::threads();
     // The peak of planning alone, above what is resident before it (Linux resets VmHWM on a
     // write of 5 to clear_refs).
     let parse_peak = peak_rss_mib();
@@ -328,7 +328,7 @@ fn apply_scenario(n: usize) -> anyhow::Result<()> {
     // The body the agent sends: binary, compressed as the agent compresses it.
     let plain = snap.to_binary();
     drop(snap);
-    let body = agent::push::compress_halves(&plain)?;
+    let body = agent::push::compress_pieces(&plain)?;
     let (plain_mib, body_mib) = (
         plain.len() as f64 / 1048576.0,
         body.len() as f64 / 1048576.0,

@@ -92,21 +92,15 @@ impl Builder {
     }
 
     /// Like [`Builder::aliases`], from a file parsed before (and kept by the caller). A large
-    /// file's entries are copied on two threads.
+    /// file's entries are copied on every thread of the pool.
     pub fn aliases_parsed(&mut self, path: &str, parsed: &parse::AliasesFile) {
+        use rayon::prelude::*;
         let all = parsed.entries();
-        let entries = if all.len() < 100_000 {
+        let entries = if all.len() < crate::par::LEAST_ITEMS {
             all.to_vec()
         } else {
-            let (a, b) = all.split_at(all.len() / 2);
-            let first = || {
-                let mut v = Vec::with_capacity(all.len());
-                v.extend_from_slice(a);
-                v
-            };
-            let (mut v, mut rest) = crate::par::join(first, || b.to_vec());
-            v.append(&mut rest);
-            v
+            let least = all.len() / crate::par::pieces(all.len(), crate::par::LEAST_ITEMS);
+            (all.par_iter().with_min_len(least)).cloned().collect()
         };
         self.add_aliases(path, entries, parsed.diagnostics().to_vec());
     }
@@ -153,27 +147,23 @@ impl Builder {
     }
 
     /// [`Builder::include`] of each file in turn, the bodies of a large batch (such as every
-    /// list a large aliases file names) parsed in two halves side by side.
+    /// list a large aliases file names) parsed on every thread of the pool.
     pub fn includes<B: AsRef<[u8]> + Sync>(&mut self, files: &[(String, Result<B, String>)]) {
+        use rayon::prelude::*;
         let added = &self.includes_added;
         // A file added before is not parsed again.
-        let parse = |files: &[(String, Result<B, String>)]| -> Vec<Option<ParsedInclude>> {
-            (files.iter())
-                .map(|(path, body)| {
-                    (!added.contains(path)).then(|| {
-                        let body = body.as_ref().map(AsRef::as_ref).map_err(Clone::clone);
-                        parse_include(path, body)
-                    })
-                })
-                .collect()
+        let parse = |(path, body): &(String, Result<B, String>)| -> Option<ParsedInclude> {
+            (!added.contains(path)).then(|| {
+                let body = body.as_ref().map(AsRef::as_ref).map_err(Clone::clone);
+                parse_include(path, body)
+            })
         };
-        let parsed = if files.len() < PARALLEL_INCLUDES {
-            parse(files)
+        let parsed: Vec<Option<ParsedInclude>> = if files.len() < PARALLEL_INCLUDES {
+            files.iter().map(parse).collect()
         } else {
-            let (a, b) = files.split_at(files.len() / 2);
-            let (mut first, second) = crate::par::join(|| parse(a), || parse(b));
-            first.extend(second);
-            first
+            (files.par_iter().with_min_len(PARALLEL_INCLUDES / 2))
+                .map(parse)
+                .collect()
         };
         for ((path, _), p) in files.iter().zip(parsed) {
             // A file named twice in the batch is added once, the first time.
@@ -416,7 +406,7 @@ impl Builder {
                     .then_with(|| name(i).cmp(name(j)))
                     .then(i.cmp(&j))
             };
-            crate::order::sorted(heads, by_name, PARALLEL_SORT).collect()
+            crate::order::sorted(heads, by_name, crate::par::LEAST_ITEMS).collect()
         };
         let mut kept: Vec<Alias> = Vec::with_capacity(order.len());
         let mut last_head = None;
@@ -483,11 +473,8 @@ fn parse_include(path: &str, body: Result<&[u8], String>) -> ParsedInclude {
     }
 }
 
-/// Batches of at least this many include files are parsed in two halves on two threads.
+/// The fewest include files worth a thread of their own (most are a few lines).
 const PARALLEL_INCLUDES: usize = 2_000;
-
-/// Lists at least this long are sorted in two halves on two threads.
-const PARALLEL_SORT: usize = 100_000;
 
 #[cfg(test)]
 mod tests {
@@ -556,7 +543,7 @@ mod tests {
             }
             let (want, got) = (one.content.clone(), many.content.clone());
             assert_eq!(got.includes.len(), 2 * PARALLEL_INCLUDES);
-            assert_eq!(got, want, "in two halves: {parallel}");
+            assert_eq!(got, want, "in parallel: {parallel}");
         }
         let seven = one.content.includes.iter().find(|i| i.path == "/l/7");
         assert_eq!(seven.unwrap().targets[0].value, "first@remote.net");

@@ -237,13 +237,10 @@ fn diff_section<T: Keyed>(old: &[T], new: &[T]) -> Section<T> {
 /// `base` with `changes` applied. `base` must be normalized; the result then is too. Fails if
 /// the changes are not sorted or name keys the base does not have.
 pub fn apply(base: &Content, changes: &Changes) -> Result<Content, DeltaError> {
-    apply_in(base, changes, PARALLEL_FROM)
+    apply_in(base, changes, crate::par::LEAST_ITEMS)
 }
 
-/// Lists at least this long are copied in two halves on two threads.
-const PARALLEL_FROM: usize = 100_000;
-
-/// [`apply`], copying the aliases on two threads when there are at least `parallel`.
+/// [`apply`], copying the aliases in pieces side by side when there are at least `parallel`.
 fn apply_in(base: &Content, changes: &Changes, parallel: usize) -> Result<Content, DeltaError> {
     Ok(Content {
         domains: changes
@@ -251,7 +248,7 @@ fn apply_in(base: &Content, changes: &Changes, parallel: usize) -> Result<Conten
             .clone()
             .unwrap_or_else(|| base.domains.clone()),
         files: changes.files.clone().unwrap_or_else(|| base.files.clone()),
-        aliases: merge_halves(&base.aliases, &changes.aliases, parallel)?,
+        aliases: merge_pieces(&base.aliases, &changes.aliases, parallel)?,
         includes: merge(&base.includes, &changes.includes, Clone::clone)?,
         virtuals: merge(&base.virtuals, &changes.virtuals, Clone::clone)?,
         recipients: merge(&base.recipients, &changes.recipients, Clone::clone)?,
@@ -358,35 +355,58 @@ fn sorted<T: Keyed>(s: &Section<T>) -> Result<(), DeltaError> {
     Ok(())
 }
 
-/// [`merge`] of a borrowed `base` of at least `parallel` entries: the halves below and from
-/// its middle key, with the changes that fall in each, are copied on two threads at once.
-fn merge_halves<T: Keyed + Send + Sync>(
+/// [`merge`] of a borrowed `base` of at least `parallel` entries: it is cut into
+/// [pieces](crate::par::pieces), and each, with the changes that fall between its first key and
+/// the next piece's, is copied side by side.
+fn merge_pieces<T: Keyed + Send + Sync>(
     base: &[T],
     s: &Section<T>,
     parallel: usize,
 ) -> Result<Vec<T>, DeltaError> {
-    if base.len() < parallel.max(2) {
+    use rayon::prelude::*;
+    let pieces = crate::par::pieces(base.len(), parallel.max(1));
+    if base.len() < parallel.max(2) || pieces == 1 {
         return merge(base, s, Clone::clone);
     }
     sorted(s)?;
-    let mid = base.len() / 2;
-    let key = base[mid].key();
-    let r = s.remove.partition_point(|k| k.as_str() < key);
-    let u = s.upsert.partition_point(|e| e.key() < key);
+    // Each piece's range of `base`, and of the removals and upserts, from where its first key
+    // falls in them (the first piece takes every change below its first key).
+    let cuts: Vec<_> = crate::par::cuts(base.len(), pieces).collect();
+    let from = |at: usize| -> (usize, usize) {
+        if at == 0 {
+            return (0, 0);
+        }
+        let key = base[at].key();
+        let r = s.remove.partition_point(|k| k.as_str() < key);
+        (r, s.upsert.partition_point(|e| e.key() < key))
+    };
+    let starts: Vec<_> = cuts.iter().map(|c| from(c.start)).collect();
+    let ends = starts
+        .iter()
+        .skip(1)
+        .copied()
+        .chain([(s.remove.len(), s.upsert.len())]);
+    let jobs: Vec<_> = cuts
+        .into_iter()
+        .zip(starts.iter().copied().zip(ends))
+        .collect();
     let capacity = base.len() + s.upsert.len();
-    let (first, second) = crate::par::join(
-        || {
-            let (remove, upsert) = (&s.remove[..r], &s.upsert[..u]);
-            merge_sorted(base[..mid].iter(), remove, upsert, Clone::clone, capacity)
-        },
-        || {
-            let (remove, upsert) = (&s.remove[r..], &s.upsert[u..]);
-            merge_sorted(base[mid..].iter(), remove, upsert, Clone::clone, 0)
-        },
-    );
-    let mut out = first?;
-    out.extend(second?);
-    Ok(out)
+    let merged: Vec<Result<Vec<T>, DeltaError>> = (jobs.into_par_iter())
+        .map(|(b, ((r0, u0), (r1, u1)))| {
+            let room = if b.start == 0 { capacity } else { 0 };
+            let (remove, upsert) = (&s.remove[r0..r1], &s.upsert[u0..u1]);
+            merge_sorted(base[b].iter(), remove, upsert, Clone::clone, room)
+        })
+        .collect();
+    let mut out: Option<Vec<T>> = None;
+    for piece in merged {
+        let piece = piece?;
+        match &mut out {
+            None => out = Some(piece),
+            Some(v) => v.extend(piece),
+        }
+    }
+    Ok(out.unwrap_or_default())
 }
 
 /// The merge proper, of changes already known to be sorted, into a vector of `capacity`.

@@ -5,7 +5,7 @@
 //! - [`snapshot`]: the model and its canonical SHA-256 hash; [`delta`]: changes between two;
 //! - [`plan`]: forward / split / punt for every valid address;
 //! - [`sign`]: HMAC request signing; [`wire`]: the other HTTP bodies;
-//! - [`addr`]: what may be written into a map; [`par`]: two halves of the work side by side.
+//! - [`addr`]: what may be written into a map; [`par`]: how the work uses the cores.
 //!
 //! Invariant: this crate does no I/O (no files, no network, no clock) and depends on no runtime.
 

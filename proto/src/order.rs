@@ -1,6 +1,6 @@
 //! Sorting many strings quickly: each is first ordered by its first eight bytes read as a number,
 //! so that most comparisons of a large sort compare two numbers and read no string, and a large
-//! list is sorted in two halves side by side.
+//! list is sorted on every thread of the pool.
 
 /// The first eight of `bytes`, zero-padded, as a big-endian number. Two byte strings whose heads
 /// differ are ordered as their heads are (where one ends first, its padding is below the other's
@@ -13,28 +13,20 @@ pub(crate) fn head(bytes: impl IntoIterator<Item = u8>) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// `v` in the order of `cmp`, sorted in two halves on two threads and merged as it is taken when
-/// it has at least `parallel` items. Items `cmp` finds equal come in no set order: a total order
-/// (such as one ending with each item's place) gives the stable result.
+/// `v` in the order of `cmp`, sorted on every thread of the pool when it has at least
+/// `parallel` items. Items `cmp` finds equal come in no set order: a total order (such as one
+/// ending with each item's place) gives the stable result.
 pub(crate) fn sorted<T: Send>(
     mut v: Vec<T>,
     cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync,
     parallel: usize,
 ) -> impl Iterator<Item = T> {
-    let mut second = if v.len() >= parallel.max(2) {
-        v.split_off(v.len() / 2)
+    if v.len() >= parallel.max(2) {
+        rayon::slice::ParallelSliceMut::par_sort_unstable_by(&mut v[..], cmp);
     } else {
-        Vec::new()
-    };
-    if second.is_empty() {
-        v.sort_unstable_by(&cmp);
-    } else {
-        crate::par::join(
-            || v.sort_unstable_by(&cmp),
-            || second.sort_unstable_by(&cmp),
-        );
+        v.sort_unstable_by(cmp);
     }
-    merged(v, second, cmp)
+    v.into_iter()
 }
 
 /// Two lists each in the order of `cmp`, merged as they are taken into one in that order; of
@@ -58,7 +50,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn sorting_in_halves_gives_the_plain_sort() {
+    fn sorting_in_parallel_gives_the_plain_sort() {
         let check = |v: Vec<(u8, u32)>| {
             let cmp = |x: &(u8, u32), y: &(u8, u32)| x.cmp(y);
             let mut want = v.clone();

@@ -336,7 +336,7 @@ fn ingest(
         )
     };
     let planning = || new.then(|| plan(server, agent, &snap, since.take()));
-    let (mut part, (hash, validate_ms, hash_ms)) = proto::par::join(planning, checking);
+    let (mut part, (hash, validate_ms, hash_ms)) = proto::par::beside(planning, checking);
     steps.beside("validate", validate_ms);
     steps.beside("hash", hash_ms);
     steps.mark("plan");

@@ -235,8 +235,8 @@ fn write_generation(
         .map(|i| (i, true))
         .chain((0..rendered.names.len()).map(|i| (i, false)))
         .collect();
-    // Copying a million lines into the page cache is most of an install: two threads take the
-    // files in turn.
+    // Copying a million lines into the page cache is most of an install: a thread per core (at
+    // least two, as fsync waits) takes the files in turn.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let writer = || -> Result<(), InstallError> {
         loop {
@@ -266,8 +266,8 @@ fn write_generation(
             }
         }
     };
-    let (mine, theirs) = proto::par::join(writer, writer);
-    mine.and(theirs)?;
+    let writers = proto::par::threads().clamp(2, jobs.len().max(2));
+    (proto::par::on_threads(writers, writer).into_iter()).collect::<Result<(), _>>()?;
     for d in dirs.iter().rev() {
         fsync_dir(d)?;
     }

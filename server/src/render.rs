@@ -580,13 +580,9 @@ pub fn render_agent(a: &AgentMaps<'_>, formats: &[String]) -> Result<AgentPart, 
     render_agent_in(a, formats, PIECE)
 }
 
-/// Entries per planning thread: below this, a content is planned on one thread.
-const RUN: usize = 50_000;
-
-/// How many threads plan `c`: one per core (at most four), each with at least [`RUN`] entries.
+/// How many threads plan `c`: one per [piece](proto::par::pieces) of its entries.
 fn runs(c: &Content) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.min(4).min(c.entries() / RUN).max(1)
+    proto::par::pieces(c.entries(), proto::par::LEAST_ITEMS)
 }
 
 /// [`render_agent`] with pieces of `piece` bytes.

@@ -260,18 +260,18 @@ fn internal_name(raw: &str) -> String {
     out.trim().to_string()
 }
 
-/// Files at least this large are parsed in two halves side by side.
-const HALVES: usize = 4 << 20;
-
 /// Parses an aliases(5) file. Duplicates are all returned (in file order); the caller keeps the
-/// first, as postalias does. A large file is parsed in two halves on two threads.
+/// first, as postalias does. A large file is parsed in [pieces](crate::par) side by side.
 pub fn parse_aliases(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Vec<ParsedAlias> {
-    let half = (bytes.len() >= HALVES)
-        .then(|| entry_after(bytes, bytes.len() / 2))
-        .flatten();
-    match half {
-        Some(at) => parse_aliases_at(bytes, file, diags, at),
-        None => parse_aliases_serial(bytes, file, diags),
+    let pieces = crate::par::pieces(bytes.len(), crate::par::LEAST_BYTES);
+    let mut cuts: Vec<usize> = (crate::par::cuts(bytes.len(), pieces).skip(1))
+        .filter_map(|r| entry_after(bytes, r.start))
+        .collect();
+    cuts.dedup();
+    if cuts.is_empty() {
+        parse_aliases_serial(bytes, file, diags)
+    } else {
+        parse_aliases_at(bytes, file, diags, &cuts)
     }
 }
 
@@ -287,29 +287,41 @@ pub(super) fn entry_after(bytes: &[u8], at: usize) -> Option<usize> {
     None
 }
 
-/// [`parse_aliases`] of `bytes[..at]` and `bytes[at..]` side by side, `at` being a line that
-/// opens an entry ([`opens_entry`]): what comes before such a line cannot change how it or the
-/// lines after it are read, so the second half parsed alone, its lines moved down by the first
-/// half's, is what the whole file gives there.
+/// [`parse_aliases`] of `bytes` cut at each of `cuts` (ascending), the pieces side by side,
+/// each cut being a line that opens an entry ([`opens_entry`]): what comes before such a line
+/// cannot change how it or the lines after it are read, so a piece parsed alone, its lines
+/// moved down by those before it, is what the whole file gives there.
 pub(super) fn parse_aliases_at(
     bytes: &[u8],
     file: &str,
     diags: &mut Vec<Diagnostic>,
-    at: usize,
+    cuts: &[usize],
 ) -> Vec<ParsedAlias> {
-    let (first, second) = bytes.split_at(at);
-    let (mut out, (mut rest, mut later)) = crate::par::join(
-        || parse_aliases_serial(first, file, diags),
-        || {
+    use rayon::prelude::*;
+    let ends = cuts.iter().copied().chain([bytes.len()]);
+    let pieces: Vec<&[u8]> = (std::iter::once(0).chain(cuts.iter().copied()))
+        .zip(ends)
+        .map(|(from, to)| &bytes[from..to])
+        .collect();
+    let parsed: Vec<_> = (pieces.par_iter())
+        .map(|piece| {
             let mut d = Vec::new();
-            (parse_aliases_serial(second, file, &mut d), d)
-        },
-    );
-    let by = i64::from(newlines(first));
-    rest.iter_mut().for_each(|e| move_entry(e, by));
-    (later.iter_mut()).for_each(|d| d.line = moved(d.line, by));
-    out.append(&mut rest);
-    diags.append(&mut later);
+            (
+                parse_aliases_serial(piece, file, &mut d),
+                d,
+                newlines(piece),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut by = 0i64;
+    for (mut entries, mut later, lines) in parsed {
+        entries.iter_mut().for_each(|e| move_entry(e, by));
+        (later.iter_mut()).for_each(|d| d.line = moved(d.line, by));
+        out.append(&mut entries);
+        diags.append(&mut later);
+        by += i64::from(lines);
+    }
     out
 }
 

@@ -417,10 +417,11 @@ mod reparse {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
-        fn two_halves_cut_where_an_entry_opens_parse_as_the_whole(bytes in file()) {
+        fn pieces_cut_where_an_entry_opens_parse_as_the_whole(bytes in file()) {
             let mut diags = Vec::new();
             let whole = lines::parse_aliases_serial(&bytes, "f", &mut diags);
             let mut cuts = 0;
+            let mut every = Vec::new();
             for at in 0..=bytes.len() {
                 if lines::entry_after(&bytes, at) != Some(at) {
                     prop_assert!(!lines::opens_entry(&bytes, at) || at == bytes.len());
@@ -428,10 +429,17 @@ mod reparse {
                 }
                 cuts += 1;
                 let mut got_diags = Vec::new();
-                let got = lines::parse_aliases_at(&bytes, "f", &mut got_diags, at);
+                let got = lines::parse_aliases_at(&bytes, "f", &mut got_diags, &[at]);
                 prop_assert_eq!(&got, &whole, "cut at {} of {:?}", at, String::from_utf8_lossy(&bytes));
                 prop_assert_eq!(&got_diags, &diags, "cut at {}", at);
+                every.push(at);
             }
+            // And cut at all those places at once.
+            every.dedup();
+            let mut got_diags = Vec::new();
+            let got = lines::parse_aliases_at(&bytes, "f", &mut got_diags, &every);
+            prop_assert_eq!(&got, &whole, "cut at {:?}", every);
+            prop_assert_eq!(&got_diags, &diags, "cut at {:?}", every);
             // Every entry that opens at the start of a line is a place to cut.
             let starts = bytes.split(|&b| b == b'\n').filter(|l| l.first().is_some_and(|&b| b.is_ascii_alphabetic())).count();
             prop_assert_eq!(cuts, starts);

@@ -36,8 +36,6 @@ pub(super) fn local_of(key: &str) -> Cow<'_, str> {
 
 /// Passes [`Affected::close_over`] makes before it indexes the alias graph.
 const PASSES: usize = 32;
-/// The [`Slots`] of at least twice this many aliases are made in two halves side by side.
-const PASS_HALF: usize = 50_000;
 
 /// What an item can name that a change reaches through it.
 enum Reach<'a> {
@@ -105,9 +103,9 @@ pub(super) struct Slots {
 }
 
 impl Slots {
-    /// The slots of `c`, with the aliases looked through in two halves side by side when there
-    /// are `2 * half` or more.
-    pub(super) fn of(c: &Content, domains: &Served<'_>, half: usize) -> Slots {
+    /// The slots of `c`, with the aliases looked through in [pieces](crate::par::pieces) of
+    /// at least `least`, side by side.
+    pub(super) fn of(c: &Content, domains: &Served<'_>, least: usize) -> Slots {
         let item = |t: &Target| match reference(t, domains) {
             Some(Reach::Name(n)) => Some(Sieve::slot(&n) as u32),
             Some(Reach::Include(p)) => Some((Sieve::INCLUDE | Sieve::slot(p)) as u32),
@@ -127,12 +125,20 @@ impl Slots {
             nodes(&mut s, &mut aliases.iter().map(|a| &a.targets));
             s
         };
-        let mut s = if c.aliases.len() >= half.saturating_mul(2) {
-            let (first, second) = c.aliases.split_at(c.aliases.len() / 2);
-            let (mut s, more) = crate::par::join(|| aliases(first), || aliases(second));
-            let at = s.items.len() as u32;
-            s.starts.extend(more.starts.iter().map(|&i| i + at));
-            s.items.extend(more.items);
+        let pieces = crate::par::pieces(c.aliases.len(), least);
+        let mut s = if pieces > 1 {
+            use rayon::prelude::*;
+            let ranges: Vec<_> = crate::par::cuts(c.aliases.len(), pieces).collect();
+            let mut each = (ranges.into_par_iter())
+                .map(|r| aliases(&c.aliases[r]))
+                .collect::<Vec<_>>()
+                .into_iter();
+            let mut s = each.next().expect("at least two pieces");
+            for more in each {
+                let at = s.items.len() as u32;
+                s.starts.extend(more.starts.iter().map(|&i| i + at));
+                s.items.extend(more.items);
+            }
             s
         } else {
             aliases(&c.aliases)
@@ -198,18 +204,18 @@ impl Affected {
     /// passes. The index costs several full looks through the strings: its map holds every
     /// name.
     pub fn close_over(&mut self, c: &Content) {
-        self.close_over_in(c, PASSES, PASS_HALF);
+        self.close_over_in(c, PASSES, crate::par::LEAST_ITEMS);
     }
 
     /// [`Affected::close_over`] with at most `passes` passes before the index, the content's
-    /// [`Slots`] made by looking through the aliases in two halves side by side when there are
-    /// `2 * half` or more.
-    pub(super) fn close_over_in(&mut self, c: &Content, passes: usize, half: usize) {
+    /// [`Slots`] made by looking through the aliases in [pieces](crate::par::pieces) of at
+    /// least `least`.
+    pub(super) fn close_over_in(&mut self, c: &Content, passes: usize, least: usize) {
         if self.is_empty() {
             return;
         }
         let domains = Served::of(c);
-        let slots = Slots::of(c, &domains, half);
+        let slots = Slots::of(c, &domains, least);
         for _ in 0..passes {
             if !self.pass(c, &domains, &slots) {
                 return;

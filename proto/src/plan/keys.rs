@@ -176,8 +176,8 @@ fn merge_names<'a>(a: Vec<(&'a str, Named)>, b: Vec<(&'a str, Named)>) -> Vec<(&
     out
 }
 
-/// Sorts `keys` by address, a half on each of two threads when there are many, then merged (at
-/// a million keys sorting was a tenth of planning, before the runs begin). Each key is sorted
+/// Sorts `keys` by address, on every thread of the pool when there are many (at a million keys
+/// sorting was a tenth of planning, before the runs begin). Each key is sorted
 /// with the first eight bytes of its address as a number first ([`head`]), so that most comparisons
 /// compare two numbers and not two pairs of strings.
 pub(super) fn sort_keys(keys: &mut Vec<Key<'_>>) {
@@ -194,7 +194,7 @@ pub(super) fn sort_keys(keys: &mut Vec<Key<'_>>) {
     let cmp = |&(h, i): &(u64, u32), &(g, j): &(u64, u32)| {
         (h.cmp(&g)).then_with(|| cmp_addr(addr(i), addr(j)))
     };
-    let sorted: Vec<Key<'_>> = (crate::order::sorted(order, cmp, 1 << 16))
+    let sorted: Vec<Key<'_>> = (crate::order::sorted(order, cmp, crate::par::LEAST_ITEMS))
         .map(|(_, i)| keys[i as usize])
         .collect();
     *keys = sorted;

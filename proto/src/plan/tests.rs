@@ -1086,13 +1086,13 @@ mod affected {
                 let mut a = Affected::of(&diff(old, new)).expect("domains unchanged");
                 let mut passes = a.clone();
                 fixpoint(&mut passes, new);
-                // However many passes come before the index walk, and passes in two halves
-                // side by side or not, the same closure.
+                // However many passes come before the index walk, and passes in pieces side
+                // by side or not, the same closure.
                 for n in [0, 1, 2, usize::MAX] {
-                    for half in [1, 3, usize::MAX] {
+                    for least in [1, 3, usize::MAX] {
                         let mut b = a.clone();
-                        b.close_over_in(new, n, half);
-                        prop_assert_eq!(&passes, &b, "{} passes, halves from {}", n, half);
+                        b.close_over_in(new, n, least);
+                        prop_assert_eq!(&passes, &b, "{} passes, pieces of {}", n, least);
                     }
                 }
                 a.close_over(new);

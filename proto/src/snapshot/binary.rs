@@ -131,9 +131,6 @@ mod least {
     pub(super) const DIAGNOSTIC: usize = STR + 4 + 1 + STR;
 }
 
-/// Alias lists at least this long are read in two halves on two threads.
-const PARALLEL: usize = 100_000;
-
 /// A cursor over a binary body.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -307,28 +304,37 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// The aliases; a long list in two halves side by side, the second found by skipping the
-    /// first (a tenth of reading it).
+    /// The aliases; a long list in [pieces](crate::par) read side by side, each found by
+    /// skipping the ones before it (a tenth of reading them).
     fn aliases(&mut self) -> Result<Vec<Alias>, BinaryError> {
+        use rayon::prelude::*;
         let n = self.count(least::ALIAS)?;
-        if n < PARALLEL {
+        let pieces = crate::par::pieces(n, crate::par::LEAST_ITEMS);
+        if pieces == 1 {
             return self.items(n, Self::alias);
         }
-        let half = n / 2;
-        let mut second = Reader {
-            bytes: self.bytes,
-            at: self.at,
-        };
-        for _ in 0..half {
-            second.skip_alias()?;
+        let mut readers = Vec::with_capacity(pieces);
+        let mut done = 0;
+        for r in crate::par::cuts(n, pieces) {
+            for _ in done..r.start {
+                self.skip_alias()?;
+            }
+            done = r.start;
+            let at = Reader {
+                bytes: self.bytes,
+                at: self.at,
+            };
+            readers.push((at, r.len()));
         }
-        let (first, rest) = crate::par::join(
-            || self.items(half, Self::alias),
-            || second.items(n - half, Self::alias),
-        );
-        let mut all = first?;
-        all.extend(rest?);
-        self.at = second.at;
+        let read: Vec<Result<(Vec<Alias>, usize), BinaryError>> = (readers.into_par_iter())
+            .map(|(mut r, len)| Ok((r.items(len, Self::alias)?, r.at)))
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for piece in read {
+            let (aliases, end) = piece?;
+            all.extend(aliases);
+            self.at = end;
+        }
         Ok(all)
     }
 

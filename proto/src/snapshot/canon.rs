@@ -56,7 +56,7 @@ impl Content {
             }
             h.finalize()
         };
-        let ((), digest) = crate::par::join(encoding, hashing);
+        let ((), digest) = crate::par::beside(encoding, hashing);
         hex(&digest)
     }
 

@@ -1,5 +1,5 @@
-//! A request's body: how it is written (`Coding`), inflating it within the size limit (two
-//! zstd frames side by side when the agent sent two), and how it is kept for history.
+//! A request's body: how it is written (`Coding`), inflating it within the size limit (sized
+//! zstd frames side by side, as the agent sends them), and how it is kept for history.
 
 use std::io::Read;
 
@@ -50,7 +50,9 @@ pub fn inflate(body: &[u8], encoding: Option<&str>, limit: u64) -> Result<Vec<u8
     };
     match encoding.map(str::trim) {
         None | Some("") | Some("identity") => out.extend_from_slice(body),
-        Some("zstd") if let Some(two) = two_frames(body) => return inflate_two(two, limit),
+        Some("zstd") if let Some(frames) = sized_frames(body) => {
+            return inflate_frames(&frames, limit);
+        }
         Some("zstd") => {
             let mut d = zstd::stream::read::Decoder::new(body)
                 .map_err(|e| IngestError::BadRequest(format!("cannot decompress the body: {e}")))?;
@@ -74,30 +76,42 @@ pub fn inflate(body: &[u8], encoding: Option<&str>, limit: u64) -> Result<Vec<u8
 /// A zstd frame and the size it inflates to.
 type Frame<'a> = (&'a [u8], u64);
 
-/// `body` as exactly two zstd frames that each say their size (how the agent sends a full
-/// snapshot); `None` for anything else, which is read as a stream.
-pub(super) fn two_frames(body: &[u8]) -> Option<[Frame<'_>; 2]> {
-    fn frame(at: &[u8]) -> Option<Frame<'_>> {
-        use zstd::zstd_safe::{find_frame_compressed_size, get_frame_content_size};
-        let n = find_frame_compressed_size(at).ok()?;
-        let f = at.get(..n)?;
-        Some((f, get_frame_content_size(f).ok()??))
+/// The most frames inflated side by side; a body of more is read as a stream.
+const MOST_FRAMES: usize = 1024;
+
+/// `body` as two or more zstd frames that each say their size (how the agent sends a full
+/// snapshot, one frame per piece); `None` for anything else, which is read as a stream.
+pub(super) fn sized_frames(body: &[u8]) -> Option<Vec<Frame<'_>>> {
+    use zstd::zstd_safe::{find_frame_compressed_size, get_frame_content_size};
+    let mut frames = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() && frames.len() < MOST_FRAMES {
+        let n = find_frame_compressed_size(rest).ok()?;
+        let f = rest.get(..n)?;
+        frames.push((f, get_frame_content_size(f).ok()??));
+        rest = &rest[n..];
     }
-    let first = frame(body)?;
-    let rest = &body[first.0.len()..];
-    let second = frame(rest)?;
-    (second.0.len() == rest.len()).then_some([first, second])
+    (rest.is_empty() && frames.len() >= 2).then_some(frames)
 }
 
-/// Inflates two frames side by side, into one buffer, refusing more than `limit` bytes.
-fn inflate_two([(a, an), (b, bn)]: [Frame<'_>; 2], limit: u64) -> Result<Vec<u8>, IngestError> {
-    let total = an.checked_add(bn).filter(|&t| t <= limit).ok_or_else(|| {
-        IngestError::TooLarge(format!("the decompressed snapshot exceeds {limit} bytes"))
-    })?;
-    let (an, total) = (an as usize, total as usize);
-    let mut out = vec![0; total];
-    let (head, tail) = out.split_at_mut(an);
-    let inflate = |frame: &[u8], into: &mut [u8]| {
+/// Inflates sized frames side by side, into one buffer, refusing more than `limit` bytes.
+fn inflate_frames(frames: &[Frame<'_>], limit: u64) -> Result<Vec<u8>, IngestError> {
+    use rayon::prelude::*;
+    let total = (frames.iter())
+        .try_fold(0u64, |t, &(_, n)| t.checked_add(n))
+        .filter(|&t| t <= limit)
+        .ok_or_else(|| {
+            IngestError::TooLarge(format!("the decompressed snapshot exceeds {limit} bytes"))
+        })?;
+    let mut out = vec![0; total as usize];
+    let mut jobs = Vec::with_capacity(frames.len());
+    let mut rest = &mut out[..];
+    for &(frame, n) in frames {
+        let (into, after) = rest.split_at_mut(n as usize);
+        jobs.push((frame, into));
+        rest = after;
+    }
+    let inflate = |(frame, into): (&[u8], &mut [u8])| {
         let want = into.len();
         match zstd::bulk::decompress_to_buffer(frame, into) {
             Ok(n) if n == want => Ok(()),
@@ -107,8 +121,7 @@ fn inflate_two([(a, an), (b, bn)]: [Frame<'_>; 2], limit: u64) -> Result<Vec<u8>
             Err(e) => Err(e.to_string()),
         }
     };
-    let (x, y) = proto::par::join(|| inflate(a, head), || inflate(b, tail));
-    x.and(y)
+    (jobs.into_par_iter().try_for_each(inflate))
         .map_err(|e| IngestError::BadRequest(format!("cannot decompress the body: {e}")))?;
     Ok(out)
 }
@@ -164,7 +177,7 @@ pub(super) fn encode_full(snap: &Snapshot) -> Result<Vec<u8>, IngestError> {
 
 #[cfg(test)]
 mod tests {
-    //! Inflating bodies: one stream, or two frames side by side, each within the limit.
+    //! Inflating bodies: one stream, or sized frames side by side, each within the limit.
 
     use super::*;
 
@@ -173,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn two_frames_inflate_to_what_one_stream_gives_and_lies_are_refused() {
+    fn sized_frames_inflate_to_what_one_stream_gives_and_lies_are_refused() {
         let plain: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
@@ -187,19 +200,22 @@ mod tests {
                 (got, want) => panic!("{:?} against {want:?}", got.map(|g| g.len())),
             }
         };
-        assert!(two_frames(&two).is_some());
+        assert_eq!(sized_frames(&two).map(|f| f.len()), Some(2));
         check(&two, 1 << 30, Ok(&plain));
         // One frame, and a stream without sizes, are read as a stream.
         let one = frame(&plain);
-        assert!(two_frames(&one).is_none());
+        assert!(sized_frames(&one).is_none());
         check(&one, 1 << 30, Ok(&plain));
         let stream = zstd::stream::encode_all(&plain[..], 1).unwrap();
         check(&stream, 1 << 30, Ok(&plain));
-        // Three frames: a stream too.
+        // Three frames, side by side too; one without its size among them: a stream.
         let (b1, b2) = b.split_at(10);
         let three = [frame(a), frame(b1), frame(b2)].concat();
-        assert!(two_frames(&three).is_none());
+        assert_eq!(sized_frames(&three).map(|f| f.len()), Some(3));
         check(&three, 1 << 30, Ok(&plain));
+        let unsized_ = [frame(a), zstd::stream::encode_all(b, 1).unwrap()].concat();
+        assert!(sized_frames(&unsized_).is_none());
+        check(&unsized_, 1 << 30, Ok(&plain));
         // Over the limit, by their declared sizes or by what they hold.
         check(&two, plain.len() as u64 - 1, Err("too_large"));
         check(&one, plain.len() as u64 - 1, Err("too_large"));
@@ -216,7 +232,7 @@ mod tests {
         liar[..n].copy_from_slice(&small[..n]);
         assert_eq!(header(&liar), Some(1000));
         small.extend_from_slice(&liar);
-        assert!(two_frames(&small).is_some());
+        assert!(sized_frames(&small).is_some());
         check(&small, 1 << 30, Err("bad_request"));
         // A truncated second frame: not two frames, and the stream fails.
         let cut = &two[..two.len() - 5];

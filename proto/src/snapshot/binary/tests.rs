@@ -218,11 +218,11 @@ fn many(n: usize) -> Content {
 }
 
 #[test]
-fn a_long_alias_list_read_in_halves_is_the_list_and_an_error_in_either_half_is_found() {
-    let s = snapshot(many(PARALLEL + 1));
+fn a_long_alias_list_read_in_pieces_is_the_list_and_an_error_in_any_piece_is_found() {
+    let s = snapshot(many(2 * crate::par::LEAST_ITEMS + 1));
     let bytes = s.to_binary();
     assert_eq!(Snapshot::from_binary(&bytes), Ok(s.clone()));
-    // A kind tag out of range in the first half, then in the second: the byte it stopped at.
+    // A kind tag out of range in the first piece, then in the last: the byte it stopped at.
     for name in ["a0000007", "a0090000"] {
         let mut bad = bytes.clone();
         let value = format!("r{}.0@remote.net", &name[1..].trim_start_matches('0'));
