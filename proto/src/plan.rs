@@ -25,6 +25,7 @@ use crate::snapshot::{Content, Kind, Target, User};
 
 mod affected;
 mod keys;
+mod lookup;
 mod names;
 mod resolve;
 mod settle;
@@ -32,11 +33,13 @@ mod walk;
 pub use affected::Affected;
 use keys::{Key, keys};
 pub use keys::{address_count, valid_addresses};
-use names::{Named, Names};
+use lookup::{Maps, Served, cmp_joined, find, lower};
+use names::Named;
 #[cfg(test)]
 use {
     affected::{Sieve, Slots, local_of},
     keys::{head, locals_in_address_order, sort_keys},
+    lookup::FEW_DOMAINS,
     settle::push_number,
 };
 
@@ -334,118 +337,6 @@ pub struct Planner<'a> {
     reasons: bool,
     /// The punt units of the last plan settled ([`Planner::settle`]), bound and sorted.
     units: Vec<(&'a str, &'a str)>,
-}
-
-/// The served domains, for asking whether a domain is one (of every address item planned).
-/// Most primaries serve a few, which are compared one by one: hashing a remote domain cost
-/// more than comparing it with a few. Many are hashed.
-struct Served<'a> {
-    few: Vec<&'a str>,
-    many: Option<FxHashSet<&'a str>>,
-}
-
-/// Served domains up to this many are compared one by one.
-const FEW_DOMAINS: usize = 8;
-
-impl<'a> Served<'a> {
-    fn of(c: &'a Content) -> Self {
-        let all = c.domains.iter().map(String::as_str);
-        if c.domains.len() <= FEW_DOMAINS {
-            Served {
-                few: all.collect(),
-                many: None,
-            }
-        } else {
-            Served {
-                few: Vec::new(),
-                many: Some(all.collect()),
-            }
-        }
-    }
-
-    /// The content's own string of `domain`, when it is served.
-    fn get(&self, domain: &str) -> Option<&'a str> {
-        match &self.many {
-            Some(set) => set.get(domain).copied(),
-            None => self.few.iter().find(|&&d| d == domain).copied(),
-        }
-    }
-
-    fn contains(&self, domain: &str) -> bool {
-        self.get(domain).is_some()
-    }
-}
-
-/// Where each entry is in the content's lists, for planning many addresses.
-struct Maps<'a> {
-    /// Alias names, user names and bare virtual keys.
-    names: Names<'a>,
-    /// Virtual entries with full-address keys, by `(local, domain)`.
-    virtuals: FxHashMap<(&'a str, &'a str), usize>,
-    recipients: FxHashMap<(&'a str, &'a str), usize>,
-    includes: FxHashMap<&'a str, usize>,
-}
-
-impl<'a> Maps<'a> {
-    fn of(c: &'a Content) -> Self {
-        Maps {
-            names: Names::of(c),
-            virtuals: c
-                .virtuals
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| addr::split(&v.key).map(|k| (k, i)))
-                .collect(),
-            recipients: c
-                .recipients
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| addr::split(&r.address).map(|k| (k, i)))
-                .collect(),
-            includes: index(c.includes.iter().map(|i| i.path.as_str())),
-        }
-    }
-}
-
-/// Each key's position in its list.
-fn index<'a>(keys: impl Iterator<Item = &'a str>) -> FxHashMap<&'a str, usize> {
-    keys.enumerate().map(|(i, k)| (k, i)).collect()
-}
-
-/// Where an entry is: `hashed` is the planner's index lookup when it has indexes, else `list`
-/// (sorted) is searched with `cmp`.
-fn find<T>(
-    hashed: Option<Option<&usize>>,
-    list: &[T],
-    cmp: impl FnMut(&T) -> std::cmp::Ordering,
-) -> Option<usize> {
-    match hashed {
-        Some(at) => at.copied(),
-        None => list.binary_search_by(cmp).ok(),
-    }
-}
-
-/// Orders the string `s` against the address `local@domain`, as strings.
-fn cmp_joined(s: &str, (local, domain): (&str, &str)) -> std::cmp::Ordering {
-    let joined = local
-        .bytes()
-        .chain(std::iter::once(b'@'))
-        .chain(domain.bytes());
-    s.bytes().cmp(joined)
-}
-
-/// Lowercases only when needed (ASCII, the usual case, without decoding characters).
-fn lower(s: &str) -> Cow<'_, str> {
-    let upper = if s.is_ascii() {
-        s.bytes().any(|b| b.is_ascii_uppercase())
-    } else {
-        s.chars().any(char::is_uppercase)
-    };
-    if upper {
-        Cow::Owned(s.to_lowercase())
-    } else {
-        Cow::Borrowed(s)
-    }
 }
 
 impl<'a> Planner<'a> {
