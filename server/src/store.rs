@@ -10,73 +10,15 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
-/// Schema migrations, in order; the index + 1 is the version they lead to.
+mod rows;
+mod schema;
+pub use rows::{AgentRow, ApplyRecord, Counts, HistoryRow, Link, NewSnapshot};
+use schema::{MIGRATIONS, chain_cte};
+
 /// `agents.release_requested` for a forced release (1: a release, applied only while the
 /// agent reports the held snapshot).
 const RELEASE_FORCED: i64 = 2;
-
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE agents (
-    id TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    last_contact_at INTEGER,
-    reported_version INTEGER,
-    reported_hash TEXT,
-    applied_snapshot INTEGER,
-    applied_version INTEGER,
-    applied_hash TEXT,
-    applied_at INTEGER,
-    applied_addresses INTEGER,
-    held_snapshot INTEGER,
-    release_requested INTEGER NOT NULL DEFAULT 0,
-    problem TEXT,
-    state TEXT NOT NULL DEFAULT 'never'
-);
-CREATE TABLE snapshots (
-    id INTEGER PRIMARY KEY,
-    agent TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    applied_at INTEGER,
-    outcome TEXT NOT NULL,
-    detail TEXT,
-    addresses INTEGER,
-    forward INTEGER,
-    split INTEGER,
-    punt INTEGER,
-    body BLOB
-);
-CREATE INDEX snapshots_by_agent ON snapshots (agent, id);
-"#,
-    r#"
-ALTER TABLE snapshots ADD COLUMN base INTEGER;
-"#,
-    // Bodies in a table of their own: SQLite writes a row again whole when it is updated, and
-    // a full snapshot's body is 30 MiB at a million aliases, so recording an apply (outcome,
-    // counts) on its row cost a rewrite of the body. Only kept bodies have a row here.
-    r#"
-CREATE TABLE bodies (
-    snapshot INTEGER PRIMARY KEY,
-    body BLOB NOT NULL
-);
-INSERT INTO bodies (snapshot, body) SELECT id, body FROM snapshots WHERE body IS NOT NULL;
-ALTER TABLE snapshots DROP COLUMN body;
-"#,
-];
-
-/// A common table expression `name(id)` for a `WITH RECURSIVE` clause: the rows `seed` (a
-/// subquery or a parameter) names, and the base of each of them, down to full bodies. These
-/// are the rows the seed rows' contents are rebuilt from.
-fn chain_cte(name: &str, seed: &str) -> String {
-    format!(
-        "{name}(id) AS (SELECT id FROM snapshots WHERE id IN ({seed})
-           UNION SELECT s.base FROM snapshots s JOIN {name} c ON s.id = c.id WHERE s.base IS NOT NULL)"
-    )
-}
 
 /// A store error: the database said no.
 #[derive(Debug, thiserror::Error)]
@@ -86,147 +28,9 @@ pub struct StoreError(#[from] rusqlite::Error);
 /// Result of store calls.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// An agent's row.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentRow {
-    /// Agent id.
-    pub id: String,
-    /// Highest request sequence number accepted.
-    pub last_seq: u64,
-    /// Last push or heartbeat, Unix seconds.
-    pub last_contact_at: Option<u64>,
-    /// Version the agent last reported.
-    pub reported_version: Option<u64>,
-    /// Hash the agent last reported.
-    pub reported_hash: Option<String>,
-    /// History row of the applied snapshot.
-    pub applied_snapshot: Option<i64>,
-    /// Applied version.
-    pub applied_version: Option<u64>,
-    /// Applied hash.
-    pub applied_hash: Option<String>,
-    /// When it was applied, Unix seconds.
-    pub applied_at: Option<u64>,
-    /// Valid addresses in the applied snapshot.
-    pub applied_addresses: Option<u64>,
-    /// History row of a snapshot held by the shrink guard.
-    pub held_snapshot: Option<i64>,
-    /// An operator asked to release the held snapshot.
-    pub release_requested: bool,
-    /// The release was forced (`release --force VERSION`): the held snapshot is applied even
-    /// though the agent reports other content now.
-    pub release_forced: bool,
-    /// What is wrong, for status (apply or hook failure).
-    pub problem: Option<String>,
-    /// Last freshness state written by the watcher.
-    pub state: String,
-}
-
-/// One history row, as served by `GET /v1/snapshots` (no body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HistoryRow {
-    /// Row id.
-    pub id: i64,
-    /// Agent id.
-    pub agent: String,
-    /// Snapshot version.
-    pub version: u64,
-    /// Snapshot hash.
-    pub hash: String,
-    /// When it was received, Unix seconds.
-    pub received_at: u64,
-    /// When it was applied, Unix seconds.
-    pub applied_at: Option<u64>,
-    /// `applied`, `resent`, `held`, `released`, `refused`, `failed`, `superseded`.
-    pub outcome: String,
-    /// Why, for refusals and failures.
-    pub detail: Option<String>,
-    /// Valid addresses, when planned.
-    pub addresses: Option<u64>,
-    /// Forward plans.
-    pub forward: Option<u64>,
-    /// Split plans.
-    pub split: Option<u64>,
-    /// Punt plans.
-    pub punt: Option<u64>,
-}
-
-/// Counts of a planned snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Valid addresses.
-    pub addresses: u64,
-    /// Forward plans.
-    pub forward: u64,
-    /// Split plans.
-    pub split: u64,
-    /// Punt plans.
-    pub punt: u64,
-}
-
-impl std::ops::AddAssign for Counts {
-    fn add_assign(&mut self, o: Counts) {
-        self.addresses += o.addresses;
-        self.forward += o.forward;
-        self.split += o.split;
-        self.punt += o.punt;
-    }
-}
-
-/// A new history row.
-#[derive(Debug, Clone)]
-pub struct NewSnapshot<'a> {
-    /// Agent id.
-    pub agent: &'a str,
-    /// Version.
-    pub version: u64,
-    /// Hash.
-    pub hash: &'a str,
-    /// Received at, Unix seconds.
-    pub received_at: u64,
-    /// Outcome.
-    pub outcome: &'a str,
-    /// Detail.
-    pub detail: Option<&'a str>,
-    /// Counts, when planned.
-    pub counts: Option<Counts>,
-    /// The compressed body, when it must be kept.
-    pub body: Option<&'a [u8]>,
-    /// The row `body` is a delta against (None: the body is the whole snapshot).
-    pub base: Option<i64>,
-}
-
-/// One row of a snapshot's chain, as [`Store::chain`] returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    /// History row.
-    pub id: i64,
-    /// The row its body is a delta against, if it is one.
-    pub base: Option<i64>,
-    /// The compressed body, if kept.
-    pub body: Option<Vec<u8>>,
-}
-
 /// The database.
 pub struct Store {
     conn: Connection,
-}
-
-/// An apply, as the history and the agent's row record it.
-#[derive(Debug, Clone, Copy)]
-pub struct ApplyRecord<'a> {
-    /// The agent.
-    pub agent: &'a str,
-    /// Its history row now applied.
-    pub snapshot: i64,
-    /// The snapshot's version.
-    pub version: u64,
-    /// The snapshot's hash.
-    pub hash: &'a str,
-    /// When it went live, Unix seconds.
-    pub applied_at: u64,
-    /// Its plan counts ([`Store::set_applied`] records `addresses` only).
-    pub counts: Counts,
 }
 
 /// The statements of [`Store::set_applied`], in `tx`.
