@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use proto::Class;
 
 fn content(aliases: &str, virtual_map: &str) -> Content {
     let mut b = proto::Builder::new(&["example.org".to_string()]);
