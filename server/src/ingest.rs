@@ -7,7 +7,6 @@
 //! anything of it is stored or written.) Every refusal of an authenticated request is a history
 //! row; nothing it carried reaches the maps.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
@@ -20,47 +19,6 @@ use proto::wire::SnapshotReply;
 use crate::render::{AgentMaps, AgentPart, render_agent, render_agent_affected};
 use crate::store::{ApplyRecord, Counts, NewSnapshot};
 use crate::{Applied, Held, Server, lock, now_secs};
-
-/// Where an apply's time went, step by step, for its log line.
-pub struct Steps {
-    started: StdInstant,
-    last: StdInstant,
-    done: Vec<(&'static str, u128)>,
-}
-
-impl Steps {
-    fn start() -> Steps {
-        let now = StdInstant::now();
-        Steps {
-            started: now,
-            last: now,
-            done: Vec::new(),
-        }
-    }
-
-    /// Records `name`, which ran beside the current step and took `ms`.
-    fn beside(&mut self, name: &'static str, ms: u128) {
-        self.done.push((name, ms));
-    }
-
-    /// Ends the step `name` (the time since the previous one ended).
-    fn mark(&mut self, name: &'static str) {
-        let now = StdInstant::now();
-        self.done
-            .push((name, now.duration_since(self.last).as_millis()));
-        self.last = now;
-    }
-}
-
-impl fmt::Display for Steps {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, ms)) in self.done.iter().enumerate() {
-            let sep = if i == 0 { "" } else { " " };
-            write!(f, "{sep}{name}={ms}")?;
-        }
-        Ok(())
-    }
-}
 
 fn refuse(server: &Server, agent: &str, snap: Option<&Snapshot>, err: IngestError) -> IngestError {
     let (version, hash) = snap.map_or((0, ""), |s| (s.version, s.hash.as_str()));
@@ -219,47 +177,6 @@ pub fn delta(
         part: since,
     };
     ingest(server, agent, snap, keep, Some(on), steps)
-}
-
-/// The content of an agent's snapshot before the applied one, and the changes from it to the
-/// applied one (whose hash is `to`): the next delta against `to` is applied to it in place, its
-/// entries moved rather than copied. A delta on a 1M-entry content otherwise starts with a deep
-/// copy of the applied content, which readers share (0.1-0.2 s). The price is a second content
-/// in memory between applies (the one a delta used to copy while it was applied).
-pub struct Spare {
-    content: proto::Content,
-    changes: Changes,
-    to: String,
-}
-
-impl fmt::Debug for Spare {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Spare {{ to: {} }}", self.to)
-    }
-}
-
-impl Spare {
-    /// The applied content (hash `to`), then `changes` applied to it, made from the spare.
-    fn catch_up(self, changes: &Changes) -> Result<proto::Content, proto::delta::DeltaError> {
-        let mut c = proto::delta::apply_owned(self.content, &self.changes)?;
-        c.normalize_patched();
-        proto::delta::apply_owned(c, changes)
-    }
-}
-
-/// Frees `what` on another thread: a million aliases take a while, and a reply waits.
-fn free_later<T: Send + 'static>(what: T) {
-    let _ = std::thread::Builder::new()
-        .name("mxsync-free".into())
-        .spawn(move || drop(what));
-}
-
-/// Whether the agent whose live state is `l` keeps a spare, and if so whether it leads to the
-/// applied snapshot (tests).
-#[cfg(test)]
-pub(crate) fn spare_fits(l: &crate::Live) -> Option<bool> {
-    let to = &l.spare.as_ref()?.to;
-    Some(l.applied.as_ref().is_some_and(|a| &a.hash == to))
 }
 
 /// What a delta was applied to, for [`ingest`].
@@ -543,36 +460,6 @@ fn repeat(
     }
 }
 
-/// Last stage: after a delta, the snapshot this one replaced becomes the spare the next delta
-/// is applied to, unless a reader still holds it; otherwise it is freed on another thread.
-fn keep_spare(
-    server: &Server,
-    agent: &str,
-    old: Arc<Applied>,
-    changes: Option<&Changes>,
-    to: &str,
-) {
-    let spare = match changes {
-        Some(c) => Arc::try_unwrap(old).map(|old| (old, c.clone())),
-        None => Err(old),
-    };
-    match spare {
-        Ok((old, changes)) => {
-            let Applied { content, part, .. } = old;
-            free_later(part);
-            let spare = Spare {
-                content,
-                changes,
-                to: to.to_string(),
-            };
-            if let Some(l) = lock(&server.live).get_mut(agent) {
-                l.spare = Some(Box::new(spare));
-            }
-        }
-        Err(old) => free_later(old),
-    }
-}
-
 /// Plans `snap` and renders its part: after a delta, only what the change reaches, into the
 /// base's part (`since`); otherwise every address.
 fn plan(
@@ -607,6 +494,13 @@ fn refuse_quietly(server: &Server, agent: &str, err: IngestError) -> IngestError
 
 mod apply;
 mod body;
+mod spare;
+mod steps;
+pub use spare::Spare;
+#[cfg(test)]
+pub(crate) use spare::spare_fits;
+use spare::{free_later, keep_spare};
+pub use steps::Steps;
 mod error;
 mod install;
 pub use apply::release;
