@@ -9,6 +9,12 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+// The binaries' own log set-up and signal handling.
+#[path = "../../../server/src/logs.rs"]
+mod logs;
+#[path = "../../../server/src/signals.rs"]
+mod signals;
+
 fn secret() -> String {
     let mut b = [0u8; 32];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -18,13 +24,7 @@ fn secret() -> String {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(logs::Format::Text);
     match demo() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -85,15 +85,11 @@ fn demo() -> Result<(), String> {
         let agent_task = tokio::spawn(agent::run::run(agent_cfg, token.clone()));
 
         print_banner(dir, &addr.to_string(), &read);
-        // Ctrl-C, or SIGTERM (`timeout`, a closed terminal's shell): the directory goes either way.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
-            _ = term.recv() => {}
-        }
+        // Ctrl-C, or SIGTERM (`timeout`, a closed terminal's shell): the directory goes either
+        // way (a second signal exits at once and leaves it).
+        tokio::spawn(signals::stop_on_signals(token.clone(), "removing the demo's directory"));
+        token.cancelled().await;
         println!("\nstopping; removing {}", dir.display());
-        token.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), async {
             let _ = agent_task.await;
             let _ = server_task.await;
