@@ -128,34 +128,37 @@ fn modules_import_downwards_only() {
             assert!(!code.contains(f), "{file} names {f}");
         }
     };
-    for f in [
-        "snapshot.rs",
-        "snapshot/validate.rs",
-        "snapshot/canon.rs",
-        "snapshot/binary.rs",
-    ] {
-        check(&format!("proto/src/{f}"), &["crate::delta", "crate::plan"]);
-    }
-    for f in [
-        "ingest.rs",
-        "ingest/error.rs",
-        "ingest/body.rs",
-        "ingest/install.rs",
-        "ingest/apply.rs",
-    ] {
-        check(
-            &format!("server/src/{f}"),
-            &["crate::api", "axum", "StatusCode"],
+    // A module and every file under it but its tests, so that a file split off later is held
+    // to the same rule.
+    let module = |file: &str| -> Vec<String> {
+        let root = tests::workspace();
+        let mut files = vec![file.to_string()];
+        let dir = root.join(file.trim_end_matches(".rs"));
+        let mut under = Vec::new();
+        if dir.is_dir() {
+            rust_files(&dir, &mut under);
+        }
+        under.sort();
+        files.extend(
+            (under.iter())
+                .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
+                .map(|p| p.strip_prefix(&root).unwrap().display().to_string()),
         );
+        files
+    };
+    for f in module("proto/src/snapshot.rs") {
+        check(&f, &["crate::delta", "crate::plan"]);
     }
-    for f in ["render.rs", "render/splice.rs"] {
-        check(
-            &format!("server/src/{f}"),
-            &["crate::ingest", "crate::api", "crate::maps"],
-        );
+    let ingest = module("server/src/ingest.rs");
+    assert!(ingest.len() > 4, "{ingest:?}");
+    for f in ingest {
+        check(&f, &["crate::api", "axum", "StatusCode"]);
     }
-    for f in ["maps.rs", "maps/cdb.rs"] {
-        check(&format!("server/src/{f}"), &["crate::ingest", "crate::api"]);
+    for f in module("server/src/render.rs") {
+        check(&f, &["crate::ingest", "crate::api", "crate::maps"]);
+    }
+    for f in module("server/src/maps.rs") {
+        check(&f, &["crate::ingest", "crate::api"]);
     }
     check(
         "server/src/fresh.rs",
@@ -171,4 +174,18 @@ fn modules_import_downwards_only() {
         "server/src/reload.rs",
         &["crate::api", "axum", "StatusCode"],
     );
+}
+
+/// Unit tests sit in a `tests.rs` beside their module, never inline.
+#[test]
+fn unit_tests_live_in_their_own_file() {
+    let inline: Vec<_> = all_rust_files()
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines().any(|l| l.trim_end() == "mod tests {")
+        })
+        .collect();
+    assert!(inline.is_empty(), "inline test modules: {inline:?}");
 }
