@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+#[path = "../../server/src/config/shared.rs"]
+mod shared;
+pub use shared::{ConfigError, read_secret};
+
 /// The configuration of mxsync-agent, as written: `/etc/mxsync/agent.toml` unless `--config` or
 /// `MXSYNC_CONFIG` names another file.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -117,28 +121,6 @@ pub struct Receiver {
     /// CA certificate (PEM) to verify the receiver with; the system roots otherwise.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-}
-
-/// Every problem found in a configuration file.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {} problem(s):\n  {}", .path.display(), .problems.len(), .problems.join("\n  "))]
-pub struct ConfigError {
-    /// The file.
-    pub path: PathBuf,
-    /// Each problem, naming the key.
-    pub problems: Vec<String>,
-}
-
-/// Reads a secret file: private to its owner, one line, long enough.
-pub fn read_secret(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let mode = std::fs::metadata(path)
-        .map_err(|e| ctx(&e))?
-        .permissions()
-        .mode();
-    let text = std::fs::read_to_string(path).map_err(|e| ctx(&e))?;
-    proto::sign::secret_from(mode, &text).map_err(|e| ctx(&e))
 }
 
 impl Config {

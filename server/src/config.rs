@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod shared;
+pub use shared::{ConfigError, read_secret};
+
 /// The configuration of mxsync-server, as written: `/etc/mxsync/server.toml` unless `--config` or
 /// `MXSYNC_CONFIG` names another file.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -269,16 +272,6 @@ pub struct Alerts {
     pub ping_url: Option<String>,
 }
 
-/// Every problem found in a configuration file.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {} problem(s):\n  {}", .path.display(), .problems.len(), .problems.join("\n  "))]
-pub struct ConfigError {
-    /// The file.
-    pub path: PathBuf,
-    /// Each problem, naming the key.
-    pub problems: Vec<String>,
-}
-
 /// A validated configuration with its secrets loaded.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -315,18 +308,6 @@ pub fn group_id(name: &str) -> Result<u32, String> {
         })
         .next()
         .ok_or_else(|| format!("no group {name:?} in /etc/group"))
-}
-
-/// Reads a secret file: private to its owner, one line, long enough.
-pub fn read_secret(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let mode = std::fs::metadata(path)
-        .map_err(|e| ctx(&e))?
-        .permissions()
-        .mode();
-    let text = std::fs::read_to_string(path).map_err(|e| ctx(&e))?;
-    proto::sign::secret_from(mode, &text).map_err(|e| ctx(&e))
 }
 
 /// Whether `p` is `[host]` or `[host]:port`.
