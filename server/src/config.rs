@@ -244,6 +244,9 @@ pub struct Output {
     /// addresses is then readable by every local user). The server must be a member of it.
     #[serde(default)]
     pub group: Option<String>,
+    /// Also write every agent's rows into PostgreSQL (README, "Many secondaries").
+    #[serde(default)]
+    pub postgres: Option<crate::postgres::Settings>,
 }
 
 fn default_true() -> bool {
@@ -291,6 +294,8 @@ pub struct Loaded {
     pub domain_agent: BTreeMap<String, String>,
     /// How the maps are written (`[output] cdb` and `group`, the group resolved).
     pub maps: crate::maps::Options,
+    /// `[output.postgres]`, its secrets read.
+    pub postgres: Option<crate::postgres::Target>,
 }
 
 /// The id of group `name` (a name in `/etc/group`, or a number).
@@ -462,6 +467,14 @@ impl Loaded {
                 p.push(format!("{k} {u:?}: must start with http:// or https://"));
             }
         }
+        let postgres = match config.output.postgres.as_ref().map(|s| s.target()) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(problems)) => {
+                p.extend(problems);
+                None
+            }
+            None => None,
+        };
         match (p.is_empty(), listen) {
             (true, Some(listen)) => Ok(Loaded {
                 config,
@@ -472,6 +485,7 @@ impl Loaded {
                 status_token,
                 domain_agent,
                 maps,
+                postgres,
             }),
             _ => Err(fail(p)),
         }
@@ -543,6 +557,9 @@ impl Config {
         if let Some(t) = &mut self.tls {
             abs(&mut t.cert_file);
             abs(&mut t.key_file);
+        }
+        if let Some(pg) = &mut self.output.postgres {
+            pg.resolve(base);
         }
     }
 

@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod ingest;
 pub mod maps;
 pub mod metrics;
+pub mod postgres;
 mod reload;
 pub mod render;
 mod restore;
@@ -145,6 +146,8 @@ pub struct Server {
     pub deferring: Mutex<Option<Vec<String>>>,
     /// When each refused agent request was last logged, by peer and reason (rate limit).
     pub refusals_logged: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The rows waiting for the database, with `[output.postgres]` (fixed at start).
+    pub postgres: Option<Arc<postgres::Feed>>,
 }
 
 impl Server {
@@ -226,6 +229,7 @@ impl Server {
             installed: Mutex::new(maps::Last::default()),
             deferring: Mutex::new(None),
             refusals_logged: Mutex::default(),
+            postgres: cfg.postgres.is_some().then(Arc::default),
             cfg: std::sync::RwLock::new(Arc::new(cfg)),
         };
         server.refresh_metrics();
@@ -446,6 +450,11 @@ pub async fn run(
     tracing::info!(%addr, agents = cfg.config.agents.len(), "mxsync-server started");
     // Under a Type=notify unit: started once the listener is bound and the maps are in place.
     server.notify_systemd(sd_notify::NotifyState::Ready);
+    // The database is written beside the maps, never before them (`postgres`).
+    if let (Some(feed), Some(target)) = (&server.postgres, cfg.postgres.clone()) {
+        let (s, feed, stop) = (Arc::clone(&server), Arc::clone(feed), shutdown.clone());
+        server.tracker.spawn(postgres::run(s, target, feed, stop));
+    }
     let watcher = {
         let s = Arc::clone(&server);
         let stop = shutdown.clone();

@@ -121,6 +121,19 @@ fn dispatch(command: Command, cfg: Loaded) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
+            if let Some(target) = &cfg.postgres {
+                match server::postgres::check(target) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        eprintln!(
+                            "mxsync-server: {}: output.postgres {}: {e}",
+                            cfg.path.display(),
+                            target.describe
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+            }
             println!(
                 "configuration ok: listen {}, {} agent(s), maps in {}",
                 cfg.listen,

@@ -201,7 +201,7 @@ pub fn each_entry<E>(
 
 /// `[host]:port` (validated by the configuration) as an Exim host list item: `host::port`
 /// (a doubled colon is a literal one in Exim lists).
-fn exim_route(primary: &str) -> String {
+pub(crate) fn exim_route(primary: &str) -> String {
     let inner = primary.trim_start_matches('[');
     match inner.split_once(']') {
         Some((host, port)) => match port.strip_prefix(':') {

@@ -3,6 +3,7 @@
 //! of a held one.
 
 use super::*;
+use crate::postgres::Rows;
 
 /// A body as stored, and the row it is a delta against, if it is one.
 pub(super) struct Kept<'a> {
@@ -149,6 +150,13 @@ pub(super) fn apply(
             // A spare made for the snapshot being replaced no longer fits (see `Spare`).
             if let Some(s) = l.spare.take() {
                 free_later(s);
+            }
+            if let Some(feed) = &server.postgres
+                && let Some(a) = server.cfg().config.agent(agent)
+            {
+                let domains = &snap.content.domains;
+                let rows = Rows::new(version, &hash, Arc::clone(&part), domains, &a.primary);
+                feed.publish(agent, rows);
             }
             l.applied = Some(Arc::new(Applied {
                 snapshot: id,
