@@ -33,6 +33,7 @@ mod exim;
 mod generate;
 mod partition;
 mod postfix;
+mod postgres;
 mod reload;
 mod server;
 mod tidy;

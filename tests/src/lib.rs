@@ -2,6 +2,7 @@
 //! directories, and waiting on conditions with a deadline (never fixed sleeps).
 
 pub mod mta;
+pub mod pg;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};

@@ -144,16 +144,21 @@ impl Postfix {
     /// Writes the instance's configuration: the shipped snippet, pointed at `maps`, and what
     /// makes it a private instance on 127.0.0.1 whose other mail goes to the `internet` sink.
     pub fn configure(dir: &Path, maps: &Path, internet: u16, port: u16) {
+        let snippet =
+            std::fs::read_to_string(crate::workspace().join("deploy/postfix/main.cf.snippet"))
+                .expect("set up the postfix instance")
+                .replace("/var/lib/mxsync/maps", &maps.display().to_string());
+        Self::configure_with(dir, &snippet, internet, port);
+    }
+
+    /// Like [`Postfix::configure`], with `snippet` in place of the shipped one.
+    pub fn configure_with(dir: &Path, snippet: &str, internet: u16, port: u16) {
         let d = dir.display();
         std::fs::create_dir_all(dir.join("queue")).expect("set up the postfix instance");
         std::fs::create_dir_all(dir.join("data")).expect("set up the postfix instance");
         run(Command::new("chown").arg("postfix").arg(dir.join("data")));
         std::fs::copy("/etc/postfix/master.cf", dir.join("master.cf"))
             .expect("set up the postfix instance");
-        let snippet =
-            std::fs::read_to_string(crate::workspace().join("deploy/postfix/main.cf.snippet"))
-                .expect("set up the postfix instance")
-                .replace("/var/lib/mxsync/maps", &maps.display().to_string());
         std::fs::write(
             dir.join("main.cf"),
             format!(
