@@ -30,6 +30,11 @@ pub(crate) fn marker(i: usize) -> String {
 }
 
 pub(crate) fn site(n: usize) -> anyhow::Result<Site> {
+    site_with(n, "")
+}
+
+/// [`site`] with `extra` appended to the server's configuration (after `[output]`).
+pub(crate) fn site_with(n: usize, extra: &str) -> anyhow::Result<Site> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().join("primary");
     let p = data::primary(n, &root.display().to_string());
@@ -42,7 +47,7 @@ pub(crate) fn site(n: usize) -> anyhow::Result<Site> {
     let sdir = tmp.path().join("secondary");
     std::fs::create_dir_all(&sdir)?;
     let port = procs::free_port()?;
-    let scfg = procs::server_config(&sdir, port, "")?;
+    let scfg = procs::server_config(&sdir, port, extra)?;
     let server = procs::spawn(&procs::bin("mxsync-server")?, &scfg)?;
     procs::wait_healthy(port)?;
     procs::secret(&tmp.path().join("agent.key"), procs::KEY)?;

@@ -129,6 +129,43 @@ async fn a_one_line_edit_writes_its_rows_only_and_an_unreachable_database_catche
         "never written: {}",
         s.log()
     );
+    // check-config connects: the schema's version, or the database's refusal (exit 2).
+    let check = |config: &Path| {
+        std::process::Command::new(tests::bin("mxsync-server"))
+            .arg("--config")
+            .arg(config)
+            .arg("check-config")
+            .output()
+            .unwrap()
+    };
+    let out = check(&s.config);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("schema mxsync version 1"), "{text}");
+    let wrong = s.config.with_file_name("wrong.toml");
+    let pw = s.root.join("wrong.password");
+    tests::write_key(&pw, "not-the-password-0123456789abcdef");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let at = text.find("password_file = ").unwrap();
+    let end = at + text[at..].find('\n').unwrap();
+    let bad = format!(
+        "{}password_file = \"{}\"{}",
+        &text[..at],
+        pw.display(),
+        &text[end..]
+    );
+    std::fs::write(&wrong, bad).unwrap();
+    let out = check(&wrong);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("output.postgres") && err.contains("password"),
+        "{err}"
+    );
     // Every valid address, and the forward and split ones with their targets, as planned.
     let plans = tests::mta::plans_now(&s.cfg);
     assert_eq!(count(&cluster, "recipients"), plans.len() as i64);

@@ -1,5 +1,5 @@
-//! A private PostgreSQL cluster for a test: `initdb` in a temporary directory, `postgres` on a
-//! Unix socket in it only (no TCP port), removed when dropped. Run as root (as CI does), the
+//! A private PostgreSQL cluster for a test or a benchmark: `initdb` in a temporary directory,
+//! `postgres` on a Unix socket in it only (no TCP port), removed when dropped. Run as root (as CI does), the
 //! cluster belongs to the `postgres` user, as `initdb` refuses root.
 
 use std::os::unix::process::CommandExt;
@@ -23,6 +23,7 @@ pub struct Cluster {
     pub port: u16,
     bin: PathBuf,
     owner: Option<(u32, u32)>,
+    fsync: bool,
 }
 
 /// The directory holding `initdb` and `pg_ctl`: on PATH, or Debian's versioned directory.
@@ -51,10 +52,14 @@ fn ids(user: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// Whether `initdb` and `pg_ctl` are installed (and, as root, a `postgres` user to run them).
+pub fn installed() -> bool {
+    bin_dir().is_some() && (rustix::process::geteuid().as_raw() != 0 || ids("postgres").is_some())
+}
+
 /// Whether PostgreSQL tests can run here; under CI they must.
 pub fn available() -> bool {
-    let ok = bin_dir().is_some()
-        && (rustix::process::geteuid().as_raw() != 0 || ids("postgres").is_some());
+    let ok = installed();
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -80,8 +85,14 @@ pub fn postfix_pgsql() -> bool {
 }
 
 impl Cluster {
-    /// Creates and starts a cluster (password authentication for every connection).
+    /// Creates and starts a cluster (password authentication for every connection), without
+    /// fsync: tests need no durability across a power cut.
     pub fn start() -> Cluster {
+        Self::start_with(false)
+    }
+
+    /// [`Cluster::start`], with `fsync` on or off (a benchmark measures with it on).
+    pub fn start_with(fsync: bool) -> Cluster {
         let bin = bin_dir().expect("PostgreSQL's initdb and pg_ctl");
         let owner = (rustix::process::geteuid().as_raw() == 0)
             .then(|| ids("postgres").expect("a postgres user to run the cluster as"));
@@ -116,6 +127,7 @@ impl Cluster {
             port: 5432,
             bin,
             owner,
+            fsync,
         };
         c.run(
             Command::new(c.bin.join("initdb"))
@@ -154,9 +166,10 @@ impl Cluster {
     /// Starts the cluster (again) and waits until it answers.
     pub fn pg_ctl_start(&self) {
         let opts = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -c port={} -c fsync=off -c max_connections=40",
+            "-c listen_addresses='' -c unix_socket_directories='{}' -c port={} -c fsync={} -c max_connections=40",
             self.socket_dir.display(),
-            self.port
+            self.port,
+            if self.fsync { "on" } else { "off" }
         );
         self.run(
             Command::new(self.bin.join("pg_ctl"))
