@@ -3,9 +3,9 @@
 //! takes effect without dropping connections or state: agents added (with whatever the
 //! database holds for them) or removed (their rows leave the maps), keys, domains, policies,
 //! tokens, freshness, guard, history, alerts and output hooks. What is bound or opened at start
-//! (listen, TLS, state and output directories, map formats, modes) and an agent's `primary`
-//! (its rendered rows are kept between applies) keep their running values until a restart,
-//! and the reload says so.
+//! (listen, TLS, state and output directories, map formats, modes, `[output.postgres]`) and an
+//! agent's `primary` (its rendered rows are kept between applies) keep their running values
+//! until a restart, and the reload says so.
 
 use std::sync::Arc;
 
@@ -109,6 +109,7 @@ fn keep_running(old: &Loaded, new: &mut Loaded) -> Vec<String> {
     keep!(output.formats);
     keep!(output.cdb);
     keep!(output.group);
+    keep!(output.postgres);
     for agent in &mut n.agents {
         if let Some(was) = o.agent(&agent.id)
             && was.primary != agent.primary
@@ -119,5 +120,7 @@ fn keep_running(old: &Loaded, new: &mut Loaded) -> Vec<String> {
     }
     new.listen = old.listen;
     new.maps = old.maps;
+    // The writer task holds the target it started with (and the password it read then).
+    new.postgres = old.postgres.clone();
     named
 }

@@ -271,6 +271,29 @@ async fn a_one_line_edit_writes_its_rows_only_and_an_unreachable_database_catche
         ok
     };
     assert!(cleared, "{}", s.status().await);
+    // After the changed rows of each edit, the tables hold what the map files do.
+    let file = |name: &str| std::fs::read_to_string(maps.join("postfix").join(name)).unwrap();
+    let lines = |text: String| -> Vec<String> {
+        let mut v: Vec<String> = (text.lines())
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.replacen(' ', "|", 1))
+            .collect();
+        v.sort();
+        v
+    };
+    let rows = |sql: &str| {
+        let mut v: Vec<String> = cluster.sql("mail", sql).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        rows("SELECT address, targets FROM mxsync.forwards"),
+        lines(file("virtual"))
+    );
+    assert_eq!(
+        rows("SELECT address, 'OK' FROM mxsync.recipients"),
+        lines(file("relay_recipients"))
+    );
     drop(s);
 }
 
