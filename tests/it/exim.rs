@@ -4,11 +4,14 @@
 //! - a real daemon (`exim4 -bd` on a loopback port) fed by a real agent through a server process
 //!   under umask 077, as under the shipped unit: every forward, split and punt address is
 //!   delivered over SMTP to the sinks exactly as its plan says, unknown recipients are refused
-//!   550 at RCPT, and an alias added on the primary is accepted by the same daemon, no restart.
+//!   550 at RCPT, and an alias added on the primary is accepted by the same daemon, no restart;
+//! - the shipped `mxsync-pgsql.conf` in `exim4-daemon-heavy` (address testing), reading the
+//!   rows a server wrote to a private PostgreSQL cluster, with the server stopped.
 //!
 //! Exim is not installed as a package (in Debian it conflicts with Postfix): `.ci/run` extracts
-//! `exim4-daemon-light` into `target/exim` and sets `MXSYNC_EXIM_ROOT`. Without it the tests say
-//! they were skipped, unless `CI=true`, where its absence fails them.
+//! `exim4-daemon-light` into `target/exim` and `exim4-daemon-heavy` into `target/exim-heavy`,
+//! and sets `MXSYNC_EXIM_ROOT` and `MXSYNC_EXIM_HEAVY_ROOT`. Without them the tests say they
+//! were skipped, unless `CI=true`, where their absence fails them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -56,11 +59,27 @@ fn exim(root: &Path) -> Command {
 fn configure(root: &Path, dir: &Path, maps: &Path, internet: u16, port: u16) -> PathBuf {
     let shipped =
         std::fs::read_to_string(tests::workspace().join("deploy/exim/mxsync.conf")).unwrap();
+    let main = snippet_part(&shipped, "main").replace(
+        "/var/lib/mxsync/maps/exim",
+        &maps.join("exim").display().to_string(),
+    );
+    configure_with(root, dir, &shipped, &main, internet, port)
+}
+
+/// [`configure`] from the parts of `shipped`, its main part replaced by `main`.
+fn configure_with(
+    root: &Path,
+    dir: &Path,
+    shipped: &str,
+    main: &str,
+    internet: u16,
+    port: u16,
+) -> PathBuf {
     for d in ["spool", "log"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
         std::fs::set_permissions(dir.join(d), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let routers = snippet_part(&shipped, "routers").replace(
+    let routers = snippet_part(shipped, "routers").replace(
         "  transport = mxsync_smtp\n",
         "  transport = mxsync_smtp\n  self = send\n",
     );
@@ -79,10 +98,8 @@ fn configure(root: &Path, dir: &Path, maps: &Path, internet: u16, port: u16) -> 
              begin transports\n{transports}\n",
             exim = root.join("usr/sbin/exim4").display(),
             d = dir.display(),
-            main = snippet_part(&shipped, "main")
-                .replace("/var/lib/mxsync/maps/exim", &maps.join("exim").display().to_string()),
-            acl = snippet_part(&shipped, "acl"),
-            transports = snippet_part(&shipped, "transports"),
+            acl = snippet_part(shipped, "acl"),
+            transports = snippet_part(shipped, "transports"),
         ),
     )
     .unwrap();
@@ -119,18 +136,8 @@ fn route(root: &Path, conf: &Path, address: &str) -> Result<BTreeMap<String, Str
     Ok(routed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exim_routes_every_address_as_planned() {
-    let Some(root) = exim_root() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let sdir = dir.join("secondary");
-    let config = tests::mta::server_config(&sdir, 2525);
-    let server = tests::RunningServer::start(&config).await;
-    // A primary with every class and several punt reasons.
+/// A primary with every class and several punt reasons.
+fn every_class() -> proto::Content {
     let aliases = "fwd: a@remote.example, b@other.example\n\
         list: x@remote.example, list-archive\nlist-archive: /var/archive/list\n\
         pipe: y@remote.example, \"|/usr/bin/handler\"\nloop: loop\nunk: nosuch\n\
@@ -143,15 +150,22 @@ async fn exim_routes_every_address_as_planned() {
         1000,
     );
     b.recipients("/etc/rr", b"box@example.org\n");
-    let content = b.finish();
+    b.finish()
+}
+
+/// Pushes `content` as version 1 to the server of `config`, and stops it once applied.
+async fn push_once(config: &Path, content: &proto::Content) -> tests::RunningServer {
+    let server = tests::RunningServer::start(config).await;
     let body = tests::snapshot_body(content.clone(), 1);
     let (status, reply) =
         tests::signed_post(&tests::client(), &server.url, "/v1/snapshots", body, 1).await;
     assert_eq!(status, 200, "{reply}");
-    server.stop().await;
-    let conf = configure(&root, dir, &sdir.join("maps"), 2526, 2527);
+    server
+}
 
-    let plans: BTreeMap<String, proto::Plan> = Planner::new(&content)
+/// Every address of `content` is routed by `conf` as its plan says; unknown ones are not.
+fn check_routes(root: &Path, conf: &Path, content: &proto::Content) {
+    let plans: BTreeMap<String, proto::Plan> = Planner::new(content)
         .plan_all()
         .into_iter()
         .map(|p| (p.address.clone(), p))
@@ -159,7 +173,7 @@ async fn exim_routes_every_address_as_planned() {
     let classes: BTreeSet<Class> = plans.values().map(|p| p.class).collect();
     assert_eq!(classes.len(), 3, "every class is covered");
     for (address, plan) in &plans {
-        let routed = route(&root, &conf, address).unwrap_or_else(|e| panic!("{address}: {e}"));
+        let routed = route(root, conf, address).unwrap_or_else(|e| panic!("{address}: {e}"));
         let mut expect = BTreeMap::new();
         for f in &plan.forward {
             expect.insert(f.clone(), "internet".to_string());
@@ -182,15 +196,98 @@ async fn exim_routes_every_address_as_planned() {
         plans.keys()
     );
     assert_eq!(
-        route(&root, &conf, "UPPER@Example.ORG").map(|r| r.into_keys().collect::<Vec<_>>()),
+        route(root, conf, "UPPER@Example.ORG").map(|r| r.into_keys().collect::<Vec<_>>()),
         Ok(vec!["u@remote.example".to_string()])
     );
     for unknown in ["nobody@example.org", "list-archive2@example.com"] {
         assert!(
-            route(&root, &conf, unknown).is_err(),
+            route(root, conf, unknown).is_err(),
             "{unknown} should be undeliverable"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exim_routes_every_address_as_planned() {
+    let Some(root) = exim_root() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sdir = dir.join("secondary");
+    let config = tests::mta::server_config(&sdir, 2525);
+    let content = every_class();
+    push_once(&config, &content).await.stop().await;
+    let conf = configure(&root, dir, &sdir.join("maps"), 2526, 2527);
+    check_routes(&root, &conf, &content);
+}
+
+/// The extracted exim4-daemon-heavy (it has the pgsql lookup), when there is one; under CI
+/// there must be.
+fn heavy_root() -> Option<PathBuf> {
+    let root = std::env::var_os("MXSYNC_EXIM_HEAVY_ROOT")
+        .map(PathBuf::from)
+        .filter(|r| r.join("usr/sbin/exim4").exists());
+    if root.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "MXSYNC_EXIM_HEAVY_ROOT with an extracted exim4-daemon-heavy is required under CI=true"
+        );
+        eprintln!(
+            "skipped: no extracted exim4-daemon-heavy (set MXSYNC_EXIM_HEAVY_ROOT; .ci/run does)"
+        );
+    }
+    root
+}
+
+/// The shipped `mxsync-pgsql.conf` in a real Exim (address testing), reading the rows a server
+/// wrote to PostgreSQL, with the server stopped: every address routed as its plan says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exim_routes_every_address_from_postgres_as_planned() {
+    let Some(root) = heavy_root() else {
+        return;
+    };
+    if !tests::pg::available() {
+        return;
+    }
+    let cluster = tests::pg::Cluster::start();
+    cluster.roles();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sdir = dir.join("secondary");
+    let config = tests::mta::server_config(&sdir, 2525);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&cluster.output_toml(&sdir));
+    std::fs::write(&config, text).unwrap();
+    let content = every_class();
+    let server = push_once(&config, &content).await;
+    let written = tests::wait_for(Duration::from_secs(30), || {
+        cluster
+            .try_sql(
+                "mail",
+                "SELECT version FROM mxsync.agents WHERE agent = 'mx1'",
+            )
+            .is_ok_and(|v| v == "1")
+    });
+    assert!(written, "never written to the database");
+    // The MTA reads the database only: the server may be down.
+    server.stop().await;
+    let shipped =
+        std::fs::read_to_string(tests::workspace().join("deploy/exim/mxsync-pgsql.conf")).unwrap();
+    let servers = "(/run/postgresql/.s.PGSQL.5432)/mail/mta/CHANGE-ME";
+    assert!(shipped.contains(servers));
+    let main = snippet_part(&shipped, "main").replace(
+        servers,
+        &format!(
+            "({}/.s.PGSQL.5432)/mail/mta/{}",
+            cluster.socket_dir.display(),
+            tests::pg::READER_PASSWORD
+        ),
+    );
+    let conf = configure_with(&root, dir, &shipped, &main, 2526, 2527);
+    check_routes(&root, &conf, &content);
 }
 
 /// A running Exim daemon.
