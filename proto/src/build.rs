@@ -248,14 +248,7 @@ impl Builder {
                 targets: v.targets,
             });
         }
-        if foreign > 0 {
-            diags.push(Diagnostic {
-                file: path.to_string(),
-                line: 0,
-                severity: Severity::Warning,
-                message: format!("{foreign} entries at domains that are not served were ignored"),
-            });
-        }
+        diags.extend(foreign_ignored(path, foreign));
         self.content.diagnostics.extend(diags);
     }
 
@@ -282,14 +275,7 @@ impl Builder {
                 line,
             });
         }
-        if foreign > 0 {
-            diags.push(Diagnostic {
-                file: path.to_string(),
-                line: 0,
-                severity: Severity::Warning,
-                message: format!("{foreign} entries at domains that are not served were ignored"),
-            });
-        }
+        diags.extend(foreign_ignored(path, foreign));
         self.content.diagnostics.extend(diags);
     }
 
@@ -471,6 +457,16 @@ fn parse_include(path: &str, body: Result<&[u8], String>) -> ParsedInclude {
         error,
         diags,
     }
+}
+
+/// The warning for `n` entries of file `path` at domains that are not served, if there are any.
+fn foreign_ignored(path: &str, n: usize) -> Option<Diagnostic> {
+    (n > 0).then(|| Diagnostic {
+        file: path.to_string(),
+        line: 0,
+        severity: Severity::Warning,
+        message: format!("{n} entries at domains that are not served were ignored"),
+    })
 }
 
 /// The fewest include files worth a thread of their own (most are a few lines).
