@@ -277,6 +277,19 @@ enum Resolved<'a> {
     },
 }
 
+impl<'a> Resolved<'a> {
+    /// A leaf that punts `unit` for `code`, naming `target` at `at`.
+    fn punt(unit: Unit<'a>, code: Code, target: &'a str, at: FileLine) -> Resolved<'a> {
+        let reason = ReasonRef {
+            code,
+            target,
+            at,
+            via: None,
+        };
+        Resolved::Leaf(unit, reason)
+    }
+}
+
 const UNSEEN: u8 = 0;
 const ON_STACK: u8 = 1;
 const DONE: u8 = 2;

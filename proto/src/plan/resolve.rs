@@ -71,15 +71,7 @@ impl<'a> Planner<'a> {
             );
         }
         let Some(fw) = &u.forward else {
-            return Resolved::Leaf(
-                unit,
-                ReasonRef {
-                    code: Code::Mailbox,
-                    target: &u.name,
-                    at,
-                    via: None,
-                },
-            );
+            return Resolved::punt(unit, Code::Mailbox, &u.name, at);
         };
         let fat = |line| FileLine {
             file: fw.file,
@@ -91,40 +83,16 @@ impl<'a> Planner<'a> {
             .get(fw.file as usize)
             .map_or("", String::as_str);
         if fw.error.is_some() || fw.filter {
-            return Resolved::Leaf(
-                unit,
-                ReasonRef {
-                    code: Code::DotForward,
-                    target: path,
-                    at: fat(0),
-                    via: None,
-                },
-            );
+            return Resolved::punt(unit, Code::DotForward, path, fat(0));
         }
         if fw.targets.is_empty() {
-            return Resolved::Leaf(
-                unit,
-                ReasonRef {
-                    code: Code::Mailbox,
-                    target: &u.name,
-                    at,
-                    via: None,
-                },
-            );
+            return Resolved::punt(unit, Code::Mailbox, &u.name, at);
         }
         for t in &fw.targets {
             let remote = t.kind == Kind::Address
                 && addr::split(&t.value).is_some_and(|(_, d)| !self.domains.contains(d));
             if !remote {
-                return Resolved::Leaf(
-                    unit,
-                    ReasonRef {
-                        code: Code::DotForward,
-                        target: &t.value,
-                        at: fat(t.line),
-                        via: None,
-                    },
-                );
+                return Resolved::punt(unit, Code::DotForward, &t.value, fat(t.line));
             }
         }
         Resolved::UserForward(&fw.targets)
@@ -163,15 +131,7 @@ impl<'a> Planner<'a> {
             return self.user_ref(u, Unit::Local(&u.name));
         }
         self.unknown.insert((name, at));
-        Resolved::Leaf(
-            Unit::Local(name),
-            ReasonRef {
-                code: Code::Unknown,
-                target: name,
-                at,
-                via: None,
-            },
-        )
+        Resolved::punt(Unit::Local(name), Code::Unknown, name, at)
     }
 
     /// An address at a served domain, resolved as the primary's MTA does: virtual, alias, user,
@@ -216,15 +176,7 @@ impl<'a> Planner<'a> {
                 file: v.file,
                 line: v.line,
             };
-            return Resolved::Leaf(
-                Unit::Addr(&v.key, domain),
-                ReasonRef {
-                    code: Code::Unknown,
-                    target: &v.key,
-                    at,
-                    via: None,
-                },
-            );
+            return Resolved::punt(Unit::Addr(&v.key, domain), Code::Unknown, &v.key, at);
         }
         if let Some(i) = named.alias() {
             let name = self.c.aliases[i].name.as_str();
@@ -245,26 +197,10 @@ impl<'a> Planner<'a> {
                 file: r.file,
                 line: r.line,
             };
-            return Resolved::Leaf(
-                Unit::Addr(l, d),
-                ReasonRef {
-                    code: Code::Mailbox,
-                    target: &r.address,
-                    at,
-                    via: None,
-                },
-            );
+            return Resolved::punt(Unit::Addr(l, d), Code::Mailbox, &r.address, at);
         }
         self.unknown.insert((full, at));
-        Resolved::Leaf(
-            Unit::Addr(local, domain),
-            ReasonRef {
-                code: Code::Unknown,
-                target: full,
-                at,
-                via: None,
-            },
-        )
+        Resolved::punt(Unit::Addr(local, domain), Code::Unknown, full, at)
     }
 
     /// The items of an alias with `:include:` files inlined (into `items`), or the reasons it
