@@ -88,21 +88,43 @@ pub fn snapshot(
     body: &[u8],
     coding: Coding<'_>,
 ) -> Result<SnapshotReply, IngestError> {
-    let mut steps = Steps::start();
+    locked(
+        server,
+        agent,
+        body,
+        coding,
+        true,
+        |mut steps, plain, binary| {
+            let snap = if binary {
+                Snapshot::from_binary(&plain).map_err(|e| {
+                    let e = IngestError::BadRequest(format!("malformed {e}"));
+                    refuse(server, agent, None, e)
+                })?
+            } else {
+                parse_json(server, agent, &plain, "snapshot")?
+            };
+            steps.mark("decode");
+            let keep = Body::of(body, coding.encoding, plain);
+            ingest(server, agent, snap, keep, None, steps)
+        },
+    )
+}
+
+/// What both handlers do first: the agent's ingest lock taken (and held until `then` returns)
+/// and the body inflated; `binary_ok` says whether a binary body may come.
+fn locked<R>(
+    server: &Arc<Server>,
+    agent: &str,
+    body: &[u8],
+    coding: Coding<'_>,
+    binary_ok: bool,
+    then: impl FnOnce(Steps, Vec<u8>, bool) -> Result<R, IngestError>,
+) -> Result<R, IngestError> {
+    let steps = Steps::start();
     let one = server.ingest_lock(agent);
     let _one = lock(&one);
-    let (plain, binary) = inflated(server, agent, body, coding, true)?;
-    let snap = if binary {
-        Snapshot::from_binary(&plain).map_err(|e| {
-            let e = IngestError::BadRequest(format!("malformed {e}"));
-            refuse(server, agent, None, e)
-        })?
-    } else {
-        parse_json(server, agent, &plain, "snapshot")?
-    };
-    steps.mark("decode");
-    let keep = Body::of(body, coding.encoding, plain);
-    ingest(server, agent, snap, keep, None, steps)
+    let (plain, binary) = inflated(server, agent, body, coding, binary_ok)?;
+    then(steps, plain, binary)
 }
 
 /// Handles `POST /v1/deltas` after the signature and sequence number were verified: the changes
@@ -114,10 +136,20 @@ pub fn delta(
     body: &[u8],
     coding: Coding<'_>,
 ) -> Result<SnapshotReply, IngestError> {
-    let mut steps = Steps::start();
-    let one = server.ingest_lock(agent);
-    let _one = lock(&one);
-    let (json, _) = inflated(server, agent, body, coding, false)?;
+    locked(server, agent, body, coding, false, |steps, json, _| {
+        delta_locked(server, agent, body, coding, steps, json)
+    })
+}
+
+/// [`delta`], under the agent's ingest lock, its body inflated to `json`.
+fn delta_locked(
+    server: &Arc<Server>,
+    agent: &str,
+    body: &[u8],
+    coding: Coding<'_>,
+    mut steps: Steps,
+    json: Vec<u8>,
+) -> Result<SnapshotReply, IngestError> {
     let d: proto::delta::Delta = parse_json(server, agent, &json, "delta")?;
     steps.mark("decode");
     let base = lock(&server.live)
