@@ -58,8 +58,7 @@ impl Harness {
         self.dir.path().join("maps")
     }
 
-    /// Every live map file, by name (empty before the first apply).
-    /// The live text maps, by name. Each one's CDB table, when there is one, is checked
+    /// The live text maps, by name (empty before the first apply). Each one's CDB table, when there is one, is checked
     /// against the text on the way: the same entries, in the same order.
     pub(crate) fn maps(&self) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
