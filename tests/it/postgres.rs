@@ -1,8 +1,8 @@
 //! `[output.postgres]` against a real PostgreSQL cluster started for each test (`initdb` in a
 //! temporary directory, a Unix socket only): the rows of every apply in one transaction, only
 //! the changed rows after a one-line edit, two real Postfix instances routing from the tables,
-//! a database that goes away and comes back, a server killed in the middle of a write, and an
-//! HA pair that never lets an older version overwrite a newer one.
+//! a database that goes away and comes back, a server killed in the middle of a write, an HA
+//! pair that never lets an older version overwrite a newer one, and TLS (`verify-full`).
 //!
 //! Needs PostgreSQL (and for the Postfix test postfix-pgsql, postfix-cdb and swaks); `.ci/run`
 //! installs them. Without them a test says it was skipped, unless `CI=true`.
@@ -495,4 +495,59 @@ async fn a_server_killed_mid_write_leaves_the_previous_version_and_an_older_neve
         "other"
     );
     assert_eq!(count(&cluster, "recipients"), rows);
+}
+
+/// `sslmode = "verify-full"` against a cluster serving TLS on 127.0.0.1: the right CA and host
+/// name connect, encrypted; another CA, or a name the certificate does not carry, do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_connects_only_with_the_right_ca_and_host_name() {
+    if !tests::pg::available() {
+        return;
+    }
+    let pki = crate::tls::pki();
+    let cluster = Cluster::start_tls(&pki.cert_pem, &pki.key_pem);
+    cluster.roles();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = tmp.path().join("pg.password");
+    tests::write_key(&pw, tests::pg::WRITER_PASSWORD);
+    let (ca, other) = (tmp.path().join("ca.pem"), tmp.path().join("other.pem"));
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&other, &pki.other_ca_pem).unwrap();
+    let target = |host: &str, root: &Path| {
+        server::postgres::Settings {
+            host: Some(host.into()),
+            port: Some(cluster.port),
+            dbname: Some("mail".into()),
+            user: Some("mxsync".into()),
+            password_file: Some(pw.clone()),
+            sslrootcert: Some(root.to_path_buf()),
+            connect_timeout_secs: 5,
+            retry_secs: 1,
+            ..Default::default()
+        }
+        .target()
+        .expect("a client configuration")
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = server::postgres::connect(&target("localhost", &ca))
+        .await
+        .expect("verify-full with the right CA");
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "not encrypted");
+    for (host, root, why) in [
+        ("localhost", &other, "another CA"),
+        ("127.0.0.1", &ca, "a name the certificate does not carry"),
+    ] {
+        let e = server::postgres::connect(&target(host, root)).await.err();
+        assert!(e.is_some(), "connected with {why}");
+        let e = e.unwrap().to_string();
+        assert!(e.contains("invalid peer certificate"), "{why}: {e}");
+    }
 }

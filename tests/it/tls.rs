@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-struct Pki {
-    ca_pem: String,
-    other_ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
+    pub(crate) other_ca_pem: String,
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
 }
 
 fn ca() -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
@@ -21,7 +21,8 @@ fn ca() -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
     (params, key, cert.pem())
 }
 
-fn pki() -> Pki {
+/// A CA, another CA, and a certificate for "localhost" signed by the first.
+pub(crate) fn pki() -> Pki {
     let (ca_params, ca_key, ca_pem) = ca();
     let (_, _, other_ca_pem) = ca();
     let key = rcgen::KeyPair::generate().unwrap();

@@ -24,6 +24,8 @@ pub struct Cluster {
     bin: PathBuf,
     owner: Option<(u32, u32)>,
     fsync: bool,
+    /// With TLS: the certificate and key files, and TCP on 127.0.0.1 as well as the socket.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The directory holding `initdb` and `pg_ctl`: on PATH, or Debian's versioned directory.
@@ -93,6 +95,16 @@ impl Cluster {
 
     /// [`Cluster::start`], with `fsync` on or off (a benchmark measures with it on).
     pub fn start_with(fsync: bool) -> Cluster {
+        Self::make(fsync, None)
+    }
+
+    /// [`Cluster::start`] serving TLS with `cert_pem` and `key_pem` on 127.0.0.1:[`Cluster::port`]
+    /// (a port free a moment before) as well as on the socket.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Cluster {
+        Self::make(false, Some((cert_pem, key_pem)))
+    }
+
+    fn make(fsync: bool, tls: Option<(&str, &str)>) -> Cluster {
         let bin = bin_dir().expect("PostgreSQL's initdb and pg_ctl");
         let owner = (rustix::process::geteuid().as_raw() == 0)
             .then(|| ids("postgres").expect("a postgres user to run the cluster as"));
@@ -113,8 +125,21 @@ impl Cluster {
                     .expect("chmod the cluster's directory");
             }
         }
+        let tls = tls.map(|(cert, key)| {
+            use std::os::unix::fs::PermissionsExt;
+            let (c, k) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&c, cert).expect("write the certificate");
+            std::fs::write(&k, key).expect("write the key");
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the key");
+            (c, k)
+        });
         if let Some((uid, gid)) = owner {
-            for p in [dir.path(), socket_dir.as_path(), pwfile.as_path()] {
+            let files = tls.iter().flat_map(|(c, k)| [c.as_path(), k.as_path()]);
+            for p in [dir.path(), socket_dir.as_path(), pwfile.as_path()]
+                .into_iter()
+                .chain(files)
+            {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid))
                     .expect("chown the cluster's directory");
             }
@@ -123,11 +148,17 @@ impl Cluster {
             _dir: dir,
             data,
             socket_dir,
-            // The socket is private to this directory: the default port cannot clash.
-            port: 5432,
+            // The socket is private to this directory: the default port cannot clash. Over TCP,
+            // a port of its own.
+            port: if tls.is_some() {
+                crate::free_port()
+            } else {
+                5432
+            },
             bin,
             owner,
             fsync,
+            tls,
         };
         c.run(
             Command::new(c.bin.join("initdb"))
@@ -165,12 +196,20 @@ impl Cluster {
 
     /// Starts the cluster (again) and waits until it answers.
     pub fn pg_ctl_start(&self) {
-        let opts = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -c port={} -c fsync={} -c max_connections=40",
+        let mut opts = format!(
+            "-c unix_socket_directories='{}' -c port={} -c fsync={} -c max_connections=40",
             self.socket_dir.display(),
             self.port,
             if self.fsync { "on" } else { "off" }
         );
+        match &self.tls {
+            None => opts.push_str(" -c listen_addresses=''"),
+            Some((cert, key)) => opts.push_str(&format!(
+                " -c listen_addresses='127.0.0.1' -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+                cert.display(),
+                key.display()
+            )),
+        }
         self.run(
             Command::new(self.bin.join("pg_ctl"))
                 .arg("-D")
