@@ -14,6 +14,15 @@ struct Physical<'a> {
     class: Class,
 }
 
+impl<'a> Physical<'a> {
+    /// The line's text; a line that cannot be read is left out, with a diagnostic.
+    fn readable(&self, file: &str, diags: &mut Vec<Diagnostic>) -> Option<&'a str> {
+        self.text
+            .map_err(|why| diags.push(left_out(file, self.line, why)))
+            .ok()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     Blank,

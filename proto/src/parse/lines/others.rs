@@ -122,12 +122,8 @@ pub fn parse_recipients(
         if p.class != Class::Start {
             continue;
         }
-        let t = match p.text {
-            Ok(t) => t,
-            Err(why) => {
-                diags.push(left_out(file, p.line, why));
-                continue;
-            }
+        let Some(t) = p.readable(file, diags) else {
+            continue;
         };
         let key = t.split_whitespace().next().unwrap_or("").to_lowercase();
         if key.starts_with('@') {
@@ -178,12 +174,8 @@ pub fn parse_passwd(bytes: &[u8], file: &str, diags: &mut Vec<Diagnostic>) -> Ve
         if matches!(p.class, Class::Blank | Class::Comment) {
             continue;
         }
-        let t = match p.text {
-            Ok(t) => t,
-            Err(why) => {
-                diags.push(left_out(file, p.line, why));
-                continue;
-            }
+        let Some(t) = p.readable(file, diags) else {
+            continue;
         };
         let fields = passwd_fields(t);
         let uid = fields.and_then(|f| f[2].parse::<u32>().ok());
