@@ -117,16 +117,8 @@ where
 pub fn live_rows(server: &Server, agent: &str) -> Option<Rows> {
     let cfg = server.cfg();
     let primary = cfg.config.agent(agent)?.primary.clone();
-    let live = lock(&server.live);
-    let a = live.get(agent)?.applied.as_ref()?;
-    let part = Arc::clone(a.part.get()?);
-    Some(Rows::new(
-        a.version,
-        &a.hash,
-        part,
-        &a.content.domains,
-        &primary,
-    ))
+    let applied = lock(&server.live).get(agent)?.applied.clone()?;
+    Rows::of(&applied, &primary)
 }
 
 /// What the task knows of one agent.

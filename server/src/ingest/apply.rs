@@ -119,9 +119,10 @@ pub(super) fn apply(
     };
     let c = counts.get(agent).copied().unwrap_or_default();
     let applied_at = now_secs();
+    let cfg = server.cfg();
     {
         let mut db = lock(&server.db);
-        let keep = server.cfg().config.history.keep;
+        let keep = cfg.config.history.keep;
         let record = ApplyRecord {
             agent,
             snapshot: id,
@@ -139,9 +140,9 @@ pub(super) fn apply(
     steps.mark("record");
     let version = snap.version;
     let hash = snap.hash.clone();
-    {
+    let applied = {
         let mut live = lock(&server.live);
-        if let Some(l) = live.get_mut(agent) {
+        live.get_mut(agent).map(|l| {
             let agrees = l.reported_hash.as_deref() == Some(hash.as_str());
             if agrees {
                 l.disagree_since = None;
@@ -151,14 +152,7 @@ pub(super) fn apply(
             if let Some(s) = l.spare.take() {
                 free_later(s);
             }
-            if let Some(feed) = &server.postgres
-                && let Some(a) = server.cfg().config.agent(agent)
-            {
-                let domains = &snap.content.domains;
-                let rows = Rows::new(version, &hash, Arc::clone(&part), domains, &a.primary);
-                feed.publish(agent, rows);
-            }
-            l.applied = Some(Arc::new(Applied {
+            let applied = Arc::new(Applied {
                 snapshot: id,
                 links: row.links,
                 version,
@@ -167,8 +161,17 @@ pub(super) fn apply(
                 content: snap.content,
                 part: part.into(),
                 counts: c,
-            }));
-        }
+            });
+            l.applied = Some(Arc::clone(&applied));
+            applied
+        })
+    };
+    // The maps are live: the database may have the rows now.
+    if let (Some(feed), Some(applied), Some(a)) =
+        (&server.postgres, &applied, cfg.config.agent(agent))
+        && let Some(rows) = Rows::of(applied, &a.primary)
+    {
+        feed.publish(agent, rows);
     }
     let had_problem = lock(&server.live)
         .get(agent)

@@ -62,6 +62,19 @@ impl Rows {
         }
     }
 
+    /// The rows of snapshot `a` as applied (once its part is rendered), for domains whose
+    /// primary is `primary`.
+    pub fn of(a: &crate::Applied, primary: &str) -> Option<Rows> {
+        let part = Arc::clone(a.part.get()?);
+        Some(Rows::new(
+            a.version,
+            &a.hash,
+            part,
+            &a.content.domains,
+            primary,
+        ))
+    }
+
     /// The valid addresses: (file name, its lines).
     pub fn recipients(&self) -> Option<(&'static str, &Text)> {
         file(&self.part, &RECIPIENTS)
