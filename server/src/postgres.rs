@@ -80,25 +80,27 @@ impl Feed {
 pub async fn connect(target: &Target) -> Result<Client, Error> {
     let timeout = target.config.get_connect_timeout().copied();
     let attempt = async {
-        let client = match &target.tls {
-            Some(tls) => {
-                let (client, conn) = target.config.connect(tls.clone()).await?;
-                tokio::spawn(drive(conn));
-                client
-            }
-            None => {
-                let (client, conn) = target.config.connect(tokio_postgres::NoTls).await?;
-                tokio::spawn(drive(conn));
-                client
-            }
-        };
-        Ok::<_, Error>(client)
+        match &target.tls {
+            Some(tls) => open(&target.config, tls.clone()).await,
+            None => open(&target.config, tokio_postgres::NoTls).await,
+        }
     };
     let secs = timeout.unwrap_or(Duration::from_secs(5));
     let mut client = tokio::time::timeout(secs + Duration::from_secs(1), attempt)
         .await
         .map_err(|_| Error::Timeout(secs.as_secs()))??;
     schema::migrate(&mut client).await?;
+    Ok(client)
+}
+
+/// Connects through `tls`, the connection driven by a task of its own.
+async fn open<T>(config: &tokio_postgres::Config, tls: T) -> Result<Client, Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, conn) = config.connect(tls).await?;
+    tokio::spawn(drive(conn));
     Ok(client)
 }
 
