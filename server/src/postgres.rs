@@ -176,38 +176,7 @@ pub async fn run(server: Arc<Server>, target: Target, feed: Arc<Feed>, stop: Can
             if let Some(c) = client.as_mut() {
                 for (agent, rows) in &wanted {
                     let k = known.entry(agent.clone()).or_default();
-                    let started = std::time::Instant::now();
-                    match write::write(c, agent, rows, k.held.as_deref()).await {
-                        Ok(Wrote::Newer(theirs)) => {
-                            // Another server of an HA pair is ahead; this one catches up when
-                            // the agent pushes to it.
-                            tracing::warn!(
-                                agent,
-                                version = rows.version,
-                                theirs,
-                                "postgres: the database holds a newer version; left as it is"
-                            );
-                            k.held = None;
-                            k.settled = Some((rows.version, rows.hash.clone()));
-                        }
-                        Ok(wrote) => {
-                            tracing::info!(
-                                agent,
-                                version = rows.version,
-                                ?wrote,
-                                ms = started.elapsed().as_millis() as u64,
-                                "postgres: written"
-                            );
-                            k.held = Some(Arc::clone(rows));
-                            k.settled = Some((rows.version, rows.hash.clone()));
-                            problem(&server, agent, None).await;
-                        }
-                        Err(e) => {
-                            failed = true;
-                            tracing::error!(agent, version = rows.version, error = %e, "postgres: write failed; the local maps are live");
-                            problem(&server, agent, Some(failure(&target, rows, &e))).await;
-                        }
-                    }
+                    failed |= !write_agent(&server, &target, c, agent, rows, k).await;
                 }
                 if stale_set && let Some(d) = &deferred {
                     match write::deferred(c, d).await {
@@ -232,6 +201,49 @@ pub async fn run(server: Arc<Server>, target: Target, feed: Arc<Feed>, stop: Can
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Writes `agent`'s `rows` and records in `k` what the database then holds; whether it could.
+async fn write_agent(
+    server: &Arc<Server>,
+    target: &Target,
+    client: &mut Client,
+    agent: &str,
+    rows: &Arc<Rows>,
+    k: &mut Known,
+) -> bool {
+    let started = std::time::Instant::now();
+    let wrote = match write::write(client, agent, rows, k.held.as_deref()).await {
+        Ok(wrote) => wrote,
+        Err(e) => {
+            tracing::error!(agent, version = rows.version, error = %e, "postgres: write failed; the local maps are live");
+            problem(server, agent, Some(failure(target, rows, &e))).await;
+            return false;
+        }
+    };
+    k.settled = Some((rows.version, rows.hash.clone()));
+    if let Wrote::Newer(theirs) = wrote {
+        // Another server of an HA pair is ahead; this one catches up when the agent pushes
+        // to it.
+        tracing::warn!(
+            agent,
+            version = rows.version,
+            theirs,
+            "postgres: the database holds a newer version; left as it is"
+        );
+        k.held = None;
+    } else {
+        tracing::info!(
+            agent,
+            version = rows.version,
+            ?wrote,
+            ms = started.elapsed().as_millis() as u64,
+            "postgres: written"
+        );
+        k.held = Some(Arc::clone(rows));
+        problem(server, agent, None).await;
+    }
+    true
 }
 
 /// The problem an agent has while its rows cannot be written.
