@@ -7,18 +7,6 @@ use std::time::{Duration, Instant};
 use crate::big::{marker, site_with, wait_map};
 use crate::{data, percentile, postalias, procs, summary};
 
-/// Polls `cond` every 10 ms for up to `limit`; the time it took, if it came true.
-fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if cond() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 pub(crate) fn postgres_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
     println!(
         "scenario: postgres, {n} aliases: [output.postgres] on a private cluster (Unix socket, \
@@ -56,8 +44,8 @@ pub(crate) fn postgres_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
     let agent = procs::spawn(&procs::bin("mxsync-agent")?, &s.agent_config)?;
     let maps =
         wait_map(&s.virt, "zzmarker@", Duration::from_secs(600)).map(|_| t.elapsed().as_secs_f64());
-    let db =
-        until(Duration::from_secs(600), || marker_target(0)).map(|_| t.elapsed().as_secs_f64());
+    let db = procs::wait(Duration::from_secs(600), || marker_target(0))
+        .map(|_| t.elapsed().as_secs_f64());
     let (Some(maps), Some(db)) = (maps, db) else {
         anyhow::bail!("the first snapshot never reached the maps or the database");
     };
@@ -75,7 +63,7 @@ pub(crate) fn postgres_scenario(n: usize, edits: usize) -> anyhow::Result<()> {
         text.extend_from_slice(marker(i).as_bytes());
         std::fs::write(&aliases, &text)?;
         let saved = Instant::now();
-        match until(Duration::from_secs(60), || marker_target(i)) {
+        match procs::wait(Duration::from_secs(60), || marker_target(i)) {
             Some(_) => lat.push(saved.elapsed().as_secs_f64()),
             None => lost += 1,
         }
