@@ -65,9 +65,20 @@ impl Setup {
         tests::status(&self.url()).await["agents"][0].clone()
     }
 
-    /// The applied version, once the server has one.
-    async fn applied(&self) -> Option<i64> {
-        self.status().await["version"].as_i64()
+    /// The agent's status once `cond` holds of it, or the last one read when `limit` passed.
+    async fn status_when(
+        &self,
+        limit: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let status = self.status().await;
+            if cond(&status) || tokio::time::Instant::now() >= deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn log(&self) -> String {
@@ -103,16 +114,10 @@ fn count(cluster: &Cluster, table: &str) -> i64 {
 
 /// Waits until the database holds the version the server applied.
 async fn caught_up(s: &Setup, cluster: &Cluster, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if let Some(v) = s.applied().await
-            && db_version(cluster) == Some(v)
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    let held = |status: &serde_json::Value| {
+        (status["version"].as_i64()).is_some_and(|v| db_version(cluster) == Some(v))
+    };
+    held(&s.status_when(limit, held).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,17 +237,11 @@ async fn a_one_line_edit_writes_its_rows_only_and_an_unreachable_database_catche
     })
     .await;
     assert!(live, "the local maps did not go live without the database");
-    let mut problem = String::new();
-    for _ in 0..200 {
-        problem = s.status().await["problem"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if problem.starts_with("postgres:") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ours = |status: &serde_json::Value| {
+        (status["problem"].as_str()).is_some_and(|p| p.starts_with("postgres:"))
+    };
+    let status = s.status_when(Duration::from_secs(10), ours).await;
+    let problem = status["problem"].as_str().unwrap_or("");
     assert!(problem.starts_with("postgres:"), "no problem: {problem:?}");
     assert!(problem.contains("the local maps are live"), "{problem}");
     // Back: the next attempt (retry_secs = 1) catches it up, and the problem clears.
@@ -259,18 +258,8 @@ async fn a_one_line_edit_writes_its_rows_only_and_an_unreachable_database_catche
         ),
         "down@remote.example"
     );
-    let cleared = {
-        let mut ok = false;
-        for _ in 0..200 {
-            if s.status().await["problem"].is_null() {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        ok
-    };
-    assert!(cleared, "{}", s.status().await);
+    let status = (s.status_when(Duration::from_secs(10), |st| st["problem"].is_null())).await;
+    assert!(status["problem"].is_null(), "{status}");
     // After the changed rows of each edit, the tables hold what the map files do.
     let file = |name: &str| std::fs::read_to_string(maps.join("postfix").join(name)).unwrap();
     let lines = |text: String| -> Vec<String> {
